@@ -1,0 +1,179 @@
+"""The agent's lifecycle: connect, bind, serve, and reconnect with backoff until stopped.
+
+Reconnects use exponential backoff with full jitter (0.25 s doubling to 30 s), reset once a
+link has been welcomed. Every reconnect asks for the names and ports the edge gave before,
+with the same ``instance_id``, so the edge hands them back at once. A ``GoAway`` from a
+draining edge starts a new link immediately while the old one finishes its streams.
+A refused token is final: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Callable
+
+from agent.link import AgentLink
+from agent.tunnels import TunnelSpec, TunnelState
+from proto.messages import BindFailed, Bound, GoAway
+
+log = logging.getLogger("burrow.agent")
+
+BACKOFF_START = 0.25
+BACKOFF_MAX = 30.0
+
+
+class AgentRefused(Exception):
+    """The edge refused this agent (bad token, wrong version); retrying will not help."""
+
+
+class Agent:
+    def __init__(
+        self,
+        server: tuple[str, int],
+        token: str,
+        tunnels: list[TunnelSpec],
+        *,
+        heartbeat: float = 5.0,
+        heartbeat_misses: int = 3,
+        on_change: Callable[[Agent], None] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.server = server
+        self.token = token
+        self.tunnels = [TunnelState(spec) for spec in tunnels]
+        self.heartbeat = heartbeat
+        self.heartbeat_misses = heartbeat_misses
+        self.instance_id = os.urandom(12).hex()
+        self.on_change = on_change or (lambda agent: None)
+        self.connect_timeout = connect_timeout
+        self.link: AgentLink | None = None
+        self.links: set[AgentLink] = set()
+        self.connected = False
+        self.reconnects = 0
+        self.last_error = ""
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    @property
+    def rtt(self) -> float | None:
+        return self.link.rtt if self.link is not None else None
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; raises ``AgentRefused`` if the edge refuses us."""
+        self._loop = asyncio.get_running_loop()
+        delay = BACKOFF_START
+        while not self._stopping:
+            link = await self._connect()
+            if link is not None:
+                await link.welcomed.wait()
+                if link.refused is not None:
+                    self.last_error = link.refused.message
+                    link.close()
+                    raise AgentRefused(link.refused.message)
+                if link.welcome is not None:
+                    delay = BACKOFF_START
+                    self.connected = True
+                    self.on_change(self)
+                # Wait until this link dies or is told to go away.
+                self._wake.clear()
+                closed = asyncio.ensure_future(link.closed_event.wait())
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({closed, woken}, return_when=asyncio.FIRST_COMPLETED)
+                closed.cancel()
+                woken.cancel()
+                if self._stopping:
+                    break
+                if link.closed_event.is_set() or link.welcome is None:
+                    self.connected = False
+                    for state in self.tunnels:
+                        state.url = ""
+                    self.on_change(self)
+                    await self._sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, BACKOFF_MAX)
+                self.reconnects += 1
+                continue
+            self.on_change(self)
+            await self._sleep(random.uniform(0, delay))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _connect(self) -> AgentLink | None:
+        host, port = self.server
+        try:
+            _, link = await asyncio.wait_for(
+                self.loop.create_connection(lambda: AgentLink(self), host, port),
+                self.connect_timeout,
+            )
+        except (TimeoutError, OSError) as exc:
+            self.last_error = f"cannot reach the edge at {host}:{port}: {exc}"
+            log.info("%s", self.last_error)
+            return None
+        self.link = link
+        self.links.add(link)
+        return link
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def stop(self) -> None:
+        self._stopping = True
+        for link in list(self.links):
+            link.close()
+        self._wake.set()
+
+    # -- callbacks from links -------------------------------------------------------------
+
+    def link_closed(self, link: AgentLink) -> None:
+        self.links.discard(link)
+        if link is self.link:
+            self._wake.set()
+
+    def go_away(self, link: AgentLink, message: GoAway) -> None:
+        log.info("edge going away (%s): reconnecting", message.reason)
+        if link is self.link:
+            self.link = None
+            self._wake.set()
+        # The old link serves its open streams until they finish or the drain runs out.
+        self.loop.call_later(message.drain_ms / 1000 + 1, link.close)
+
+    def tunnel_bound(self, link: AgentLink, state: TunnelState, bound: Bound) -> None:
+        state.url = bound.url
+        state.error = ""
+        state.bind_retries = 0
+        state.claimed_name = bound.name if state.spec.protocol == "http" else ""
+        state.claimed_port = bound.port
+        log.info("tunnel %s -> %s", bound.url, state.spec.local)
+        self.on_change(self)
+
+    def tunnel_failed(self, link: AgentLink, state: TunnelState, failed: BindFailed) -> None:
+        spec = state.spec
+        request_id = next(k for k, v in link.by_request.items() if v is state)
+        if (
+            failed.code == "taken"
+            and (state.claimed_name or state.claimed_port)
+            and not (spec.name or spec.remote_port)
+        ):
+            # The random name we had went to someone else while we were away: take a new one.
+            state.claimed_name = ""
+            state.claimed_port = 0
+            link.bind(request_id, state)
+            return
+        if failed.code == "in_use" and state.bind_retries < 20:
+            # Usually our own previous agent process still holds it until its link's
+            # heartbeat times out: try again shortly.
+            state.bind_retries += 1
+            self.loop.call_later(1.0, lambda: None if link.closed else link.bind(request_id, state))
+        state.error = failed.message
+        log.warning("tunnel %s refused: %s", spec.label or spec.local, failed.message)
+        self.on_change(self)

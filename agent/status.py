@@ -1,0 +1,62 @@
+"""What the agent prints: tunnel URLs when they change, and a live status line on a terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from agent.client import Agent
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}ms"
+
+
+def status_line(agent: Agent) -> str:
+    states = agent.tunnels
+    online = sum(1 for s in states if s.url)
+    conns = sum(s.stats.open_connections for s in states)
+    total = sum(s.stats.connections for s in states)
+    reqs = sum(s.stats.requests for s in states)
+    p50 = max((s.stats.percentile(0.5) or 0.0 for s in states), default=0.0) or None
+    p99 = max((s.stats.percentile(0.99) or 0.0 for s in states), default=0.0) or None
+    link = "online" if agent.connected else "reconnecting"
+    return (
+        f"{link} | tunnels {online}/{len(states)} | conns {conns} open, {total} total"
+        f" | requests {reqs} | p50 {_ms(p50)} p99 {_ms(p99)} | rtt {_ms(agent.rtt)}"
+    )
+
+
+class StatusPrinter:
+    """Prints each tunnel's URL once it is live; redraws one status line on a TTY."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._shown: dict[int, str] = {}
+        self._error_shown: dict[int, str] = {}
+        self._line_drawn = False
+
+    def changed(self, agent: Agent) -> None:
+        for i, state in enumerate(agent.tunnels):
+            if state.url and self._shown.get(i) != state.url:
+                self._shown[i] = state.url
+                self.say(f"Forwarding  {state.url} -> {state.spec.local}")
+            if state.error and self._error_shown.get(i) != state.error:
+                self._error_shown[i] = state.error
+                self.say(f"Tunnel {state.spec.label or state.spec.local} refused: {state.error}")
+        if not agent.connected and agent.last_error and not self.tty:
+            self.say(f"Reconnecting: {agent.last_error}")
+
+    def tick(self, agent: Agent) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K" + status_line(agent))
+            self.out.flush()
+            self._line_drawn = True
+
+    def say(self, text: str) -> None:
+        if self._line_drawn:
+            self.out.write("\r\x1b[2K")
+            self._line_drawn = False
+        self.out.write(text + "\n")
+        self.out.flush()

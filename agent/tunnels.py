@@ -1,0 +1,78 @@
+"""What the agent exposes: tunnel specs from flags or the config file, and their live state."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+class SpecError(ValueError):
+    """A tunnel definition is wrong; the message says how to write it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSpec:
+    protocol: str  # "http" | "tcp"
+    local_host: str
+    local_port: int
+    name: str = ""  # requested subdomain or hostname (http)
+    remote_port: int = 0  # requested public port (tcp)
+    pool: bool = False
+    label: str = ""  # the tunnel's name in the config file
+
+    @property
+    def local(self) -> str:
+        host = f"[{self.local_host}]" if ":" in self.local_host else self.local_host
+        return f"{host}:{self.local_port}"
+
+
+def parse_address(addr: str | int) -> tuple[str, int]:
+    """``8000``, ``localhost:8000``, ``[::1]:8000`` -> (host, port)."""
+    text = str(addr).strip()
+    host = "localhost"
+    if text.startswith("["):
+        end = text.find("]")
+        if end == -1 or not text[end + 1 :].startswith(":"):
+            raise SpecError(f"bad address {text!r}: write [::1]:8000")
+        host, text = text[1:end], text[end + 2 :]
+    elif ":" in text:
+        host, text = text.rsplit(":", 1)
+        if text.startswith("//"):
+            raise SpecError(f"bad address {addr!r}: write host:port without a scheme")
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise SpecError(f"bad port in {addr!r}: use a number from 1 to 65535")
+    return host or "localhost", int(text)
+
+
+@dataclass(slots=True)
+class TunnelStats:
+    connections: int = 0
+    open_connections: int = 0
+    requests: int = 0
+    failed: int = 0
+    _latencies: list[float] = field(default_factory=list)
+
+    def record_latency(self, seconds: float) -> None:
+        # Keep a bounded sorted sample of recent latencies for the status line.
+        lat = self._latencies
+        if len(lat) >= 512:
+            del lat[::2]
+        bisect.insort(lat, seconds)
+
+    def percentile(self, q: float) -> float | None:
+        lat = self._latencies
+        if not lat:
+            return None
+        return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+
+@dataclass(slots=True)
+class TunnelState:
+    spec: TunnelSpec
+    url: str = ""
+    error: str = ""
+    # What the edge gave us, asked for again on reconnect so the URL stays the same.
+    claimed_name: str = ""
+    claimed_port: int = 0
+    bind_retries: int = 0
+    stats: TunnelStats = field(default_factory=TunnelStats)

@@ -1,0 +1,188 @@
+"""The edge's end of one agent link: handshake, tunnel binds, visitor streams."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from edge.auth import AuthError, Identity
+from edge.routing import Tunnel
+from proto.frames import PROTOCOL_VERSION
+from proto.messages import (
+    Bind,
+    GoAway,
+    Hello,
+    Message,
+    Notice,
+    Refused,
+    StreamOpen,
+    Unbind,
+    Welcome,
+)
+from proto.mux import Role
+from relay.session import LinkSession, StreamSink, new_id
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from edge.server import Edge
+
+log = logging.getLogger("burrow.edge.agent")
+
+
+class StreamUnavailable(Exception):
+    """A visitor connection cannot get a stream; ``status`` is what the visitor sees."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class AgentSession(LinkSession):
+    def __init__(self, edge: Edge) -> None:
+        config = edge.config
+        super().__init__(
+            Role.EDGE,
+            heartbeat=config.heartbeat,
+            misses=config.heartbeat_misses,
+            max_streams=config.limits.max_streams_per_agent,
+        )
+        self.edge = edge
+        self.identity: Identity | None = None
+        self.session_id = new_id()
+        self.instance_id = ""
+        self.agent_version = ""
+        self.tunnels: dict[int, Tunnel] = {}
+        self.started = time.time()
+        self.going_away = False
+        self._next_tunnel_id = 1
+        self._handshake: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.edge.sessions.add(self)
+        self._handshake = self.edge.loop.call_later(
+            self.edge.config.limits.handshake_timeout, self._handshake_expired
+        )
+
+    def _handshake_expired(self) -> None:
+        if self.identity is None and not self.closed:
+            log.info("agent link %s sent no Hello in time: closing", self.peer)
+            self.abort()
+
+    def on_closed(self, exc: Exception | None) -> None:
+        if self._handshake is not None:
+            self._handshake.cancel()
+        self.edge.session_closed(self)
+        if self.identity is not None:
+            log.info(
+                "agent %s (%s) disconnected after %.0fs",
+                self.identity.account,
+                self.peer,
+                time.time() - self.started,
+            )
+
+    # -- messages -------------------------------------------------------------------------
+
+    def on_message(self, message: Message) -> None:
+        if self.identity is None:
+            if type(message) is Hello:
+                self._on_hello(message)
+            else:
+                self.protocol_failed(f"{type(message).__name__} before Hello")
+            return
+        if type(message) is Bind:
+            self.edge.bind(self, message)
+        elif type(message) is Unbind:
+            tunnel = self.tunnels.pop(message.tunnel_id, None)
+            if tunnel is not None:
+                self.edge.release(tunnel)
+        elif type(message) is Notice:
+            log.info("agent %s says: %s", self.peer, message.message)
+        else:
+            self.protocol_failed(f"unexpected {type(message).__name__} from an agent")
+
+    def _on_hello(self, hello: Hello) -> None:
+        if self._handshake is not None:
+            self._handshake.cancel()
+            self._handshake = None
+        if PROTOCOL_VERSION not in hello.versions:
+            self._refuse(
+                "version",
+                f"this edge speaks protocol version {PROTOCOL_VERSION}; "
+                "upgrade or downgrade burrow to match",
+            )
+            return
+        try:
+            identity = self.edge.authenticator.authenticate(hello.token)
+        except AuthError as exc:
+            log.info("agent link %s refused: %s", self.peer, exc)
+            self._refuse("auth", str(exc))
+            return
+        self.identity = identity
+        self.instance_id = hello.instance_id[:64]
+        self.agent_version = hello.agent_version[:32]
+        if self.edge.draining:
+            self._refuse("draining", "this edge is shutting down; reconnect in a moment")
+            return
+        self.send(
+            Welcome(
+                version=PROTOCOL_VERSION,
+                session_id=self.session_id,
+                edge_id=self.edge.config.edge_id,
+                account=identity.account,
+                heartbeat_ms=int(self.heartbeat * 1000),
+                max_streams=self.mux.max_streams,
+            )
+        )
+        log.info(
+            "agent %s (%s, burrow %s) connected", identity.account, self.peer, hello.agent_version
+        )
+
+    def _refuse(self, code: str, message: str) -> None:
+        self.send(Refused(code=code, message=message))
+        self.close()
+
+    # -- tunnels and streams --------------------------------------------------------------
+
+    def new_tunnel(self, bind: Bind) -> Tunnel:
+        assert self.identity is not None
+        tunnel = Tunnel(
+            self._next_tunnel_id,
+            self,
+            bind.protocol,
+            self.identity.account,
+            self.instance_id,
+            local=bind.local[:200],
+            pool=bind.pool,
+        )
+        self._next_tunnel_id += 1
+        return tunnel
+
+    def tunnel_taken(self, tunnel: Tunnel, reason: str) -> None:
+        """Another link of the same agent took this tunnel's name over."""
+        if self.tunnels.pop(tunnel.tunnel_id, None) is not None and not self.closed:
+            self.send(Unbind(tunnel_id=tunnel.tunnel_id, reason=reason))
+            if not self.tunnels:
+                # A stale link with nothing left to serve: let it go now instead of
+                # waiting for its heartbeat to time out.
+                self.close()
+
+    def open_visitor_stream(
+        self, tunnel: Tunnel, kind: str, client: tuple[str, int], sink: StreamSink
+    ) -> int:
+        if self.closed or self.going_away or tunnel.tunnel_id not in self.tunnels:
+            raise StreamUnavailable(502, "The tunnel's agent is reconnecting; retry in a moment.")
+        if self.mux.stream_count >= self.mux.max_streams:
+            self.edge.metrics.refused("stream_limit")
+            raise StreamUnavailable(
+                429, f"The tunnel already has {self.mux.max_streams} open connections."
+            )
+        return self.open(StreamOpen(tunnel.tunnel_id, kind, client[0], client[1]), sink)
+
+    def go_away(self, reason: str, drain: float) -> None:
+        if not self.closed and not self.going_away:
+            self.going_away = True
+            self.send(GoAway(reason=reason, drain_ms=int(drain * 1000)))

@@ -1,0 +1,187 @@
+"""``burrowd``: the Burrow server.
+
+burrowd dev      edge on this machine with a ready token, a demo tunnel, and the
+                 address left for `burrow http PORT` in another terminal
+burrowd edge     the edge alone, agents authenticated by tokens from flags or a file
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+
+import uvloop
+
+from agent import config as agent_config
+from agent.client import Agent
+from agent.tunnels import TunnelSpec, parse_address
+from bench.origin import start_origin
+from edge.auth import StaticTokens
+from edge.config import EdgeConfig
+from edge.server import Edge
+
+log = logging.getLogger("burrow.edge")
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text if ":" in text else f"127.0.0.1:{text}")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(p) for p in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a range like 20000-20999") from None
+    if not 0 < low <= high < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: ports must be 1-65535, low to high")
+    return low, high
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="burrowd", description="The Burrow tunnel server.")
+    p.add_argument("--log", default="info", help="log level: debug, info, warning")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def edge_flags(sp: argparse.ArgumentParser, http: str, agents: str) -> None:
+        sp.add_argument(
+            "--http", type=_hostport, default=http, help=f"visitor HTTP (default {http})"
+        )
+        sp.add_argument(
+            "--agents", type=_hostport, default=agents, help=f"agent links (default {agents})"
+        )
+        sp.add_argument(
+            "--tcp-ports", type=_port_range, default=(20000, 20999), help="TCP tunnel ports"
+        )
+        sp.add_argument("--base-domain", default="localhost", help="tunnels get NAME.BASE-DOMAIN")
+        sp.add_argument("--public-port", type=int, help="HTTP port shown in URLs (behind a proxy)")
+        sp.add_argument("--drain", type=float, default=10.0, help="seconds to drain on shutdown")
+
+    dev = sub.add_parser("dev", help="run Burrow on this machine for development")
+    edge_flags(dev, "127.0.0.1:8080", "127.0.0.1:4443")
+    dev.add_argument("--no-demo", action="store_true", help="do not start the demo tunnel")
+
+    edge = sub.add_parser("edge", help="run the edge")
+    edge_flags(edge, "0.0.0.0:80", "0.0.0.0:4443")
+    edge.add_argument(
+        "--token", action="append", default=[], help="TOKEN or TOKEN=ACCOUNT (repeat)"
+    )
+    edge.add_argument("--tokens-file", help="file with one TOKEN or TOKEN=ACCOUNT per line")
+    edge.add_argument("--edge-id", default="edge-1")
+    return p
+
+
+def _config(args: argparse.Namespace) -> EdgeConfig:
+    return EdgeConfig(
+        base_domain=args.base_domain,
+        http_host=args.http[0],
+        http_port=args.http[1],
+        agent_host=args.agents[0],
+        agent_port=args.agents[1],
+        tcp_host=args.http[0],
+        tcp_ports=args.tcp_ports,
+        public_http_port=args.public_port,
+        drain_seconds=args.drain,
+        edge_id=getattr(args, "edge_id", "dev"),
+    )
+
+
+def _tokens(args: argparse.Namespace) -> dict[str, str]:
+    lines = list(args.token)
+    if args.tokens_file:
+        with open(args.tokens_file) as fh:
+            lines += [ln.strip() for ln in fh if ln.strip() and not ln.startswith("#")]
+    tokens: dict[str, str] = {}
+    for i, line in enumerate(lines, start=1):
+        token, _, account = line.partition("=")
+        tokens[token] = account or f"account-{i}"
+    return tokens
+
+
+async def _run_until_signal(edge: Edge) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("\nburrowd: draining (Ctrl-C again to stop now)", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    await edge.shutdown()
+
+
+async def _dev(args: argparse.Namespace) -> int:
+    config = _config(args)
+    token = "dev-" + secrets.token_urlsafe(18)
+    edge = Edge(config, StaticTokens({token: "dev"}))
+    try:
+        await edge.start()
+    except OSError as exc:
+        print(
+            f"burrowd: cannot listen ({exc.strerror}); is another burrowd running? "
+            "Pick other ports with --http and --agents.",
+            file=sys.stderr,
+        )
+        return 1
+    server = f"{config.agent_host}:{config.agent_port}"
+    path = agent_config.write_dev_edge(server, token, config.url_for(config.base_domain))
+    print(
+        f"Burrow dev edge: visitors on http://*.{config.base_domain}:{config.http_port},"
+        f" agents on {server}"
+    )
+    print(f"Agent token (also saved to {path}):\n  {token}")
+    tasks: list[asyncio.Task[None]] = []
+    if not args.no_demo:
+        origin = await start_origin()
+        origin_port = origin.sockets[0].getsockname()[1]
+        demo = Agent(
+            (config.agent_host, config.agent_port),
+            token,
+            [TunnelSpec("http", "127.0.0.1", origin_port, name="demo", label="demo")],
+        )
+
+        def announce(agent: Agent) -> None:
+            for state in agent.tunnels:
+                if state.url:
+                    print(f"Demo tunnel: open {state.url}/ in a browser", flush=True)
+
+        demo.on_change = announce
+        tasks.append(asyncio.get_running_loop().create_task(demo.run()))
+    print("Expose your own service from another terminal with:\n  burrow http 8000", flush=True)
+    await _run_until_signal(edge)
+    for task in tasks:
+        task.cancel()
+    return 0
+
+
+async def _edge(args: argparse.Namespace) -> int:
+    tokens = _tokens(args)
+    if not tokens:
+        print("burrowd edge: give agent tokens with --token or --tokens-file", file=sys.stderr)
+        return 2
+    edge = Edge(_config(args), StaticTokens(tokens))
+    await edge.start()
+    await _run_until_signal(edge)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    runner = _dev if args.command == "dev" else _edge
+    try:
+        return uvloop.run(runner(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Edge settings: where it listens, what it serves, and the limits it applies to visitors."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Limits:
+    """Limits applied to visitors and agents. Every one has a default that is safe to face
+    the internet with."""
+
+    max_header_bytes: int = 16 * 1024  # request line + headers (431 past it)
+    max_header_count: int = 100  # 431 past it
+    header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
+    idle_timeout: float = 75.0  # keep-alive connection with no request in flight
+    body_idle_timeout: float = 60.0  # no byte of a request body for this long
+    response_timeout: float = 60.0  # no response head from the local service: 504
+    max_streams_per_agent: int = 1000  # concurrent visitor connections per agent link
+    max_tunnels_per_agent: int = 32
+    handshake_timeout: float = 10.0  # an agent must say Hello within this
+
+
+@dataclass(slots=True)
+class EdgeConfig:
+    base_domain: str = "localhost"
+    edge_id: str = "edge-1"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    agent_host: str = "127.0.0.1"
+    agent_port: int = 4443
+    tcp_host: str = "127.0.0.1"
+    tcp_ports: tuple[int, int] = (20000, 20999)
+    public_http_port: int | None = None  # the port printed in URLs (when behind a NAT/LB)
+    public_scheme: str = "http"
+    tokens: dict[str, str] = field(default_factory=dict)  # token -> account
+    heartbeat: float = 5.0
+    heartbeat_misses: int = 3
+    drain_seconds: float = 10.0
+    name_lease_seconds: float = 600.0  # a released random name stays with its account
+    limits: Limits = field(default_factory=Limits)
+
+    def replace(self, **changes: object) -> EdgeConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def url_for(self, hostname: str) -> str:
+        port = self.public_http_port if self.public_http_port is not None else self.http_port
+        default = 443 if self.public_scheme == "https" else 80
+        suffix = "" if port == default else f":{port}"
+        return f"{self.public_scheme}://{hostname}{suffix}"

@@ -1,0 +1,241 @@
+"""Which tunnel serves a hostname or a TCP port.
+
+A hostname (or port) maps to a ``TunnelPool``: one or more tunnels of one account. Several
+agents that ask to pool share the load round-robin. A name belongs to one account at a time;
+when its last tunnel goes away the name is *leased* to that account for a while, so an agent
+that reconnects (or an edge that restarted) gives it back its URL and nobody else can grab it
+in between.
+
+A reconnecting agent announces the same ``instance_id``; a bind from the same instance for a
+name it already holds replaces the stale tunnel at once instead of waiting for the old link's
+heartbeat to time out.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge.agent_session import AgentSession
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class BindError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Tunnel:
+    __slots__ = (
+        "account",
+        "created",
+        "hostname",
+        "instance_id",
+        "local",
+        "pool",
+        "port",
+        "protocol",
+        "session",
+        "tunnel_id",
+    )
+
+    def __init__(
+        self,
+        tunnel_id: int,
+        session: AgentSession,
+        protocol: str,
+        account: str,
+        instance_id: str,
+        local: str = "",
+        pool: bool = False,
+    ) -> None:
+        self.tunnel_id = tunnel_id
+        self.session = session
+        self.protocol = protocol
+        self.account = account
+        self.instance_id = instance_id
+        self.local = local
+        self.pool = pool
+        self.hostname = ""
+        self.port = 0
+        self.created = time.time()
+
+
+@dataclass(slots=True)
+class TunnelPool:
+    account: str
+    members: list[Tunnel] = field(default_factory=list)
+    _next: int = 0
+
+    def pick(self) -> Tunnel | None:
+        members = self.members
+        if not members:
+            return None
+        if len(members) == 1:
+            return members[0]
+        self._next = (self._next + 1) % len(members)
+        # Prefer the member with the fewest open streams among two candidates (power of
+        # two choices): round-robin alone piles onto a slow agent.
+        a = members[self._next]
+        b = members[(self._next + 1) % len(members)]
+        return a if a.session.mux.stream_count <= b.session.mux.stream_count else b
+
+
+def normalize_host(host: str) -> str:
+    """Lowercase; strip port and trailing dot: ``Demo.Localhost:8080`` -> ``demo.localhost``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host.rstrip(".")
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and host.count(".") >= pattern.count(".")
+    return host == pattern
+
+
+class RouteTable:
+    def __init__(
+        self,
+        base_domain: str,
+        *,
+        lease_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_domain = base_domain.lower().strip(".")
+        self.lease_seconds = lease_seconds
+        self.hosts: dict[str, TunnelPool] = {}
+        self.ports: dict[int, TunnelPool] = {}
+        self._leases: dict[Any, tuple[str, float]] = {}
+        self._clock = clock
+
+    # -- names ----------------------------------------------------------------------------
+
+    def hostname_for(self, name: str, allowed_hosts: tuple[str, ...]) -> str:
+        """The hostname a Bind's ``name`` asks for, or BindError if it may not have it."""
+        name = normalize_host(name)
+        suffix = "." + self.base_domain
+        if name.endswith(suffix):
+            label = name[: -len(suffix)]
+            if "." not in label and _LABEL.match(label):
+                return name
+        elif "." not in name:
+            if _LABEL.match(name):
+                return name + suffix
+            raise BindError(
+                "bad_name",
+                f"{name!r} is not a valid name: use 1-63 letters, digits and hyphens",
+            )
+        if any(host_matches(p, name) for p in allowed_hosts):
+            return name
+        raise BindError(
+            "not_allowed",
+            f"{name!r} is not a name this token may bind: ask for a name under "
+            f"{self.base_domain} or add the domain to your account",
+        )
+
+    def random_hostname(self) -> str:
+        for _ in range(100):
+            label = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+            host = f"{label}.{self.base_domain}"
+            if host not in self.hosts and not self._leased_to_other(host, ""):
+                return host
+        raise BindError("exhausted", "no free random name; try again")
+
+    # -- claims ---------------------------------------------------------------------------
+
+    def _leased_to_other(self, key: object, account: str) -> bool:
+        lease = self._leases.get(key)
+        if lease is None:
+            return False
+        owner, expires = lease
+        if expires < self._clock():
+            del self._leases[key]
+            return False
+        return owner != account
+
+    def _claim(
+        self, table: dict[Any, TunnelPool], key: object, label: str, tunnel: Tunnel
+    ) -> list[Tunnel]:
+        """Add ``tunnel`` under ``key``; returns stale tunnels it replaced."""
+        pool = table.get(key)
+        if pool is None:
+            if self._leased_to_other(key, tunnel.account):
+                raise BindError("taken", f"{label} is reserved by another account")
+            table[key] = TunnelPool(tunnel.account, [tunnel])
+            self._leases.pop(key, None)
+            return []
+        if pool.account != tunnel.account:
+            raise BindError("taken", f"{label} is in use by another account")
+        stale = [t for t in pool.members if t.instance_id == tunnel.instance_id]
+        if not stale and not (tunnel.pool and all(t.pool for t in pool.members)):
+            raise BindError(
+                "in_use",
+                f"{label} is already served by another agent of your account; "
+                "start both with --pool to share the load",
+            )
+        for t in stale:
+            pool.members.remove(t)
+        pool.members.append(tunnel)
+        return stale
+
+    def claim_host(self, hostname: str, tunnel: Tunnel) -> list[Tunnel]:
+        stale = self._claim(self.hosts, hostname, hostname, tunnel)
+        tunnel.hostname = hostname
+        return stale
+
+    def claim_port(self, port: int, tunnel: Tunnel) -> list[Tunnel]:
+        stale = self._claim(self.ports, port, f"port {port}", tunnel)
+        tunnel.port = port
+        return stale
+
+    def port_available(self, port: int, account: str) -> bool:
+        pool = self.ports.get(port)
+        if pool is not None:
+            return pool.account == account
+        return not self._leased_to_other(port, account)
+
+    def release(self, tunnel: Tunnel) -> None:
+        tables: tuple[tuple[dict[Any, TunnelPool], object], ...] = (
+            (self.hosts, tunnel.hostname),
+            (self.ports, tunnel.port),
+        )
+        for table, key in tables:
+            if not key:
+                continue
+            pool = table.get(key)
+            if pool is None or tunnel not in pool.members:
+                continue
+            pool.members.remove(tunnel)
+            if not pool.members:
+                del table[key]
+                self._leases[key] = (tunnel.account, self._clock() + self.lease_seconds)
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def lookup_host(self, host: str) -> TunnelPool | None:
+        pool = self.hosts.get(host)
+        if pool is not None:
+            return pool
+        # Wildcard routes: a tunnel bound to "*.example.com" serves "a.example.com".
+        dot = host.find(".")
+        while dot != -1:
+            pool = self.hosts.get("*" + host[dot:])
+            if pool is not None:
+                return pool
+            dot = host.find(".", dot + 1)
+        return None
+
+    def lookup_port(self, port: int) -> TunnelPool | None:
+        return self.ports.get(port)

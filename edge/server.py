@@ -1,0 +1,226 @@
+"""The edge process: listeners, the route table, agent sessions, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from typing import Any
+
+from edge.agent_session import AgentSession
+from edge.auth import Authenticator
+from edge.config import EdgeConfig
+from edge.http_visitor import HttpVisitor
+from edge.metrics import EdgeMetrics
+from edge.routing import BindError, RouteTable, Tunnel
+from edge.tcp_visitor import TcpVisitor
+from proto.messages import Bind, BindFailed, Bound
+
+log = logging.getLogger("burrow.edge")
+
+
+class Edge:
+    def __init__(self, config: EdgeConfig, authenticator: Authenticator) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self.routes = RouteTable(config.base_domain, lease_seconds=config.name_lease_seconds)
+        self.metrics = EdgeMetrics()
+        self.sessions: set[AgentSession] = set()
+        self.visitors: set[Any] = set()
+        self.tcp_listeners: dict[int, asyncio.Server] = {}
+        self.draining = False
+        self.started = time.time()
+        self._servers: list[asyncio.Server] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the edge is not started"
+        return self._loop
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        cfg = self.config
+        http = await loop.create_server(
+            lambda: HttpVisitor(self),
+            cfg.http_host,
+            cfg.http_port,
+            reuse_address=True,
+            backlog=2048,
+        )
+        agents = await loop.create_server(
+            lambda: AgentSession(self),
+            cfg.agent_host,
+            cfg.agent_port,
+            reuse_address=True,
+            backlog=2048,
+        )
+        self._servers = [http, agents]
+        # Port 0 means "any": record what the OS chose so URLs and the agent are right.
+        cfg.http_port = http.sockets[0].getsockname()[1]
+        cfg.agent_port = agents.sockets[0].getsockname()[1]
+        log.info(
+            "edge %s: http on %s:%d, agents on %s:%d, tcp ports %d-%d",
+            cfg.edge_id,
+            cfg.http_host,
+            cfg.http_port,
+            cfg.agent_host,
+            cfg.agent_port,
+            *cfg.tcp_ports,
+        )
+
+    async def shutdown(self, drain: float | None = None) -> None:
+        """Stop accepting, tell agents to go away, let open requests finish up to ``drain``
+        seconds, then close everything."""
+        drain = self.config.drain_seconds if drain is None else drain
+        self.draining = True
+        for server in [*self._servers, *self.tcp_listeners.values()]:
+            server.close()
+        for session in list(self.sessions):
+            session.go_away("the edge is shutting down", drain)
+        for visitor in list(self.visitors):
+            if isinstance(visitor, HttpVisitor) and visitor.phase == 0:
+                visitor.close()  # idle keep-alive connections have nothing to finish
+        deadline = time.monotonic() + drain
+        while self.visitors and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(0.05)
+        for visitor in list(self.visitors):
+            if visitor.transport is not None:
+                visitor.transport.abort()
+        for session in list(self.sessions):
+            session.close()
+        await asyncio.sleep(0)
+        for server in [*self._servers, *self.tcp_listeners.values()]:
+            await server.wait_closed()
+        self.tcp_listeners.clear()
+
+    # -- binds ----------------------------------------------------------------------------
+
+    def bind(self, session: AgentSession, bind: Bind) -> None:
+        identity = session.identity
+        assert identity is not None
+        try:
+            if bind.protocol not in identity.protocols:
+                raise BindError("protocol", f"this token may not open {bind.protocol} tunnels")
+            if len(session.tunnels) >= self.config.limits.max_tunnels_per_agent:
+                raise BindError(
+                    "too_many_tunnels",
+                    f"one agent may run at most {self.config.limits.max_tunnels_per_agent} tunnels",
+                )
+            if bind.protocol == "http":
+                self._bind_http(session, bind)
+            elif bind.protocol == "tcp":
+                self.loop.create_task(self._bind_tcp(session, bind))
+            else:
+                raise BindError("protocol", f"unknown tunnel protocol {bind.protocol!r}")
+        except BindError as exc:
+            session.send(BindFailed(request_id=bind.request_id, code=exc.code, message=exc.message))
+
+    def _bind_http(self, session: AgentSession, bind: Bind) -> None:
+        assert session.identity is not None
+        routes = self.routes
+        if bind.name:
+            hostname = routes.hostname_for(bind.name, session.identity.allowed_hosts)
+        else:
+            hostname = routes.random_hostname()
+        tunnel = session.new_tunnel(bind)
+        stale = routes.claim_host(hostname, tunnel)
+        self._install(session, tunnel, stale)
+        session.send(
+            Bound(
+                request_id=bind.request_id,
+                tunnel_id=tunnel.tunnel_id,
+                url=self.config.url_for(hostname),
+                name=hostname,
+            )
+        )
+
+    async def _bind_tcp(self, session: AgentSession, bind: Bind) -> None:
+        try:
+            port = await self._tcp_port_for(session, bind.port)
+            if session.closed:
+                return
+            tunnel = session.new_tunnel(bind)
+            stale = self.routes.claim_port(port, tunnel)
+            self._install(session, tunnel, stale)
+        except BindError as exc:
+            session.send(BindFailed(request_id=bind.request_id, code=exc.code, message=exc.message))
+            return
+        host = self.config.base_domain
+        session.send(
+            Bound(
+                request_id=bind.request_id,
+                tunnel_id=tunnel.tunnel_id,
+                url=f"tcp://{host}:{port}",
+                name=host,
+                port=port,
+            )
+        )
+
+    async def _tcp_port_for(self, session: AgentSession, wanted: int) -> int:
+        assert session.identity is not None
+        account = session.identity.account
+        low, high = self.config.tcp_ports
+        if wanted:
+            if not low <= wanted <= high:
+                raise BindError(
+                    "bad_port", f"port {wanted} is outside this edge's range {low}-{high}"
+                )
+            if not self.routes.port_available(wanted, account):
+                raise BindError("taken", f"port {wanted} is in use by another account")
+            if not await self._listen_tcp(wanted):
+                raise BindError("in_use", f"port {wanted} cannot be opened on the edge")
+            return wanted
+        ports = list(range(low, high + 1))
+        random.shuffle(ports)
+        for port in ports:
+            if port in self.routes.ports or not self.routes.port_available(port, account):
+                continue
+            if await self._listen_tcp(port):
+                return port
+        raise BindError("exhausted", f"all tcp ports {low}-{high} are in use")
+
+    async def _listen_tcp(self, port: int) -> bool:
+        if port in self.tcp_listeners:
+            return True
+        try:
+            server = await self.loop.create_server(
+                lambda: TcpVisitor(self, port),
+                self.config.tcp_host,
+                port,
+                reuse_address=True,
+                family=socket.AF_INET if ":" not in self.config.tcp_host else socket.AF_INET6,
+            )
+        except OSError:
+            return False
+        self.tcp_listeners[port] = server
+        return True
+
+    def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
+        session.tunnels[tunnel.tunnel_id] = tunnel
+        for old in stale:
+            log.info(
+                "tunnel %s taken over by a reconnect of the same agent",
+                tunnel.hostname or tunnel.port,
+            )
+            old.session.tunnel_taken(old, "the agent reconnected on a new link")
+
+    # -- releases -------------------------------------------------------------------------
+
+    def release(self, tunnel: Tunnel) -> None:
+        self.routes.release(tunnel)
+        if tunnel.port and tunnel.port not in self.routes.ports:
+            server = self.tcp_listeners.pop(tunnel.port, None)
+            if server is not None:
+                server.close()
+
+    def session_closed(self, session: AgentSession) -> None:
+        self.sessions.discard(session)
+        tunnels = list(session.tunnels.values())
+        session.tunnels.clear()
+        for tunnel in tunnels:
+            self.release(tunnel)

@@ -1,0 +1,51 @@
+"""Raw TCP tunnels: a visitor connection on a tunnel's public port is piped to one stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from edge.agent_session import StreamUnavailable
+from relay.stream import SocketRelay
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from edge.server import Edge
+
+log = logging.getLogger("burrow.edge.tcp")
+
+
+class TcpVisitor(SocketRelay):
+    __slots__ = ("edge", "port")
+
+    def __init__(self, edge: Edge, port: int) -> None:
+        super().__init__(None)
+        self.edge = edge
+        self.port = port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        pool = self.edge.routes.lookup_port(self.port)
+        tunnel = pool.pick() if pool is not None else None
+        if tunnel is None:
+            self.done = True
+            self.transport.close()
+            return
+        peer = self.transport.get_extra_info("peername") or ("", 0)
+        try:
+            self.stream_id = tunnel.session.open_visitor_stream(
+                tunnel, "tcp", (peer[0], peer[1]), self
+            )
+        except StreamUnavailable as exc:
+            log.info("tcp visitor on port %d refused: %s", self.port, exc.detail)
+            self.done = True
+            self.transport.close()
+            return
+        self.session = tunnel.session
+        self.edge.visitors.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.edge.visitors.discard(self)

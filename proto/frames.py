@@ -1,0 +1,214 @@
+"""Frame codec for the agent<->edge link.
+
+Theory of operation
+-------------------
+A link starts with a fixed preamble from each side (magic + version), then carries frames.
+Every frame is a 10-byte header packed with ``struct`` followed by ``length`` body bytes::
+
+    +--------+--------+----------------+----------------+
+    | type:8 | flags:8|  stream id:32  |   length:32    |  body ...
+    +--------+--------+----------------+----------------+
+
+* DATA bodies are raw stream bytes; flag FIN half-closes the sender's side of the stream.
+* CONTROL bodies are msgspec msgpack messages (see ``messages``). Session-wide messages use
+  stream 0; ``StreamOpen`` carries the id of the stream it opens in the header.
+* WINDOW bodies are a u32 credit increment for the stream in the header.
+* RESET bodies are a u32 code and an optional UTF-8 reason.
+* PING bodies are 8 opaque bytes; flag ACK marks the answer.
+
+Bodies are capped (``MAX_FRAME_BODY``); an unknown type, an unknown flag or an oversized body
+is a ``ProtocolError``: the peer is broken or hostile, and the link is closed.
+
+The decoder keeps one bytearray and a read offset so that parsing is linear in the bytes
+received however the stream is split.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Final
+
+MAGIC: Final = b"\x89BRW\r\n\x1a\n"
+PROTOCOL_VERSION: Final = 1
+_PREAMBLE = struct.Struct("!8sHH")
+PREAMBLE_SIZE: Final = _PREAMBLE.size
+
+HEADER = struct.Struct("!BBII")
+HEADER_SIZE: Final = HEADER.size
+_U32 = struct.Struct("!I")
+
+MAX_FRAME_BODY: Final = 1 << 18
+"""Largest body a peer may send (256 KiB); DATA is written in smaller pieces."""
+
+MAX_DATA_CHUNK: Final = 1 << 16
+MAX_STREAM_ID: Final = (1 << 32) - 1
+
+
+class FrameType(enum.IntEnum):
+    DATA = 0
+    CONTROL = 1
+    WINDOW = 2
+    RESET = 3
+    PING = 4
+
+
+FLAG_FIN: Final = 0x1
+FLAG_ACK: Final = 0x1
+
+_ALLOWED_FLAGS: Final = {
+    FrameType.DATA: FLAG_FIN,
+    FrameType.CONTROL: 0,
+    FrameType.WINDOW: 0,
+    FrameType.RESET: 0,
+    FrameType.PING: FLAG_ACK,
+}
+_TYPES = frozenset(int(t) for t in FrameType)
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that break the protocol. The link must be closed."""
+
+
+class ResetCode(enum.IntEnum):
+    """Why a stream was reset; ``reason`` text travels beside the code."""
+
+    CANCEL = 0
+    REFUSED = 1  # the agent could not connect to the local service
+    FLOW_CONTROL = 2
+    TOO_MANY_STREAMS = 3
+    UNKNOWN_TUNNEL = 4
+    TIMEOUT = 5
+    INTERNAL = 6
+    GOING_AWAY = 7
+
+
+def encode_preamble(version: int = PROTOCOL_VERSION) -> bytes:
+    return _PREAMBLE.pack(MAGIC, version, 0)
+
+
+def decode_preamble(data: bytes | bytearray | memoryview) -> int:
+    """Return the peer's protocol version from a complete preamble."""
+    magic, version, _reserved = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise ProtocolError("not a Burrow link: bad preamble magic")
+    return int(version)
+
+
+def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
+    return HEADER.pack(ftype, flags, stream_id, length)
+
+
+def encode_window(stream_id: int, increment: int) -> bytes:
+    return HEADER.pack(FrameType.WINDOW, 0, stream_id, 4) + _U32.pack(increment)
+
+
+def encode_reset(stream_id: int, code: int, reason: str = "") -> bytes:
+    body = _U32.pack(code) + reason.encode("utf-8", "replace")[:1024]
+    return HEADER.pack(FrameType.RESET, 0, stream_id, len(body)) + body
+
+
+def decode_reset(body: bytes) -> tuple[int, str]:
+    if len(body) < 4:
+        raise ProtocolError("RESET body shorter than its code")
+    (code,) = _U32.unpack_from(body)
+    return code, body[4:].decode("utf-8", "replace")
+
+
+def decode_window(body: bytes) -> int:
+    if len(body) != 4:
+        raise ProtocolError("WINDOW body must be 4 bytes")
+    (increment,) = _U32.unpack(body)
+    if increment == 0:
+        raise ProtocolError("WINDOW increment of 0")
+    return int(increment)
+
+
+def encode_ping(payload: bytes, ack: bool = False) -> bytes:
+    return HEADER.pack(FrameType.PING, FLAG_ACK if ack else 0, 0, 8) + payload
+
+
+class Frame:
+    """One decoded frame. ``body`` is an owned ``bytes`` copy."""
+
+    __slots__ = ("body", "flags", "stream_id", "type")
+
+    def __init__(self, ftype: int, flags: int, stream_id: int, body: bytes) -> None:
+        self.type = ftype
+        self.flags = flags
+        self.stream_id = stream_id
+        self.body = body
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame({FrameType(self.type).name}, flags={self.flags:#x}, "
+            f"stream={self.stream_id}, {len(self.body)}B)"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Frame) and (
+            self.type,
+            self.flags,
+            self.stream_id,
+            self.body,
+        ) == (other.type, other.flags, other.stream_id, other.body)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class FrameDecoder:
+    """Sans-IO decoder: ``feed`` bytes, get back the complete frames they finish.
+
+    The first ``PREAMBLE_SIZE`` bytes must be the peer's preamble; ``peer_version`` is set
+    once it has arrived.
+    """
+
+    __slots__ = ("_buf", "_pos", "max_body", "peer_version")
+
+    def __init__(self, *, expect_preamble: bool = True, max_body: int = MAX_FRAME_BODY) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_body = max_body
+        self.peer_version: int | None = None if expect_preamble else PROTOCOL_VERSION
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        buf = self._buf
+        buf += data
+        pos = self._pos
+        end = len(buf)
+        frames: list[Frame] = []
+        if self.peer_version is None:
+            if end - pos < PREAMBLE_SIZE:
+                return frames
+            self.peer_version = decode_preamble(memoryview(buf)[pos : pos + PREAMBLE_SIZE])
+            pos += PREAMBLE_SIZE
+        unpack = HEADER.unpack_from
+        max_body = self.max_body
+        while end - pos >= HEADER_SIZE:
+            ftype, flags, stream_id, length = unpack(buf, pos)
+            if ftype not in _TYPES:
+                raise ProtocolError(f"unknown frame type {ftype}")
+            if flags & ~_ALLOWED_FLAGS[ftype]:
+                raise ProtocolError(f"unknown flags {flags:#x} on frame type {ftype}")
+            if length > max_body:
+                raise ProtocolError(f"frame body of {length} bytes exceeds limit {max_body}")
+            body_start = pos + HEADER_SIZE
+            body_end = body_start + length
+            if body_end > end:
+                break
+            frames.append(Frame(ftype, flags, stream_id, bytes(buf[body_start:body_end])))
+            pos = body_end
+        # Compact: drop consumed bytes once they are most of the buffer, so the buffer
+        # never grows past one frame plus one read.
+        if pos == end:
+            buf.clear()
+            pos = 0
+        elif pos > 65536 and pos * 2 > end:
+            del buf[:pos]
+            pos = 0
+        self._pos = pos
+        return frames

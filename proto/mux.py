@@ -1,0 +1,420 @@
+"""Sans-IO stream multiplexer with per-stream credit windows.
+
+Theory of operation
+-------------------
+One ``Multiplexer`` sits at each end of an agent link. The shell feeds it the bytes read
+from the socket (``receive_data``) and gets back events; it calls methods to open, write,
+end and reset streams, and writes out whatever ``data_to_send`` returns. Nothing here
+blocks, sleeps or touches a socket.
+
+Stream ids: the agent opens odd ids, the edge even ids; stream 0 is the session itself.
+
+Flow control (per stream, in each direction): the receiver grants credit, starting at
+``initial_window``. A sender never puts more DATA bytes on the wire than its credit;
+bytes beyond it wait in the stream's ``pending`` buffer, and ``send_data`` returns False so
+the shell stops reading from the source until a ``StreamWritable`` event says the buffer
+drained. The receiver returns credit with WINDOW frames only when the shell calls
+``acknowledge`` (the bytes have left for their destination), so a slow visitor throttles its
+own stream and no other. Credit goes back in batches (a quarter window) to keep WINDOW
+frames rare. A stream that keeps its window busy gets a bigger one, doubling up to
+``max_window``, so long fat links are not capped at one window per round trip.
+
+A peer that sends more than its credit, DATA on a stream it ended, frames for a stream that
+never existed, or a malformed message has broken the protocol: ``ProtocolError`` is raised
+and the shell closes the link.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import msgspec
+
+from proto import frames as f
+from proto.messages import Message, StreamOpen, decode_message, encode_message
+
+DEFAULT_WINDOW: Final = 256 * 1024
+DEFAULT_MAX_WINDOW: Final = 4 * 1024 * 1024
+_MAX_CREDIT: Final = (1 << 31) - 1
+
+
+class Role(enum.Enum):
+    AGENT = 1  # opens odd stream ids
+    EDGE = 2  # opens even stream ids
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+class Event:
+    __slots__ = ()
+
+
+class MessageReceived(Event):
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"MessageReceived({self.message!r})"
+
+
+class StreamOpened(Event):
+    __slots__ = ("open", "stream_id")
+
+    def __init__(self, stream_id: int, open: StreamOpen) -> None:
+        self.stream_id = stream_id
+        self.open = open
+
+
+class DataReceived(Event):
+    """``data`` arrived on a stream; ``end`` means the peer will send no more."""
+
+    __slots__ = ("data", "end", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes, end: bool) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"DataReceived({self.stream_id}, {len(self.data)}B, end={self.end})"
+
+
+class StreamReset(Event):
+    __slots__ = ("code", "reason", "stream_id")
+
+    def __init__(self, stream_id: int, code: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.code = code
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"StreamReset({self.stream_id}, {self.code}, {self.reason!r})"
+
+
+class StreamWritable(Event):
+    """Everything buffered for the stream has been sent; resume reading its source."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+
+class PongReceived(Event):
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+# -- streams ------------------------------------------------------------------------------
+
+
+class _Stream:
+    __slots__ = (
+        "id",
+        "local_closed",
+        "pending",
+        "pending_fin",
+        "received",
+        "recv_credit",
+        "recv_target",
+        "remote_closed",
+        "send_window",
+        "unacked",
+    )
+
+    def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
+        self.id = stream_id
+        self.send_window = send_window
+        self.recv_credit = recv_window
+        self.recv_target = recv_window
+        self.unacked = 0
+        self.received = 0
+        self.pending = bytearray()
+        self.pending_fin = False
+        self.local_closed = False
+        self.remote_closed = False
+
+
+class StreamClosedError(Exception):
+    """Local error: the caller wrote to a stream it had already ended."""
+
+
+class Multiplexer:
+    __slots__ = (
+        "_last_peer_id",
+        "_next_id",
+        "_out",
+        "_streams",
+        "decoder",
+        "initial_window",
+        "max_streams",
+        "max_window",
+        "role",
+    )
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        initial_window: int = DEFAULT_WINDOW,
+        max_window: int = DEFAULT_MAX_WINDOW,
+        max_streams: int = 1024,
+    ) -> None:
+        self.role = role
+        self.initial_window = initial_window
+        self.max_window = max(max_window, initial_window)
+        self.max_streams = max_streams
+        self.decoder = f.FrameDecoder()
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 1 if role is Role.AGENT else 2
+        self._last_peer_id = 0
+        self._out: list[bytes | memoryview] = [f.encode_preamble()]
+
+    # -- output ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes | memoryview]:
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    # -- introspection --------------------------------------------------------------------
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def is_open(self, stream_id: int) -> bool:
+        return stream_id in self._streams
+
+    def pending(self, stream_id: int) -> int:
+        s = self._streams.get(stream_id)
+        return len(s.pending) if s else 0
+
+    def send_window(self, stream_id: int) -> int:
+        s = self._streams.get(stream_id)
+        return s.send_window if s else 0
+
+    def buffered_bytes(self) -> int:
+        """Bytes held for all streams waiting for credit (memory accounting)."""
+        return sum(len(s.pending) for s in self._streams.values())
+
+    # -- local actions --------------------------------------------------------------------
+
+    def send_message(self, message: Message) -> None:
+        body = encode_message(message)
+        self._out.append(f.frame_header(f.FrameType.CONTROL, 0, 0, len(body)))
+        self._out.append(body)
+
+    def open_stream(self, open_msg: StreamOpen) -> int:
+        stream_id = self._next_id
+        if stream_id > f.MAX_STREAM_ID:
+            raise StreamClosedError("stream ids exhausted; open a new link")
+        self._next_id += 2
+        self._streams[stream_id] = _Stream(stream_id, self.initial_window, self.initial_window)
+        body = encode_message(open_msg)
+        self._out.append(f.frame_header(f.FrameType.CONTROL, 0, stream_id, len(body)))
+        self._out.append(body)
+        return stream_id
+
+    def send_data(self, stream_id: int, data: bytes, end: bool = False) -> bool:
+        """Queue ``data`` (and FIN if ``end``). Returns False when some of it waits for
+        credit: the caller should pause its source until ``StreamWritable``."""
+        s = self._streams.get(stream_id)
+        if s is None:
+            return True  # reset or finished: the bytes have nowhere to go
+        if s.local_closed:
+            raise StreamClosedError(f"stream {stream_id} already ended")
+        if s.pending:
+            s.pending += data
+            s.pending_fin = s.pending_fin or end
+            return False
+        n = len(data)
+        window = s.send_window
+        if n <= window:
+            self._emit_data(s, data, end)
+            return True
+        if window:
+            view = memoryview(data)
+            self._emit_data(s, view[:window], False)
+            s.pending += view[window:]
+        else:
+            s.pending += data
+        s.pending_fin = end
+        return False
+
+    def end_stream(self, stream_id: int) -> None:
+        s = self._streams.get(stream_id)
+        if s is None or s.local_closed or s.pending_fin:
+            return
+        if s.pending:
+            s.pending_fin = True
+        else:
+            self._emit_data(s, b"", True)
+
+    def reset_stream(self, stream_id: int, code: int, reason: str = "") -> None:
+        if self._streams.pop(stream_id, None) is None:
+            return
+        self._out.append(f.encode_reset(stream_id, code, reason))
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        """The shell delivered ``n`` bytes of the stream onward: return credit."""
+        s = self._streams.get(stream_id)
+        if s is None or s.remote_closed or n <= 0:
+            return
+        s.unacked += n
+        if s.unacked < (s.recv_target >> 2):
+            return
+        increment = s.unacked
+        s.unacked = 0
+        # Grow the window of a stream that keeps it busy (bulk transfer on a fat link).
+        if s.received >= (s.recv_target << 2) and s.recv_target < self.max_window:
+            extra = min(s.recv_target, self.max_window - s.recv_target)
+            s.recv_target += extra
+            increment += extra
+        s.recv_credit += increment
+        self._out.append(f.encode_window(stream_id, increment))
+
+    def ping(self, payload: bytes) -> None:
+        if len(payload) != 8:
+            raise ValueError("ping payload is 8 bytes")
+        self._out.append(f.encode_ping(payload))
+
+    def _emit_data(self, s: _Stream, data: bytes | memoryview, end: bool) -> None:
+        out = self._out
+        n = len(data)
+        s.send_window -= n
+        chunk = f.MAX_DATA_CHUNK
+        if n <= chunk:
+            out.append(f.frame_header(f.FrameType.DATA, f.FLAG_FIN if end else 0, s.id, n))
+            if n:
+                out.append(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, n, chunk):
+                piece = view[start : start + chunk]
+                last = start + chunk >= n
+                flags = f.FLAG_FIN if (end and last) else 0
+                out.append(f.frame_header(f.FrameType.DATA, flags, s.id, len(piece)))
+                out.append(piece)
+        if end:
+            s.local_closed = True
+            if s.remote_closed:
+                del self._streams[s.id]
+
+    # -- input ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        for frame in self.decoder.feed(data):
+            ftype = frame.type
+            if ftype == f.FrameType.DATA:
+                self._on_data(frame, events)
+            elif ftype == f.FrameType.WINDOW:
+                self._on_window(frame, events)
+            elif ftype == f.FrameType.CONTROL:
+                self._on_control(frame, events)
+            elif ftype == f.FrameType.RESET:
+                code, reason = f.decode_reset(frame.body)
+                if self._streams.pop(frame.stream_id, None) is not None:
+                    events.append(StreamReset(frame.stream_id, code, reason))
+                else:
+                    self._check_known(frame.stream_id)
+            else:  # PING
+                if frame.stream_id != 0 or len(frame.body) != 8:
+                    raise f.ProtocolError("PING must be 8 bytes on stream 0")
+                if frame.flags & f.FLAG_ACK:
+                    events.append(PongReceived(frame.body))
+                else:
+                    self._out.append(f.encode_ping(frame.body, ack=True))
+        return events
+
+    def _check_known(self, stream_id: int) -> None:
+        """A frame for a stream we no longer track is fine if the stream once existed
+        (it crossed our reset on the wire); for a never-opened id the peer is broken."""
+        if stream_id == 0:
+            raise f.ProtocolError("stream frame on stream 0")
+        mine = (stream_id & 1) == (1 if self.role is Role.AGENT else 0)
+        if mine:
+            if stream_id >= self._next_id:
+                raise f.ProtocolError(f"frame for stream {stream_id} that was never opened")
+        elif stream_id > self._last_peer_id:
+            raise f.ProtocolError(f"frame for stream {stream_id} before it was opened")
+
+    def _on_data(self, frame: f.Frame, events: list[Event]) -> None:
+        s = self._streams.get(frame.stream_id)
+        if s is None:
+            self._check_known(frame.stream_id)
+            return
+        if s.remote_closed:
+            raise f.ProtocolError(f"DATA on stream {s.id} after its FIN")
+        n = len(frame.body)
+        if n > s.recv_credit:
+            raise f.ProtocolError(
+                f"flow control: {n} bytes on stream {s.id} with {s.recv_credit} credit"
+            )
+        s.recv_credit -= n
+        s.received += n
+        end = bool(frame.flags & f.FLAG_FIN)
+        if end:
+            s.remote_closed = True
+            if s.local_closed and not s.pending:
+                del self._streams[s.id]
+        events.append(DataReceived(s.id, frame.body, end))
+
+    def _on_window(self, frame: f.Frame, events: list[Event]) -> None:
+        increment = f.decode_window(frame.body)
+        s = self._streams.get(frame.stream_id)
+        if s is None:
+            self._check_known(frame.stream_id)
+            return
+        s.send_window += increment
+        if s.send_window > _MAX_CREDIT:
+            raise f.ProtocolError(f"flow control: window of stream {s.id} overflows")
+        if not s.pending:
+            return
+        window = s.send_window
+        pending = s.pending
+        if len(pending) <= window:
+            s.pending = bytearray()
+            self._emit_data(s, bytes(pending), s.pending_fin)
+            events.append(StreamWritable(s.id))
+        else:
+            head = bytes(pending[:window])
+            del pending[:window]
+            self._emit_data(s, head, False)
+
+    def _on_control(self, frame: f.Frame, events: list[Event]) -> None:
+        try:
+            message = decode_message(frame.body)
+        except msgspec.DecodeError as exc:
+            raise f.ProtocolError(f"bad control message: {exc}") from None
+        sid = frame.stream_id
+        if sid == 0:
+            if isinstance(message, StreamOpen):
+                raise f.ProtocolError("StreamOpen on stream 0")
+            events.append(MessageReceived(message))
+            return
+        if not isinstance(message, StreamOpen):
+            raise f.ProtocolError(f"{type(message).__name__} on stream {sid}")
+        peer_parity = 0 if self.role is Role.AGENT else 1
+        if (sid & 1) != peer_parity or sid <= self._last_peer_id:
+            raise f.ProtocolError(f"peer opened stream {sid} out of order or with our parity")
+        self._last_peer_id = sid
+        if len(self._streams) >= self.max_streams:
+            self._out.append(
+                f.encode_reset(sid, f.ResetCode.TOO_MANY_STREAMS, "too many open streams")
+            )
+            return
+        self._streams[sid] = _Stream(sid, self.initial_window, self.initial_window)
+        events.append(StreamOpened(sid, message))

@@ -1,0 +1,231 @@
+"""The asyncio shell around a ``Multiplexer``: one per agent link, on either end.
+
+It only moves bytes: reads go into the multiplexer, events go to the stream sinks (or to the
+subclass for messages and new streams), and whatever the multiplexer wants to send is written
+with one ``writelines``. Liveness is one re-armed timer: every ``heartbeat`` seconds it sends a
+ping, and a link that has been silent for ``heartbeat * misses`` seconds is torn down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+import time
+from typing import Protocol
+
+from proto import frames
+from proto.messages import Message, StreamOpen
+from proto.mux import (
+    DataReceived,
+    MessageReceived,
+    Multiplexer,
+    PongReceived,
+    Role,
+    StreamOpened,
+    StreamReset,
+    StreamWritable,
+)
+
+log = logging.getLogger("burrow.link")
+
+_PING = struct.Struct("!d")
+
+
+class StreamSink(Protocol):
+    """What a stream's bytes are delivered to (a visitor connection, a local socket)."""
+
+    def stream_data(self, data: bytes) -> None: ...
+    def stream_end(self) -> None: ...
+    def stream_reset(self, code: int, reason: str) -> None: ...
+    def stream_writable(self) -> None: ...
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Small writes (request heads, pings) must not wait 40 ms for Nagle."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class LinkSession(asyncio.Protocol):
+    """Base shell for one agent link. Subclasses handle messages and opened streams."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        heartbeat: float = 5.0,
+        misses: int = 3,
+        max_streams: int = 1024,
+    ) -> None:
+        self.mux = Multiplexer(role, max_streams=max_streams)
+        self.sinks: dict[int, StreamSink] = {}
+        self.transport: asyncio.Transport | None = None
+        self.heartbeat = heartbeat
+        self.misses = misses
+        self.rtt: float | None = None
+        self.closed = False
+        self.peer: str = ""
+        self._heard = True
+        self._missed = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses; same interface.
+        self.transport = transport  # type: ignore[assignment]
+        set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.flush()
+        self._timer = self._loop.call_later(self.heartbeat, self._tick)
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        self.bytes_in += len(data)
+        try:
+            events = self.mux.receive_data(data)
+        except frames.ProtocolError as exc:
+            self.protocol_failed(str(exc))
+            return
+        sinks = self.sinks
+        for ev in events:
+            if type(ev) is DataReceived:
+                sink = sinks.get(ev.stream_id)
+                if sink is None:
+                    continue
+                if ev.data:
+                    sink.stream_data(ev.data)
+                if ev.end:
+                    sink.stream_end()
+            elif type(ev) is StreamWritable:
+                sink = sinks.get(ev.stream_id)
+                if sink is not None:
+                    sink.stream_writable()
+            elif type(ev) is StreamReset:
+                sink = sinks.pop(ev.stream_id, None)
+                if sink is not None:
+                    sink.stream_reset(ev.code, ev.reason)
+            elif type(ev) is StreamOpened:
+                self.on_stream_opened(ev.stream_id, ev.open)
+            elif type(ev) is MessageReceived:
+                self.on_message(ev.message)
+            elif type(ev) is PongReceived:
+                (sent,) = _PING.unpack(ev.payload)
+                self.rtt = time.monotonic() - sent
+            if self.closed:
+                return
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        sinks = list(self.sinks.values())
+        self.sinks.clear()
+        for sink in sinks:
+            sink.stream_reset(frames.ResetCode.CANCEL, "the tunnel link closed")
+        self.on_closed(exc)
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    def on_message(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def on_stream_opened(self, stream_id: int, open_msg: StreamOpen) -> None:
+        self.mux.reset_stream(stream_id, frames.ResetCode.REFUSED, "streams are not accepted here")
+
+    def on_closed(self, exc: Exception | None) -> None:
+        pass
+
+    def protocol_failed(self, reason: str) -> None:
+        log.warning("link %s broke the protocol: %s", self.peer, reason)
+        self.close()
+
+    # -- stream operations used by sinks --------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.mux.data_to_send()
+        if out and self.transport is not None and not self.closed:
+            self.bytes_out += sum(len(b) for b in out)
+            self.transport.writelines(out)
+
+    def send(self, message: Message) -> None:
+        self.mux.send_message(message)
+        self.flush()
+
+    def open(self, open_msg: StreamOpen, sink: StreamSink) -> int:
+        stream_id = self.mux.open_stream(open_msg)
+        self.sinks[stream_id] = sink
+        self.flush()
+        return stream_id
+
+    def write(self, stream_id: int, data: bytes) -> bool:
+        ok = self.mux.send_data(stream_id, data)
+        self.flush()
+        return ok
+
+    def end(self, stream_id: int) -> None:
+        self.mux.end_stream(stream_id)
+        self.flush()
+
+    def ack(self, stream_id: int, n: int) -> None:
+        mux = self.mux
+        mux.acknowledge(stream_id, n)
+        if mux.has_output:
+            self.flush()
+
+    def release(self, stream_id: int, reason: str = "") -> None:
+        """The sink is finished with the stream: forget it, resetting it if still open."""
+        self.sinks.pop(stream_id, None)
+        if self.mux.is_open(stream_id):
+            self.mux.reset_stream(stream_id, frames.ResetCode.CANCEL, reason)
+            self.flush()
+
+    def reset(self, stream_id: int, code: int, reason: str = "") -> None:
+        self.sinks.pop(stream_id, None)
+        self.mux.reset_stream(stream_id, code, reason)
+        self.flush()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.flush()
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- liveness -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.closed:
+            return
+        if self._heard:
+            self._missed = 0
+        else:
+            self._missed += 1
+            if self._missed >= self.misses:
+                log.warning(
+                    "link %s silent for %.1fs: closing", self.peer, self.heartbeat * self.misses
+                )
+                self.abort()
+                return
+        self._heard = False
+        self.mux.ping(_PING.pack(time.monotonic()))
+        self.flush()
+        self._timer = self._loop.call_later(self.heartbeat, self._tick)
+
+
+def new_id() -> str:
+    return os.urandom(8).hex()
