@@ -122,29 +122,41 @@ def _toml_value(value: object) -> str:
 
 
 def dump(raw: dict[str, Any]) -> str:
-    """Write the config back: top-level keys, then one [tunnels.NAME] table per tunnel."""
+    """Write the config back as TOML: top-level keys, then each table (tables of tables,
+    such as ``[tunnels.web]``, one header per inner table)."""
     lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
-    for section, table in raw.items():
-        if not isinstance(table, dict):
-            continue
-        for name, entry in table.items():
-            if not isinstance(entry, dict):
-                continue
+
+    def table(prefix: str, entries: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in entries.items() if not isinstance(v, dict)}
+        if scalars or not entries:
             lines.append("")
-            lines.append(f"[{section}.{json.dumps(name)}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items())
+            lines.append(f"[{prefix}]")
+            lines.extend(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in scalars.items())
+        for k, v in entries.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{json.dumps(k)}", v)
+
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            table(json.dumps(key), value)
     return "\n".join(lines) + "\n"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a token), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
 
 
 def save_authtoken(token: str, path: Path | None = None) -> Path:
     cfg = load(path)
     raw = dict(cfg.raw)
     raw["authtoken"] = token
-    cfg.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.path.with_suffix(".tmp")
-    tmp.write_text(dump(raw))
-    tmp.chmod(0o600)
-    tmp.replace(cfg.path)
+    _write_private(cfg.path, dump(raw))
     return cfg.path
 
 
@@ -160,9 +172,5 @@ def read_dev_edge() -> dict[str, str] | None:
 
 def write_dev_edge(server: str, token: str, base_url: str) -> Path:
     path = dev_edge_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"server": server, "token": token, "url": base_url}))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    _write_private(path, json.dumps({"server": server, "token": token, "url": base_url}))
     return path

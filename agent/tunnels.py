@@ -29,6 +29,8 @@ class TunnelSpec:
 def parse_address(addr: str | int) -> tuple[str, int]:
     """``8000``, ``localhost:8000``, ``[::1]:8000`` -> (host, port)."""
     text = str(addr).strip()
+    if "://" in text:
+        raise SpecError(f"bad address {text!r}: write host:port without a scheme")
     host = "localhost"
     if text.startswith("["):
         end = text.find("]")
@@ -37,9 +39,8 @@ def parse_address(addr: str | int) -> tuple[str, int]:
         host, text = text[1:end], text[end + 2 :]
     elif ":" in text:
         host, text = text.rsplit(":", 1)
-        if text.startswith("//"):
-            raise SpecError(f"bad address {addr!r}: write host:port without a scheme")
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    # isascii: str.isdigit() also accepts digits like "²" that int() refuses.
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise SpecError(f"bad port in {addr!r}: use a number from 1 to 65535")
     return host or "localhost", int(text)
 

@@ -179,11 +179,10 @@ class HttpVisitor(asyncio.Protocol):
             elif t is h11.Request:
                 self._on_request(event)
             elif t is h11.EndOfMessage:
-                if self.phase == _PHASE_BODY:
-                    self._send_upstream(event)
-                    if self.phase == _PHASE_BODY:  # no early response already
-                        self.phase = _PHASE_WAIT
-                        self._arm(self.edge.config.limits.response_timeout)
+                self._send_upstream(event)
+                if self.phase == _PHASE_BODY:  # the response has not started early
+                    self.phase = _PHASE_WAIT
+                    self._arm(self.edge.config.limits.response_timeout)
             elif event is h11.NEED_DATA:
                 return
             elif event is h11.PAUSED:
@@ -236,6 +235,11 @@ class HttpVisitor(asyncio.Protocol):
         self.phase = _PHASE_BODY
         self._last_read = time.monotonic()
         self._arm(limits.body_idle_timeout)
+        if self.visitor.client_is_waiting_for_100_continue:
+            # The edge answers the expectation itself as soon as the request is routed
+            # (RFC 9110 15.2.1): many local services never send 100, and the visitor should
+            # not stall on them. The header is not forwarded.
+            self._send_visitor(h11.InformationalResponse(status_code=100, headers=[]))
         self._send_upstream(
             h11.Request(
                 method=request.method,
@@ -264,7 +268,7 @@ class HttpVisitor(asyncio.Protocol):
                 xff = value
             elif name == b"forwarded":
                 forwarded = value
-            elif name not in (b"x-forwarded-proto", b"x-forwarded-host"):
+            elif name not in (b"x-forwarded-proto", b"x-forwarded-host", b"expect"):
                 out.append((name, value))
         ip_b = ip.encode()
         node = b'"[' + ip_b + b']"' if b":" in ip_b else ip_b
@@ -344,7 +348,8 @@ class HttpVisitor(asyncio.Protocol):
                 if event.status_code == 101:
                     self._switch_protocols(event)
                     return
-                self._send_visitor(event)
+                if event.status_code != 100:  # 100 was sent by the edge already
+                    self._send_visitor(event)
             elif event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             elif t is h11.ConnectionClosed:

@@ -128,8 +128,13 @@ class RouteTable:
         suffix = "." + self.base_domain
         if name.endswith(suffix):
             label = name[: -len(suffix)]
-            if "." not in label and _LABEL.match(label):
-                return name
+            if "." not in label:
+                if _LABEL.match(label):
+                    return name
+                raise BindError(
+                    "bad_name",
+                    f"{label!r} is not a valid name: use 1-63 letters, digits and hyphens",
+                )
         elif "." not in name:
             if _LABEL.match(name):
                 return name + suffix

@@ -165,6 +165,11 @@ class Edge:
         assert session.identity is not None
         account = session.identity.account
         low, high = self.config.tcp_ports
+        if low == 0:
+            # (0, 0): any port the OS picks; for tests and single-user edges.
+            if wanted:
+                raise BindError("bad_port", "this edge assigns TCP ports itself")
+            return await self._listen_tcp(0)
         if wanted:
             if not low <= wanted <= high:
                 raise BindError(
@@ -184,21 +189,23 @@ class Edge:
                 return port
         raise BindError("exhausted", f"all tcp ports {low}-{high} are in use")
 
-    async def _listen_tcp(self, port: int) -> bool:
-        if port in self.tcp_listeners:
-            return True
+    async def _listen_tcp(self, port: int) -> int:
+        """Listen on ``port`` (0: any) unless already listening; the port, or 0 on failure."""
+        if port and port in self.tcp_listeners:
+            return port
         try:
             server = await self.loop.create_server(
-                lambda: TcpVisitor(self, port),
+                lambda: TcpVisitor(self),
                 self.config.tcp_host,
                 port,
                 reuse_address=True,
                 family=socket.AF_INET if ":" not in self.config.tcp_host else socket.AF_INET6,
             )
         except OSError:
-            return False
+            return 0
+        port = server.sockets[0].getsockname()[1]
         self.tcp_listeners[port] = server
-        return True
+        return port
 
     def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
         session.tunnels[tunnel.tunnel_id] = tunnel

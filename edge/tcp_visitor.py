@@ -19,14 +19,16 @@ log = logging.getLogger("burrow.edge.tcp")
 class TcpVisitor(SocketRelay):
     __slots__ = ("edge", "port")
 
-    def __init__(self, edge: Edge, port: int) -> None:
+    def __init__(self, edge: Edge) -> None:
         super().__init__(None)
         self.edge = edge
-        self.port = port
+        self.port = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert self.transport is not None
+        # The listening port says which tunnel this is (one listener per tunnel port).
+        self.port = self.transport.get_extra_info("sockname")[1]
         pool = self.edge.routes.lookup_port(self.port)
         tunnel = pool.pick() if pool is not None else None
         if tunnel is None:

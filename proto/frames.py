@@ -31,7 +31,7 @@ from typing import Final
 
 MAGIC: Final = b"\x89BRW\r\n\x1a\n"
 PROTOCOL_VERSION: Final = 1
-_PREAMBLE = struct.Struct("!8sHH")
+_PREAMBLE = struct.Struct("!8sHHI")  # magic, version, reserved, initial stream window
 PREAMBLE_SIZE: Final = _PREAMBLE.size
 
 HEADER = struct.Struct("!BBII")
@@ -42,6 +42,9 @@ MAX_FRAME_BODY: Final = 1 << 18
 """Largest body a peer may send (256 KiB); DATA is written in smaller pieces."""
 
 MAX_DATA_CHUNK: Final = 1 << 16
+INITIAL_WINDOW: Final = 256 * 1024
+"""Default credit a receiver grants on every new stream. Each side announces its own in its
+preamble; the sender starts each stream with the peer's figure."""
 MAX_STREAM_ID: Final = (1 << 32) - 1
 
 
@@ -83,16 +86,23 @@ class ResetCode(enum.IntEnum):
     GOING_AWAY = 7
 
 
-def encode_preamble(version: int = PROTOCOL_VERSION) -> bytes:
-    return _PREAMBLE.pack(MAGIC, version, 0)
+def encode_preamble(version: int = PROTOCOL_VERSION, window: int = INITIAL_WINDOW) -> bytes:
+    return _PREAMBLE.pack(MAGIC, version, 0, window)
 
 
-def decode_preamble(data: bytes | bytearray | memoryview) -> int:
-    """Return the peer's protocol version from a complete preamble."""
-    magic, version, _reserved = _PREAMBLE.unpack_from(data)
+def decode_preamble(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Return the peer's protocol version and initial stream window from a preamble."""
+    magic, version, _reserved, window = _PREAMBLE.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("not a Burrow link: bad preamble magic")
-    return int(version)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"peer speaks link protocol {version}, this side {PROTOCOL_VERSION}: "
+            "upgrade the older of the two"
+        )
+    if not 0 < window <= (1 << 30):
+        raise ProtocolError(f"initial window {window} outside 1 B..1 GiB")
+    return int(version), int(window)
 
 
 def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
@@ -104,7 +114,9 @@ def encode_window(stream_id: int, increment: int) -> bytes:
 
 
 def encode_reset(stream_id: int, code: int, reason: str = "") -> bytes:
-    body = _U32.pack(code) + reason.encode("utf-8", "replace")[:1024]
+    # Cap the reason at 1 KiB without cutting a UTF-8 sequence in half.
+    text = reason.encode("utf-8", "replace")[:1024].decode("utf-8", "ignore")
+    body = _U32.pack(code) + text.encode()
     return HEADER.pack(FrameType.RESET, 0, stream_id, len(body)) + body
 
 
@@ -125,6 +137,8 @@ def decode_window(body: bytes) -> int:
 
 
 def encode_ping(payload: bytes, ack: bool = False) -> bytes:
+    if len(payload) != 8:
+        raise ValueError("a PING payload is 8 bytes")
     return HEADER.pack(FrameType.PING, FLAG_ACK if ack else 0, 0, 8) + payload
 
 
@@ -163,13 +177,14 @@ class FrameDecoder:
     once it has arrived.
     """
 
-    __slots__ = ("_buf", "_pos", "max_body", "peer_version")
+    __slots__ = ("_buf", "_pos", "max_body", "peer_version", "peer_window")
 
     def __init__(self, *, expect_preamble: bool = True, max_body: int = MAX_FRAME_BODY) -> None:
         self._buf = bytearray()
         self._pos = 0
         self.max_body = max_body
         self.peer_version: int | None = None if expect_preamble else PROTOCOL_VERSION
+        self.peer_window: int | None = None if expect_preamble else INITIAL_WINDOW
 
     @property
     def buffered(self) -> int:
@@ -184,7 +199,9 @@ class FrameDecoder:
         if self.peer_version is None:
             if end - pos < PREAMBLE_SIZE:
                 return frames
-            self.peer_version = decode_preamble(memoryview(buf)[pos : pos + PREAMBLE_SIZE])
+            self.peer_version, self.peer_window = decode_preamble(
+                memoryview(buf)[pos : pos + PREAMBLE_SIZE]
+            )
             pos += PREAMBLE_SIZE
         unpack = HEADER.unpack_from
         max_body = self.max_body

@@ -10,7 +10,7 @@ blocks, sleeps or touches a socket.
 Stream ids: the agent opens odd ids, the edge even ids; stream 0 is the session itself.
 
 Flow control (per stream, in each direction): the receiver grants credit, starting at
-``initial_window``. A sender never puts more DATA bytes on the wire than its credit;
+``INITIAL_WINDOW``. A sender never puts more DATA bytes on the wire than its credit;
 bytes beyond it wait in the stream's ``pending`` buffer, and ``send_data`` returns False so
 the shell stops reading from the source until a ``StreamWritable`` event says the buffer
 drained. The receiver returns credit with WINDOW frames only when the shell calls
@@ -34,7 +34,7 @@ import msgspec
 from proto import frames as f
 from proto.messages import Message, StreamOpen, decode_message, encode_message
 
-DEFAULT_WINDOW: Final = 256 * 1024
+DEFAULT_WINDOW: Final = f.INITIAL_WINDOW
 DEFAULT_MAX_WINDOW: Final = 4 * 1024 * 1024
 _MAX_CREDIT: Final = (1 << 31) - 1
 
@@ -151,6 +151,7 @@ class Multiplexer:
         "_next_id",
         "_out",
         "_streams",
+        "_peer_window",
         "decoder",
         "initial_window",
         "max_streams",
@@ -169,12 +170,13 @@ class Multiplexer:
         self.role = role
         self.initial_window = initial_window
         self.max_window = max(max_window, initial_window)
+        self._peer_window = 0  # the peer's initial window, once its preamble is in
         self.max_streams = max_streams
         self.decoder = f.FrameDecoder()
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1 if role is Role.AGENT else 2
         self._last_peer_id = 0
-        self._out: list[bytes | memoryview] = [f.encode_preamble()]
+        self._out: list[bytes | memoryview] = [f.encode_preamble(window=initial_window)]
 
     # -- output ---------------------------------------------------------------------------
 
@@ -221,7 +223,7 @@ class Multiplexer:
         if stream_id > f.MAX_STREAM_ID:
             raise StreamClosedError("stream ids exhausted; open a new link")
         self._next_id += 2
-        self._streams[stream_id] = _Stream(stream_id, self.initial_window, self.initial_window)
+        self._streams[stream_id] = _Stream(stream_id, self._peer_window, self.initial_window)
         body = encode_message(open_msg)
         self._out.append(f.frame_header(f.FrameType.CONTROL, 0, stream_id, len(body)))
         self._out.append(body)
@@ -233,7 +235,7 @@ class Multiplexer:
         s = self._streams.get(stream_id)
         if s is None:
             return True  # reset or finished: the bytes have nowhere to go
-        if s.local_closed:
+        if s.local_closed or s.pending_fin:
             raise StreamClosedError(f"stream {stream_id} already ended")
         if s.pending:
             s.pending += data
@@ -271,6 +273,11 @@ class Multiplexer:
         """The shell delivered ``n`` bytes of the stream onward: return credit."""
         s = self._streams.get(stream_id)
         if s is None or s.remote_closed or n <= 0:
+            return
+        # Never return more credit than the peer has used (a caller bug would otherwise
+        # let the peer overrun us).
+        n = min(n, s.recv_target - s.recv_credit - s.unacked)
+        if n <= 0:
             return
         s.unacked += n
         if s.unacked < (s.recv_target >> 2):
@@ -316,7 +323,13 @@ class Multiplexer:
 
     def receive_data(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        for frame in self.decoder.feed(data):
+        frames_in = self.decoder.feed(data)
+        if not self._peer_window and self.decoder.peer_window:
+            self._peer_window = self.decoder.peer_window
+            # Streams opened before the peer's preamble arrived start with no credit.
+            for s in list(self._streams.values()):
+                self._credit(s, self._peer_window, events)
+        for frame in frames_in:
             ftype = frame.type
             if ftype == f.FrameType.DATA:
                 self._on_data(frame, events)
@@ -378,6 +391,9 @@ class Multiplexer:
         if s is None:
             self._check_known(frame.stream_id)
             return
+        self._credit(s, increment, events)
+
+    def _credit(self, s: _Stream, increment: int, events: list[Event]) -> None:
         s.send_window += increment
         if s.send_window > _MAX_CREDIT:
             raise f.ProtocolError(f"flow control: window of stream {s.id} overflows")
@@ -416,5 +432,5 @@ class Multiplexer:
                 f.encode_reset(sid, f.ResetCode.TOO_MANY_STREAMS, "too many open streams")
             )
             return
-        self._streams[sid] = _Stream(sid, self.initial_window, self.initial_window)
+        self._streams[sid] = _Stream(sid, self._peer_window, self.initial_window)
         events.append(StreamOpened(sid, message))

@@ -1,0 +1,129 @@
+"""One benchmark component per process: the origin, the edge, or the agent.
+
+    python -m bench.component origin
+    python -m bench.component edge --token T
+    python -m bench.component agent --edge-port P --origin-port P --token T --name bench
+
+Each binds 127.0.0.1 on ports the OS picks and prints exactly one JSON line on stdout once
+it is ready to serve (``{"port": ...}``, ``{"http_port": ..., "agent_port": ...}`` or
+``{"url": ...}``); the parent reads the ports from it. Nothing else goes to stdout, so the
+pipe never fills. Logs (warnings and up) go to stderr, which the parent sends to a file.
+SIGTERM or SIGINT stops the component cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import uvloop
+
+
+def _ready(**fields: object) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+async def _until_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _origin(args: argparse.Namespace) -> int:
+    from bench.origin import start_origin
+
+    server = await start_origin("127.0.0.1", 0)
+    _ready(port=server.sockets[0].getsockname()[1])
+    await _until_signal()
+    server.close()
+    return 0
+
+
+async def _edge(args: argparse.Namespace) -> int:
+    from edge.auth import StaticTokens
+    from edge.config import EdgeConfig
+    from edge.server import Edge
+
+    # Only HTTP tunnels are bound, so the TCP port range is never listened on.
+    config = EdgeConfig(
+        http_host="127.0.0.1", http_port=0, agent_host="127.0.0.1", agent_port=0, edge_id="bench"
+    )
+    edge = Edge(config, StaticTokens({args.token: "bench"}))
+    await edge.start()
+    _ready(http_port=config.http_port, agent_port=config.agent_port)
+    await _until_signal()
+    await edge.shutdown(drain=1.0)
+    return 0
+
+
+async def _agent(args: argparse.Namespace) -> int:
+    from agent.client import Agent, AgentRefused
+    from agent.tunnels import TunnelSpec
+
+    agent = Agent(
+        ("127.0.0.1", args.edge_port),
+        args.token,
+        [TunnelSpec("http", "127.0.0.1", args.origin_port, name=args.name)],
+    )
+    task = asyncio.get_running_loop().create_task(agent.run())
+    state = agent.tunnels[0]
+    deadline = asyncio.get_running_loop().time() + args.bind_timeout
+    while not state.url:
+        if task.done() or asyncio.get_running_loop().time() > deadline:
+            agent.stop()
+            try:
+                await task
+            except AgentRefused as exc:
+                print(f"agent: the edge refused the agent: {exc}", file=sys.stderr)
+                return 1
+            print(
+                f"agent: no tunnel bound within {args.bind_timeout:g}s "
+                f"({state.error or agent.last_error or 'no error reported'})",
+                file=sys.stderr,
+            )
+            return 1
+        await asyncio.sleep(0.01)
+    _ready(url=state.url)
+    await _until_signal()
+    agent.stop()
+    await asyncio.wait_for(task, 5.0)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.component")
+    sub = p.add_subparsers(dest="component", required=True)
+    sub.add_parser("origin", help="the HTTP origin (bench/origin.py)")
+    edge = sub.add_parser("edge", help="the Burrow edge")
+    edge.add_argument("--token", required=True)
+    agent = sub.add_parser("agent", help="a Burrow agent with one HTTP tunnel")
+    agent.add_argument("--edge-port", type=int, required=True)
+    agent.add_argument("--origin-port", type=int, required=True)
+    agent.add_argument("--token", required=True)
+    agent.add_argument("--name", default="bench")
+    agent.add_argument("--bind-timeout", type=float, default=10.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(asctime)s {args.component} %(levelname)s %(name)s %(message)s",
+    )
+    runner = {"origin": _origin, "edge": _edge, "agent": _agent}[args.component]
+    try:
+        return uvloop.run(runner(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

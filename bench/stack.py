@@ -1,0 +1,256 @@
+"""The processes under test: origin, edge and agent, each a child process of its own.
+
+``BurrowStack`` starts them in order (origin, then the edge, then an agent that binds a
+tunnel from the edge to the origin), reads the ports each one prints, and stops them all
+on exit, whatever happened. Every child runs in a session of its own, so a Ctrl-C in the
+terminal reaches only the bench, which then stops the children itself: SIGTERM to the
+child's process group, SIGKILL if it has not exited a few seconds later.
+
+``ProcessProbe`` reads a child's peak RSS (VmHWM) and CPU time (utime + stime) from /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_STOP_GRACE = 5.0
+TUNNEL_NAME = "bench"
+
+
+class StackError(Exception):
+    """A component did not start; the message says which and shows its last log lines."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessUsage:
+    peak_rss_kib: int  # VmHWM: the most resident memory the process ever had
+    cpu_seconds: float  # user + system, since the process started
+
+
+class ProcessProbe:
+    """Reads /proc/PID for one live process."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        # The command name (field 2) may contain spaces: count fields after its ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    def peak_rss_kib(self) -> int:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return 0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def usage(self) -> ProcessUsage:
+        return ProcessUsage(self.peak_rss_kib(), self.cpu_seconds())
+
+
+class Child:
+    """A Python child process that prints one JSON line when it is ready."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self._pending = bytearray()  # stdout read past the last line handed out
+        self.process = subprocess.Popen(
+            argv,
+            bufsize=0,  # stdout is read with os.read: no Python buffer may hide bytes
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,  # its own process group: killpg reaches it and its kids
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self.probe = ProcessProbe(self.process.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def read_line(self, timeout: float) -> bytes:
+        """Wait for the child's next stdout line (without its newline)."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        buf = self._pending
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(stdout, selectors.EVENT_READ)
+            while (newline := buf.find(b"\n")) == -1:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StackError(f"{self.name} was silent for {timeout:g}s{self._tail()}")
+                if not sel.select(left):
+                    continue
+                chunk = os.read(stdout.fileno(), 65536)
+                if not chunk:
+                    self.process.wait(timeout=_STOP_GRACE)
+                    raise StackError(
+                        f"{self.name} exited with status {self.process.returncode} before it "
+                        f"said it was ready{self._tail()}"
+                    )
+                buf += chunk
+        line = bytes(buf[:newline])
+        del buf[: newline + 1]
+        return line
+
+    def read_ready(self, timeout: float) -> dict[str, object]:
+        """Wait for the child's next stdout line and decode it as a JSON object."""
+        line = self.read_line(timeout)
+        try:
+            ready = json.loads(line)
+        except ValueError:
+            ready = None
+        if not isinstance(ready, dict):
+            raise StackError(f"{self.name} printed {line[:200]!r}, not a JSON object")
+        return ready
+
+    def wait_output(self, timeout: float) -> bytes:
+        """Wait for the child to exit and return all it wrote to stdout."""
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise StackError(f"{self.name} did not finish within {timeout:g}s") from None
+        if self.process.returncode != 0:
+            raise StackError(
+                f"{self.name} failed with status {self.process.returncode}{self._tail()}"
+            )
+        pending = bytes(self._pending)
+        self._pending.clear()
+        return pending + (out or b"")
+
+    def stop(self) -> int | None:
+        """SIGTERM the child's process group; SIGKILL it if it lingers. Idempotent."""
+        process = self.process
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        self._log.close()
+        return process.returncode
+
+    def log_lines(self) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def _tail(self, n: int = 15) -> str:
+        self._log.flush()
+        lines = self.log_lines()[-n:]
+        return (":\n  " + "\n  ".join(lines)) if lines else " (its log is empty)"
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+class BurrowStack:
+    """Origin, edge and agent, started in that order and stopped on exit."""
+
+    def __init__(self, log_dir: Path, start_timeout: float = 20.0) -> None:
+        self.log_dir = log_dir
+        self.start_timeout = start_timeout
+        self.token = "bench-" + secrets.token_urlsafe(12)
+        self.children: dict[str, Child] = {}
+        self.origin_port = 0
+        self.edge_http_port = 0
+        self.edge_agent_port = 0
+        self.tunnel_url = ""
+        self.tunnel_host = ""
+
+    def start(self) -> None:
+        origin = self._start("origin", "origin")
+        self.origin_port = _port(origin, "port")
+        edge = self._start("edge", "edge", "--token", self.token)
+        self.edge_http_port = _port(edge, "http_port")
+        self.edge_agent_port = _port(edge, "agent_port")
+        agent = self._start(
+            "agent",
+            "agent",
+            "--edge-port",
+            str(self.edge_agent_port),
+            "--origin-port",
+            str(self.origin_port),
+            "--token",
+            self.token,
+            "--name",
+            TUNNEL_NAME,
+        )
+        self.tunnel_url = str(agent.get("url", ""))
+        # "http://bench.localhost:PORT" -> the Host header a visitor sends.
+        self.tunnel_host = self.tunnel_url.split("://", 1)[-1].split(":", 1)[0]
+
+    def _start(self, name: str, *args: str) -> dict[str, object]:
+        child = Child(name, python_module("bench.component", *args), self.log_dir / f"{name}.log")
+        self.children[name] = child
+        return child.read_ready(self.start_timeout)
+
+    def usage(self) -> dict[str, ProcessUsage]:
+        return {name: child.probe.usage() for name, child in self.children.items()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {name: child.probe.cpu_seconds() for name, child in self.children.items()}
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop the agent first so the edge does not see it as lost mid-request."""
+        codes: dict[str, int | None] = {}
+        for name in reversed(list(self.children)):
+            codes[name] = self.children[name].stop()
+        return codes
+
+    def __enter__(self) -> BurrowStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _port(ready: dict[str, object], key: str) -> int:
+    value = ready.get(key)
+    if not isinstance(value, int) or not 0 < value < 65536:
+        raise StackError(f"a component reported {key}={value!r}, not a port")
+    return value
