@@ -140,10 +140,11 @@ class HttpVisitor(asyncio.Protocol):
                 self._close()
                 return False
             return True
-        self.visitor.receive_data(b"")
-        self._process_visitor()
-        # Keep the socket open to finish a response in flight; otherwise close.
-        return self.phase in (_PHASE_WAIT, _PHASE_RESPONSE) and not self.closing
+        # Like nginx without proxy_ignore_client_abort: a visitor that hangs up mid-request
+        # gets nothing more, and the local service's connection is let go. (A visitor cannot
+        # be told apart from one that only half-closed, and HTTP clients do not half-close.)
+        self._close()
+        return False
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -200,6 +201,12 @@ class HttpVisitor(asyncio.Protocol):
         self.started = time.monotonic()
         if len(request.headers) > limits.max_header_count:
             self._refuse(431, f"The request has more than {limits.max_header_count} headers.")
+            return
+        # The parser bounds only a head that arrives in pieces; a whole one in a single read
+        # is measured here.
+        head_size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if head_size > limits.max_header_bytes:
+            self._refuse(431, f"The request head is over {limits.max_header_bytes} bytes.")
             return
         if request.method == b"CONNECT":
             self._refuse(405, "CONNECT is not served by Burrow tunnels.")
@@ -415,12 +422,15 @@ class HttpVisitor(asyncio.Protocol):
         origin = self.origin
         if origin is None:
             return
-        origin.receive_data(b"")
-        self._process_origin()
-        if self.phase in (_PHASE_WAIT, _PHASE_BODY) and not self.closing:
+        if self.phase in (_PHASE_WAIT, _PHASE_BODY):
             self._fail(502, "The local service closed the connection without responding.")
-        elif self.phase == _PHASE_RESPONSE and not self.closing:
-            self._abort()  # the response was cut short: the visitor must not see it as whole
+        else:
+            # A response read until close ends here; one cut short is aborted so the
+            # visitor cannot mistake it for a whole one.
+            origin.receive_data(b"")
+            self._process_origin()
+            if self.phase == _PHASE_RESPONSE and not self.closing:
+                self._abort()
         self._drop_stream("")
 
     def stream_reset(self, code: int, reason: str) -> None:

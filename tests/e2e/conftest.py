@@ -20,8 +20,13 @@ OTHER_TOKEN = "other-token"
 def edge_config(**changes: object) -> EdgeConfig:
     limits = changes.pop("limits", None) or Limits()
     cfg = EdgeConfig(
-        http_port=0, agent_port=0, tcp_ports=(0, 0), heartbeat=0.5, heartbeat_misses=3,
-        drain_seconds=2.0, limits=limits,  # type: ignore[arg-type]
+        http_port=0,
+        agent_port=0,
+        tcp_ports=(0, 0),
+        heartbeat=0.5,
+        heartbeat_misses=3,
+        drain_seconds=2.0,
+        limits=limits,  # type: ignore[arg-type]
     )
     for key, value in changes.items():
         setattr(cfg, key, value)
@@ -57,8 +62,11 @@ class AgentRunner:
         **kw: object,
     ) -> Agent:
         agent = Agent(
-            ("127.0.0.1", edge.config.agent_port), token, list(specs),
-            heartbeat=0.5, **kw,  # type: ignore[arg-type]
+            ("127.0.0.1", edge.config.agent_port),
+            token,
+            list(specs),
+            heartbeat=0.5,
+            **kw,  # type: ignore[arg-type]
         )
         task = asyncio.get_running_loop().create_task(agent.run())
         self.running.append((agent, task))
@@ -69,7 +77,7 @@ class AgentRunner:
         return agent
 
     async def stop_all(self) -> None:
-        for agent, task in self.running:
+        for agent, _ in self.running:
             agent.stop()
         for _, task in self.running:
             with contextlib.suppress(BaseException):

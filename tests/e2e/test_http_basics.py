@@ -71,7 +71,9 @@ async def test_pipelined_requests_answered_in_order(edge, http_tunnel):
 async def test_forwarded_headers(edge, http_tunnel):
     await http_tunnel("app")
     r = await get(
-        edge.config.http_port, "app.localhost", "/headers",
+        edge.config.http_port,
+        "app.localhost",
+        "/headers",
         headers=[("x-forwarded-for", "203.0.113.9")],
     )
     headers = dict(json.loads(r.body)["headers"])

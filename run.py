@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Set up and run Burrow from a checkout with nothing but Python 3.11+.
+
+    python3 run.py dev [burrowd dev flags]   start Burrow locally with a demo tunnel
+    python3 run.py test [pytest flags]       lint, type-check and run the whole test suite
+    python3 run.py bench [bench flags]       the load-test harness (python -m bench)
+
+Each command creates ./.venv on first use and installs the project into it (again whenever
+setup.cfg or pyproject.toml change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".burrow-install"
+
+
+def _say(text: str) -> None:
+    print(f"run.py: {text}", flush=True)
+
+
+def _install_key() -> str:
+    digest = hashlib.sha256()
+    for name in ("setup.cfg", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 - run.py must explain itself on old Pythons
+        sys.exit("run.py: Burrow needs Python 3.11 or newer")
+    if not (BIN / "python").exists():
+        _say(f"creating a virtual environment in {VENV}")
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            sys.exit(
+                f"run.py: cannot create {VENV} ({exc}); on Debian/Ubuntu install the "
+                "python3-venv package first"
+            )
+    key = _install_key()
+    if STAMP.exists() and STAMP.read_text() == key:
+        return
+    _say("installing Burrow and its test tools into .venv (first run only)")
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[server,dev]"], check=True)
+    STAMP.write_text(key)
+
+
+def run(argv: list[str]) -> int:
+    os.chdir(ROOT)
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if command == "dev":
+        ensure_venv()
+        os.execv(BIN / "burrowd", [str(BIN / "burrowd"), "dev", *rest])
+    if command == "test":
+        ensure_venv()
+        _say("ruff check")
+        if subprocess.run([BIN / "ruff", "check", "."]).returncode:
+            return 1
+        _say("mypy")
+        if subprocess.run([BIN / "mypy"]).returncode:
+            return 1
+        _say("pytest")
+        return subprocess.run([BIN / "python", "-m", "pytest", *rest]).returncode
+    if command == "bench":
+        ensure_venv()
+        return subprocess.run([BIN / "python", "-m", "bench", *rest]).returncode
+    print(__doc__)
+    return 0 if command in ("help", "-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
