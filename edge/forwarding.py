@@ -1,0 +1,65 @@
+"""What every visitor request gets on its way into a tunnel, whatever HTTP version it came in:
+routing by host, and the forwarded headers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from edge.http1.events import Headers
+from edge.routing import Tunnel
+
+if TYPE_CHECKING:
+    from edge.server import Edge
+
+# Headers a visitor may not set for the local service: the edge sets them itself.
+_REPLACED = frozenset((b"x-forwarded-proto", b"x-forwarded-host", b"expect"))
+# Hop-by-hop headers of HTTP/2 requests that have no place in HTTP/1.1 (RFC 9113 8.2.2).
+_H2_ONLY = frozenset((b":method", b":path", b":scheme", b":authority", b":protocol"))
+
+
+class RouteRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def route(edge: Edge, host: str) -> Tunnel:
+    pool = edge.routes.lookup_host(host)
+    tunnel = pool.pick() if pool is not None else None
+    if tunnel is None:
+        edge.metrics.refused("unknown_host")
+        raise RouteRefused(
+            404,
+            f"No tunnel is serving {host} right now. If it is yours, start it with "
+            f"`burrow http PORT --name {host.split('.', 1)[0]}`.",
+        )
+    return tunnel
+
+
+def forward_headers(
+    headers: Iterable[tuple[bytes, bytes]], host: bytes, client_ip: str, scheme: str
+) -> Headers:
+    """Copy the request headers and add X-Forwarded-* and Forwarded (RFC 7239)."""
+    out: Headers = []
+    xff = b""
+    forwarded = b""
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            xff = value
+        elif name == b"forwarded":
+            forwarded = value
+        elif name not in _REPLACED and name not in _H2_ONLY:
+            out.append((name, value))
+    ip = client_ip.encode()
+    node = b'"[' + ip + b']"' if b":" in ip else ip
+    proto = scheme.encode()
+    out.append((b"x-forwarded-for", xff + b", " + ip if xff else ip))
+    out.append((b"x-forwarded-proto", proto))
+    out.append((b"x-forwarded-host", host))
+    # RFC 7239: a host with a port is not a token and must be quoted.
+    host_value = b'"' + host + b'"' if b":" in host else host
+    this_hop = b"for=" + node + b";host=" + host_value + b";proto=" + proto
+    out.append((b"forwarded", forwarded + b", " + this_hop if forwarded else this_hop))
+    return out

@@ -1,0 +1,99 @@
+"""The HTTP/1 event vocabulary the edge is written against.
+
+Parsers turn bytes into these events; writers turn them back into bytes. Names are
+lowercased bytes; values are bytes as received. The same events describe a request from a
+visitor and a response from a tunnelled service, whichever parser implementation produced
+them, so the relay code never depends on one parser library.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class RequestHead:
+    __slots__ = ("headers", "http_version", "method", "target")
+
+    def __init__(
+        self, method: bytes, target: bytes, headers: Headers, http_version: bytes = b"1.1"
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.http_version = http_version
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method!r}, {self.target!r}, {len(self.headers)} headers)"
+
+
+class ResponseHead:
+    """A final (>= 200) or informational (1xx) response head."""
+
+    __slots__ = ("headers", "http_version", "reason", "status")
+
+    def __init__(
+        self, status: int, headers: Headers, reason: bytes = b"", http_version: bytes = b"1.1"
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+        self.http_version = http_version
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status}, {len(self.headers)} headers)"
+
+
+class Data:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Data({len(self.data)}B)"
+
+
+class EndOfMessage:
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Headers | None = None) -> None:
+        self.trailers = trailers or []
+
+
+class ConnectionClosed:
+    """The peer closed its side; no more events follow."""
+
+    __slots__ = ()
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+"""No complete event in what has been received so far."""
+PAUSED: Final = _Sentinel("PAUSED")
+"""A message is complete; the next one waits until ``start_next_cycle`` (or a 101)."""
+
+Event = RequestHead | ResponseHead | Data | EndOfMessage | ConnectionClosed | _Sentinel
+
+
+class ParseError(Exception):
+    """The peer sent bytes that are not valid HTTP/1.1. ``status`` is the response a server
+    should answer with (400, 413, 431, ...)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UsageError(Exception):
+    """Local error: the edge asked a connection to send something out of order."""
