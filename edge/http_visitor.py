@@ -62,6 +62,7 @@ _PHASE_RESPONSE = 4  # response streaming
 _PHASE_RAW = 5  # switched protocols
 
 _CONTINUE = ResponseHead(100, [])
+_PIPELINE_BUFFER = 64 * 1024
 
 
 class HttpVisitor(asyncio.Protocol):
@@ -190,8 +191,11 @@ class HttpVisitor(asyncio.Protocol):
             elif event is NEED_DATA:
                 return
             elif event is PAUSED:
-                # A pipelined request (or an upgrade) waits until the response in flight ends.
-                self._pause_reading()
+                # A pipelined request (or an upgrade) waits in the parser until the response
+                # in flight ends. Reading goes on, so a visitor hanging up is noticed, until
+                # the parser holds more than a little.
+                if visitor.buffered > _PIPELINE_BUFFER:
+                    self._pause_reading()
                 return
             elif t is ConnectionClosed:
                 if self.phase in (_PHASE_IDLE, _PHASE_HEAD):

@@ -3,15 +3,18 @@
 The edge drives two HTTP/1.1 connections per visitor connection: ``VisitorConnection``
 (server role: requests in, responses out) and ``OriginConnection`` (client role: requests out
 to the tunnelled service, responses in). Both speak the events in ``edge.http1.events``.
-h11 is the reference implementation (``edge.http1.h11_impl``); any faster one must pass the
-same tests.
+h11 is the reference implementation (``edge.http1.h11_impl``); ``edge.http1.native`` is the
+fast one the edge runs by default, and passes the same tests.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import os
+from typing import Final, Protocol
 
 from edge.http1.events import Event, Headers, RequestHead, ResponseHead
+from edge.http1.h11_impl import H11OriginConnection, H11VisitorConnection
+from edge.http1.native import NativeOriginConnection, NativeVisitorConnection
 
 
 class VisitorConnection(Protocol):
@@ -29,6 +32,10 @@ class VisitorConnection(Protocol):
     @property
     def trailing_data(self) -> bytes:
         """Bytes received past the request that switched protocols."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet turned into events (pipelined requests)."""
 
     def send_informational(self, head: ResponseHead) -> bytes: ...
     def send_response(self, head: ResponseHead) -> bytes: ...
@@ -57,13 +64,19 @@ class OriginConnection(Protocol):
         """After a complete exchange: True if the connection may carry another request."""
 
 
-def visitor_connection(max_header_bytes: int) -> VisitorConnection:
-    from edge.http1.h11_impl import H11VisitorConnection
+IMPLEMENTATIONS: Final = ("native", "h11")
+implementation: str = os.environ.get("BURROW_HTTP1", "native")
+"""Which implementation new connections use: ``native`` (the fast path, default) or ``h11``
+(the reference). Set with the environment variable ``BURROW_HTTP1``."""
 
-    return H11VisitorConnection(max_header_bytes)
+
+def visitor_connection(max_header_bytes: int) -> VisitorConnection:
+    if implementation == "h11":
+        return H11VisitorConnection(max_header_bytes)
+    return NativeVisitorConnection(max_header_bytes)
 
 
 def origin_connection(max_header_bytes: int = 64 * 1024) -> OriginConnection:
-    from edge.http1.h11_impl import H11OriginConnection
-
-    return H11OriginConnection(max_header_bytes)
+    if implementation == "h11":
+        return H11OriginConnection(max_header_bytes)
+    return NativeOriginConnection(max_header_bytes)

@@ -31,6 +31,10 @@ class _H11Base:
     def trailing_data(self) -> bytes:
         return bytes(self._conn.trailing_data[0])
 
+    @property
+    def buffered(self) -> int:
+        return len(self._conn.trailing_data[0])
+
     def _send(self, event: h11.Event) -> bytes:
         try:
             return self._conn.send(event) or b""

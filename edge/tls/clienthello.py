@@ -181,7 +181,7 @@ class ClientHelloReader:
     __slots__ = ("_buf", "_error", "_handshake", "_hello", "_pos", "_state", "max_bytes")
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        # The smallest ClientHello is one record header, one handshake header and a 38-byte
+        # The smallest ClientHello is one record header, one handshake header and a 41-byte
         # body (version, random, empty session id, one suite, one compression method).
         if max_bytes < _RECORD_HEADER_SIZE + _HANDSHAKE_HEADER_SIZE + 41:
             raise ValueError(f"max_bytes={max_bytes} is too small to hold any ClientHello")
@@ -240,13 +240,14 @@ class ClientHelloReader:
                     Alert.UNEXPECTED_MESSAGE,
                 )
             if major != 3:
+                if pos == 0:
+                    raise NotTLSError(f"not TLS: record version {major}.{minor}", False)
                 raise ClientHelloError(
                     f"record version {major}.{minor} is not TLS", Alert.PROTOCOL_VERSION
                 )
             if not _MIN_RECORD_MINOR <= minor <= _MAX_RECORD_MINOR:
                 raise ClientHelloError(
-                    f"record version 0x03{minor:02x} outside TLS 1.0..1.3: "
-                    "the client must enable TLS 1.2 or 1.3",
+                    f"record version 0x03{minor:02x} is not TLS 1.0..1.3",
                     Alert.PROTOCOL_VERSION,
                 )
             if length > _MAX_RECORD_PAYLOAD:
@@ -266,8 +267,7 @@ class ClientHelloReader:
             self._pos = record_end
             if handshake[0] != _HANDSHAKE_CLIENT_HELLO:
                 raise ClientHelloError(
-                    f"handshake message type {handshake[0]} where a ClientHello (1) "
-                    "was expected",
+                    f"handshake message type {handshake[0]} where a ClientHello was expected",
                     Alert.UNEXPECTED_MESSAGE,
                 )
             if len(handshake) < _HANDSHAKE_HEADER_SIZE:
@@ -297,11 +297,11 @@ def _too_large(max_bytes: int) -> ClientHelloError:
     )
 
 
-# Methods of RFC 9110 §9 and RFC 5789, and the HTTP/2 connection preface (RFC 9113 §3.4).
-# The first byte alone already rules TLS out; the token only decides which message to give.
-_HTTP_REQUEST_START: Final = re.compile(
-    rb"(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PRI)(?: |\Z)"
-)
+# Every HTTP method (RFC 9110 §9, RFC 5789) and the HTTP/2 preface "PRI * HTTP/2.0" (RFC
+# 9113 §3.4) starts with an uppercase token and a space. The first byte alone already rules
+# TLS out, so the reader decides on what has arrived and never waits for more.
+_HTTP_REQUEST_START: Final = re.compile(rb"[A-Z]+(?: |\Z)")
+_SNIFF_BYTES: Final = 16
 
 
 def _sniff(buf: bytearray) -> None:
@@ -321,13 +321,13 @@ def _sniff(buf: bytearray) -> None:
             "SSL 2.0-style ClientHello or not TLS: the client must send TLS 1.2+ records",
             None,
         )
-    head = bytes(buf[:16])
-    if 0x41 <= first <= 0x5A and _HTTP_REQUEST_START.match(head[:8]) or head[:8].isalpha():
+    head = bytes(buf[:_SNIFF_BYTES])
+    if _HTTP_REQUEST_START.match(head):
         raise NotTLSError(
             f"not TLS: plain HTTP ({head!r}) sent to a TLS port; use an https:// URL",
             plain_http=True,
         )
-    raise NotTLSError(f"not TLS: first byte {first:#04x} cannot start a TLS record", False)
+    raise NotTLSError(f"not TLS: first bytes {head!r} cannot start a TLS record", False)
 
 
 # -- ClientHello body ----------------------------------------------------------------------
@@ -485,9 +485,7 @@ def _parse_server_name(data: _Cursor) -> str:
     data.expect_end()
     name_type = names.u8("server_name name_type")
     if name_type != _SNI_HOST_NAME:
-        raise ClientHelloError(
-            f"server_name of unknown name_type {name_type}", Alert.DECODE_ERROR
-        )
+        raise ClientHelloError(f"server_name of unknown name_type {name_type}", Alert.DECODE_ERROR)
     raw = names.vector(2, "server_name host_name").rest()
     if names.remaining:
         raise ClientHelloError("server_name_list holds more than one name", Alert.DECODE_ERROR)
@@ -503,8 +501,6 @@ def _parse_server_name(data: _Cursor) -> str:
             Alert.ILLEGAL_PARAMETER,
         )
     # Some clients send the absolute form anyway; it names the same host.
-    if raw.endswith(b"."):
-        raw = raw[:-1]
     if len(raw) > _MAX_HOST_NAME:
         raise ClientHelloError(
             f"server_name of {len(raw)} characters exceeds the {_MAX_HOST_NAME} DNS allows",
@@ -530,7 +526,7 @@ def _parse_alpn(data: _Cursor) -> tuple[str, ...]:
     data.expect_end()
     if not names.remaining:
         raise ClientHelloError("empty ALPN protocol_name_list", Alert.DECODE_ERROR)
-    protocols = []
+    protocols: list[str] = []
     while names.remaining:
         name = names.vector(1, "ALPN protocol name").rest()
         if not name:

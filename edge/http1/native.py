@@ -1,0 +1,621 @@
+"""Burrow's own HTTP/1.1 implementation of the connection interface: the fast path.
+
+Theory of operation
+-------------------
+Each connection is two half-machines: a *reader* for the peer's messages and a *writer* for
+ours. The reader keeps one bytearray and a read offset (linear in the bytes received however
+they are split), finds a head with one regex search for the blank line, splits it in C
+(``bytes.split``) and checks every line against strict patterns; bodies are sliced, never
+scanned byte by byte.
+
+Reader states, per message::
+
+    HEAD --(head parsed)--> BODY_LENGTH | BODY_CHUNKED | BODY_CLOSE | DONE
+    BODY_* --(body complete)--> DONE --(start_next_cycle)--> HEAD
+    DONE --(101 / upgrade accepted)--> SWITCHED (everything after is ``trailing_data``)
+
+Framing follows RFC 9112 section 6: a request with both Transfer-Encoding and Content-Length,
+several differing Content-Lengths, or a transfer coding other than a final ``chunked`` is
+refused (these are the request-smuggling shapes); a response without either is read until
+close. Hop-by-hop headers (RFC 9110 7.6.1: Connection, the names it lists, Keep-Alive,
+Proxy-Connection) are not relayed; the writer frames what it sends itself and says
+``connection: close`` when this connection will close after the message.
+
+Written to pass the same tests as the h11 reference implementation (tests/edge/http1).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from edge.http1.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Headers,
+    ParseError,
+    RequestHead,
+    ResponseHead,
+    UsageError,
+)
+
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+_TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_HEADER_LINE: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00\r\n]*?)[ \t]*")
+_REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+_STATUS_LINE: Final = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\x00\r\n]*))?")
+_CHUNK_SIZE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
+_MAX_CHUNK_LINE: Final = 4096
+_MAX_TRAILERS: Final = 16 * 1024
+
+_HOP_BY_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
+
+# Reader states.
+_HEAD: Final = 0
+_BODY_LENGTH: Final = 1
+_BODY_CHUNKED: Final = 2
+_BODY_CLOSE: Final = 3
+_DONE: Final = 4
+_SWITCHED: Final = 5
+_CLOSED: Final = 6
+
+# Chunked sub-states.
+_CHUNK_SIZE_LINE: Final = 0
+_CHUNK_DATA: Final = 1
+_CHUNK_CRLF: Final = 2
+_CHUNK_TRAILERS: Final = 3
+
+# Writer states.
+_W_IDLE: Final = 0  # no message started
+_W_BODY: Final = 1  # head sent, body may follow
+_W_DONE: Final = 2
+
+# Writer framing.
+_W_NONE: Final = 0  # no body may follow (HEAD, 1xx, 204, 304, bodiless request)
+_W_LENGTH: Final = 1
+_W_CHUNKED: Final = 2
+_W_CLOSE: Final = 3  # body delimited by closing the connection
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def _hop_by_hop_stripped(headers: Headers, keep_upgrade: bool) -> Headers:
+    """Drop hop-by-hop headers; with ``keep_upgrade`` keep ``connection: upgrade`` and
+    ``upgrade`` so a protocol switch can be relayed."""
+    listed = _connection_tokens(headers)
+    if keep_upgrade:
+        listed.discard(b"upgrade")
+    else:
+        listed.add(b"upgrade")
+    out = [(n, v) for n, v in headers if n not in _HOP_BY_HOP and n not in listed]
+    if keep_upgrade:
+        out.append((b"connection", b"upgrade"))
+    return out
+
+
+class _Reader:
+    """Parses one role's incoming messages; subclasses parse the start line."""
+
+    __slots__ = (
+        "_buf",
+        "_chunk_state",
+        "_eof",
+        "_max_head",
+        "_pos",
+        "_remaining",
+        "_trailers",
+        "state",
+    )
+
+    def __init__(self, max_head: int) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._max_head = max_head
+        self._eof = False
+        self._remaining = 0
+        self._chunk_state = _CHUNK_SIZE_LINE
+        self._trailers: Headers = []
+        self.state = _HEAD
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            return
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        elif self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[: self._pos]
+            self._pos = 0
+        buf += data
+
+    def rest(self) -> bytes:
+        data = bytes(self._buf[self._pos :])
+        self._pos = len(self._buf)
+        return data
+
+    def _head_lines(self) -> list[bytes] | None:
+        buf = self._buf
+        pos = self._pos
+        # Leading empty lines before a request line are tolerated (RFC 9112 2.2).
+        while buf.startswith(b"\r\n", pos) or buf.startswith(b"\n", pos):
+            pos += 2 if buf[pos] == 13 else 1
+        self._pos = pos
+        match = _HEAD_END.search(buf, pos)
+        if match is None:
+            if len(buf) - pos > self._max_head:
+                raise ParseError("the message head is too large", 431)
+            return None
+        end = match.start()
+        if end - pos > self._max_head:
+            raise ParseError("the message head is too large", 431)
+        head = bytes(buf[pos:end])
+        self._pos = match.end()
+        return head.replace(b"\r\n", b"\n").split(b"\n")
+
+    @staticmethod
+    def _headers(lines: list[bytes]) -> Headers:
+        headers: Headers = []
+        match = _HEADER_LINE.fullmatch
+        for line in lines:
+            m = match(line)
+            if m is None:
+                if line[:1] in (b" ", b"\t"):
+                    raise ParseError("obsolete line folding in a header")
+                raise ParseError(f"malformed header line {line[:40]!r}")
+            headers.append((m.group(1).lower(), m.group(2)))
+        return headers
+
+    def _body_events(self) -> Event:
+        """The next body event in states BODY_*; DONE transitions included."""
+        state = self.state
+        buf = self._buf
+        if state == _BODY_LENGTH:
+            available = len(buf) - self._pos
+            if available == 0:
+                if self._eof:
+                    raise ParseError("the peer closed the connection mid-body")
+                return NEED_DATA
+            take = min(available, self._remaining)
+            data = bytes(buf[self._pos : self._pos + take])
+            self._pos += take
+            self._remaining -= take
+            if self._remaining == 0:
+                self.state = _DONE_PENDING
+            return Data(data)
+        if state == _BODY_CLOSE:
+            if len(buf) > self._pos:
+                return Data(self.rest())
+            if self._eof:
+                self.state = _DONE
+                return EndOfMessage()
+            return NEED_DATA
+        return self._chunked_event()
+
+    def _chunked_event(self) -> Event:
+        buf = self._buf
+        while True:
+            cs = self._chunk_state
+            pos = self._pos
+            if cs == _CHUNK_DATA:
+                available = len(buf) - pos
+                if available == 0:
+                    break
+                take = min(available, self._remaining)
+                data = bytes(buf[pos : pos + take])
+                self._pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._chunk_state = _CHUNK_CRLF
+                return Data(data)
+            if cs == _CHUNK_SIZE_LINE:
+                end = buf.find(b"\n", pos)
+                if end == -1:
+                    if len(buf) - pos > _MAX_CHUNK_LINE:
+                        raise ParseError("chunk size line too long")
+                    break
+                line = bytes(buf[pos:end]).rstrip(b"\r")
+                m = _CHUNK_SIZE.fullmatch(line)
+                if m is None:
+                    raise ParseError(f"bad chunk size line {line[:40]!r}")
+                self._pos = end + 1
+                size = int(m.group(1), 16)
+                if size == 0:
+                    self._chunk_state = _CHUNK_TRAILERS
+                else:
+                    self._remaining = size
+                    self._chunk_state = _CHUNK_DATA
+                continue
+            if cs == _CHUNK_CRLF:
+                if buf.startswith(b"\r\n", pos):
+                    self._pos = pos + 2
+                elif buf.startswith(b"\n", pos):
+                    self._pos = pos + 1
+                elif len(buf) - pos >= 2 or (len(buf) - pos == 1 and buf[pos] != 13):
+                    raise ParseError("chunk data not followed by CRLF")
+                else:
+                    break
+                self._chunk_state = _CHUNK_SIZE_LINE
+                continue
+            # Trailers: header lines up to an empty line.
+            end = buf.find(b"\n", pos)
+            if end == -1:
+                if len(buf) - pos > _MAX_TRAILERS:
+                    raise ParseError("trailers too large", 431)
+                break
+            line = bytes(buf[pos:end]).rstrip(b"\r")
+            self._pos = end + 1
+            if not line:
+                trailers, self._trailers = self._trailers, []
+                self._chunk_state = _CHUNK_SIZE_LINE
+                self.state = _DONE
+                return EndOfMessage(trailers)
+            self._trailers.extend(self._headers([line]))
+            if len(self._trailers) > 100:
+                raise ParseError("too many trailers", 431)
+        if self._eof:
+            raise ParseError("the peer closed the connection mid-body")
+        return NEED_DATA
+
+
+# A body that ended exactly: emit EndOfMessage next.
+_DONE_PENDING: Final = 7
+
+
+class _Writer:
+    """Frames our outgoing messages."""
+
+    __slots__ = ("framing", "remaining", "state")
+
+    def __init__(self) -> None:
+        self.framing = _W_NONE
+        self.remaining = 0
+        self.state = _W_IDLE
+
+    @staticmethod
+    def head_bytes(start_line: bytes, headers: Headers) -> bytes:
+        parts = [start_line]
+        for name, value in headers:
+            parts.append(name + b": " + value)
+        parts.append(b"\r\n")
+        return b"\r\n".join(parts)
+
+    def data(self, data: bytes) -> bytes:
+        if self.state != _W_BODY:
+            raise UsageError("no message body is being sent")
+        if not data:
+            return b""
+        framing = self.framing
+        if framing == _W_LENGTH:
+            if len(data) > self.remaining:
+                raise UsageError("more body than its Content-Length")
+            self.remaining -= len(data)
+            return data
+        if framing == _W_CHUNKED:
+            return b"%x\r\n" % len(data) + data + b"\r\n"
+        if framing == _W_CLOSE:
+            return data
+        return b""  # HEAD and bodiless responses: the body is not sent
+
+    def end(self, trailers: Headers | None) -> bytes:
+        if self.state != _W_BODY:
+            raise UsageError("no message body is being sent")
+        self.state = _W_DONE
+        if self.framing == _W_CHUNKED:
+            if trailers:
+                return b"0\r\n" + self.head_bytes(b"", trailers)[2:]
+            return b"0\r\n\r\n"
+        if self.framing == _W_LENGTH and self.remaining:
+            raise UsageError("body shorter than its Content-Length")
+        return b""
+
+
+def _framing(headers: Headers, is_request: bool) -> tuple[int, int]:
+    """(reader state, length) for a message with these headers (RFC 9112 6.3)."""
+    te: bytes | None = None
+    lengths: set[bytes] = set()
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            te = value if te is None else te + b"," + value
+        elif name == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+    if te is not None:
+        if lengths and is_request:
+            raise ParseError("both Transfer-Encoding and Content-Length")
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings[-1] == b"chunked":
+            if is_request and codings != [b"chunked"]:
+                raise ParseError("unsupported transfer coding", 501)
+            return _BODY_CHUNKED, 0
+        if is_request:
+            raise ParseError("the final transfer coding of a request must be chunked")
+        return _BODY_CLOSE, 0
+    if lengths:
+        if len(lengths) > 1:
+            raise ParseError("conflicting Content-Length values")
+        (value,) = lengths
+        if not value.isdigit() or len(value) > 18:
+            raise ParseError(f"bad Content-Length {value[:20]!r}")
+        return _BODY_LENGTH, int(value)
+    return (_DONE_PENDING, 0) if is_request else (_BODY_CLOSE, 0)
+
+
+class NativeVisitorConnection:
+    """Server role: requests in, responses out."""
+
+    __slots__ = (
+        "_close_after",
+        "_continue",
+        "_request_method",
+        "_upgrade",
+        "_writer",
+        "reader",
+    )
+
+    def __init__(self, max_header_bytes: int) -> None:
+        self.reader = _Reader(max_header_bytes)
+        self._writer = _Writer()
+        self._writer.state = _W_DONE
+        self._close_after = False
+        self._continue = False
+        self._upgrade = False
+        self._request_method = b""
+
+    def receive_data(self, data: bytes) -> None:
+        self.reader.feed(data)
+
+    @property
+    def waiting_for_continue(self) -> bool:
+        return self._continue
+
+    @property
+    def buffered(self) -> int:
+        return len(self.reader._buf) - self.reader._pos
+
+    @property
+    def trailing_data(self) -> bytes:
+        return self.reader.rest()
+
+    def next_event(self) -> Event:
+        reader = self.reader
+        state = reader.state
+        if state == _HEAD:
+            if reader._eof and reader._pos >= len(reader._buf):
+                reader.state = _CLOSED
+                return ConnectionClosed()
+            lines = reader._head_lines()
+            if lines is None:
+                if reader._eof:
+                    raise ParseError("the connection closed mid-request")
+                return NEED_DATA
+            return self._request(lines)
+        if state in (_BODY_LENGTH, _BODY_CHUNKED, _BODY_CLOSE):
+            event = reader._body_events()
+            if type(event) is Data:
+                self._continue = False
+            return event
+        if state == _DONE_PENDING:
+            reader.state = _DONE
+            return EndOfMessage()
+        if state == _CLOSED:
+            return ConnectionClosed()
+        return PAUSED  # DONE (waiting for our response) or SWITCHED
+
+    def _request(self, lines: list[bytes]) -> RequestHead:
+        m = _REQUEST_LINE.fullmatch(lines[0])
+        if m is None:
+            raise ParseError(f"malformed request line {lines[0][:60]!r}")
+        method, target, major, minor = m.groups()
+        if major != b"1":
+            raise ParseError("only HTTP/1.x is served on this connection", 505)
+        headers = self.reader._headers(lines[1:])
+        http10 = minor == b"0"
+        state, length = _framing(headers, is_request=True)
+        if http10 and state == _BODY_CHUNKED:
+            raise ParseError("chunked transfer coding in an HTTP/1.0 request")
+        tokens = _connection_tokens(headers)
+        self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+        host_count = sum(1 for n, _ in headers if n == b"host")
+        if host_count > 1 or (host_count == 0 and not http10):
+            raise ParseError("a request needs exactly one Host header")
+        self._upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in headers)
+        self._continue = not http10 and any(
+            n == b"expect" and v.lower() == b"100-continue" for n, v in headers
+        )
+        self._request_method = method
+        reader = self.reader
+        if state == _BODY_LENGTH and length == 0:
+            state = _DONE_PENDING
+        reader.state = state
+        reader._remaining = length
+        if state != _BODY_LENGTH and state != _BODY_CHUNKED:
+            self._continue = False
+        self._writer.state = _W_IDLE
+        return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1")
+
+    def send_informational(self, head: ResponseHead) -> bytes:
+        if self._writer.state != _W_IDLE:
+            raise UsageError("an informational response after the final one")
+        if head.status == 101:
+            if not self._upgrade:
+                raise UsageError("101 without an upgrade request")
+            self.reader.state = _SWITCHED
+            self._writer.state = _W_DONE
+            headers = _hop_by_hop_stripped(head.headers, keep_upgrade=True)
+        else:
+            headers = _hop_by_hop_stripped(head.headers, keep_upgrade=False)
+            self._continue = False
+        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
+        return _Writer.head_bytes(line, headers)
+
+    def send_response(self, head: ResponseHead) -> bytes:
+        writer = self._writer
+        if writer.state != _W_IDLE:
+            raise UsageError("a response is already being sent")
+        self._continue = False
+        self._upgrade = False
+        status = head.status
+        headers = _hop_by_hop_stripped(head.headers, keep_upgrade=False)
+        if self._request_method == b"HEAD" or status in (204, 304):
+            writer.framing = _W_NONE
+        else:
+            reader_state, length = _framing(headers, is_request=False)
+            if reader_state == _BODY_LENGTH:
+                writer.framing = _W_LENGTH
+                writer.remaining = length
+            elif reader_state == _BODY_CHUNKED:
+                writer.framing = _W_CHUNKED
+            else:
+                # Body of unknown length: chunk it, so the connection can be reused.
+                headers = [(n, v) for n, v in headers if n != b"transfer-encoding"]
+                headers.append((b"transfer-encoding", b"chunked"))
+                writer.framing = _W_CHUNKED
+        if self.reader.state not in (_DONE, _DONE_PENDING):
+            # Answering before the request body was read: the rest of it cannot be
+            # skipped reliably, so this connection ends with the response.
+            self._close_after = True
+        if self._close_after:
+            headers.append((b"connection", b"close"))
+        writer.state = _W_BODY
+        line = b"HTTP/1.1 %d %s" % (status, head.reason or b"")
+        return _Writer.head_bytes(line, headers)
+
+    def send_data(self, data: bytes) -> bytes:
+        return self._writer.data(data)
+
+    def send_end(self, trailers: Headers | None = None) -> bytes:
+        return self._writer.end(trailers)
+
+    def start_next_cycle(self) -> bool:
+        reader = self.reader
+        if self._close_after or reader.state != _DONE or self._writer.state != _W_DONE:
+            return False
+        reader.state = _HEAD
+        return True
+
+
+class NativeOriginConnection:
+    """Client role: requests out to the tunnelled service, responses in."""
+
+    __slots__ = ("_close_after", "_method", "_upgrade", "_writer", "reader")
+
+    def __init__(self, max_header_bytes: int) -> None:
+        self.reader = _Reader(max_header_bytes)
+        self.reader.state = _DONE  # nothing to read before a request goes out
+        self._writer = _Writer()
+        self._close_after = False
+        self._method = b""
+        self._upgrade = False
+
+    def send_request(self, head: RequestHead) -> bytes:
+        writer = self._writer
+        if writer.state != _W_IDLE:
+            raise UsageError("a request is already being sent")
+        tokens = _connection_tokens(head.headers)
+        self._upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in head.headers)
+        headers = _hop_by_hop_stripped(head.headers, keep_upgrade=self._upgrade)
+        state, length = _framing(headers, is_request=True)
+        if state == _BODY_LENGTH:
+            writer.framing = _W_LENGTH
+            writer.remaining = length
+        elif state == _BODY_CHUNKED:
+            writer.framing = _W_CHUNKED
+        else:
+            writer.framing = _W_NONE
+        writer.state = _W_BODY
+        self._method = head.method
+        self._close_after = False
+        self.reader.state = _HEAD
+        return _Writer.head_bytes(head.method + b" " + head.target + b" HTTP/1.1", headers)
+
+    def send_data(self, data: bytes) -> bytes:
+        if self._writer.framing == _W_NONE and data:
+            raise UsageError("the request has no body framing")
+        return self._writer.data(data)
+
+    def send_end(self, trailers: Headers | None = None) -> bytes:
+        return self._writer.end(trailers)
+
+    def receive_data(self, data: bytes) -> None:
+        self.reader.feed(data)
+
+    @property
+    def trailing_data(self) -> bytes:
+        return self.reader.rest()
+
+    def next_event(self) -> Event:
+        reader = self.reader
+        state = reader.state
+        if state == _HEAD:
+            lines = reader._head_lines()
+            if lines is None:
+                if reader._eof:
+                    if reader._pos >= len(reader._buf):
+                        reader.state = _CLOSED
+                        return ConnectionClosed()
+                    raise ParseError("the connection closed mid-response")
+                return NEED_DATA
+            return self._response(lines)
+        if state in (_BODY_LENGTH, _BODY_CHUNKED, _BODY_CLOSE):
+            return reader._body_events()
+        if state == _DONE_PENDING:
+            reader.state = _DONE
+            return EndOfMessage()
+        if state == _CLOSED:
+            return ConnectionClosed()
+        if state == _DONE and reader._eof and reader._pos >= len(reader._buf):
+            reader.state = _CLOSED
+            return ConnectionClosed()
+        return PAUSED
+
+    def _response(self, lines: list[bytes]) -> ResponseHead:
+        m = _STATUS_LINE.fullmatch(lines[0])
+        if m is None:
+            raise ParseError(f"malformed status line {lines[0][:60]!r}")
+        major, minor, status_b, reason = m.groups()
+        if major != b"1":
+            raise ParseError("not an HTTP/1.x response")
+        status = int(status_b)
+        headers = self.reader._headers(lines[1:])
+        reader = self.reader
+        http10 = minor == b"0"
+        if status < 200:
+            if status == 101:
+                if not self._upgrade:
+                    raise ParseError("101 to a request that asked for no upgrade")
+                reader.state = _SWITCHED
+            # Other 1xx: the final response follows; stay in HEAD.
+            return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
+        tokens = _connection_tokens(headers)
+        self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+        if self._method == b"HEAD" or status in (204, 304):
+            state, length = _DONE_PENDING, 0
+        else:
+            state, length = _framing(headers, is_request=False)
+            if state == _BODY_LENGTH and length == 0:
+                state = _DONE_PENDING
+        if state == _BODY_CLOSE:
+            self._close_after = True
+        reader.state = state
+        reader._remaining = length
+        self._upgrade = False
+        return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
+
+    def start_next_cycle(self) -> bool:
+        if self._close_after or self.reader.state != _DONE or self._writer.state != _W_DONE:
+            return False
+        self._writer.state = _W_IDLE
+        return True
