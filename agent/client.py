@@ -93,11 +93,13 @@ class Agent:
                 woken.cancel()
                 if self._stopping:
                     break
+                # The link died, or the edge asked us to move (GoAway): either way the
+                # tunnels are not served by a live link until the next one is welcomed.
+                self.connected = False
+                for state in self.tunnels:
+                    state.url = ""
+                self.on_change(self)
                 if link.closed_event.is_set() or link.welcome is None:
-                    self.connected = False
-                    for state in self.tunnels:
-                        state.url = ""
-                    self.on_change(self)
                     await self._sleep(random.uniform(0, delay))
                     delay = min(delay * 2, BACKOFF_MAX)
                 self.reconnects += 1

@@ -58,6 +58,7 @@ class LocalRelay(SocketRelay):
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             self.state.stats.failed += 1
+            self.state.stats.open_connections -= 1
             log.warning("cannot reach %s: %s", spec.local, reason)
             if not self.done and self.session is not None:
                 self.done = True

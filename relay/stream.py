@@ -50,6 +50,10 @@ class SocketRelay(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = transport  # type: ignore[assignment]
+        if self.done:
+            # The stream was reset while we were still connecting: nothing to relay.
+            transport.close()
+            return
         set_nodelay(transport)
         early, self._early = self._early, None
         if early:

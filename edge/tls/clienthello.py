@@ -318,7 +318,7 @@ def _sniff(buf: bytearray) -> None:
         # RFC 5246 Appendix E.2: an SSL 2.0 CLIENT-HELLO starts with a two-byte length
         # whose high bit is set. RFC 6176 prohibits SSL 2.0.
         raise ClientHelloError(
-            "SSL 2.0-style ClientHello or not TLS: the client must send TLS 1.2+ records",
+            "SSL 2.0-style ClientHello or not TLS: the client must send TLS records",
             None,
         )
     head = bytes(buf[:_SNIFF_BYTES])
@@ -501,6 +501,8 @@ def _parse_server_name(data: _Cursor) -> str:
             Alert.ILLEGAL_PARAMETER,
         )
     # Some clients send the absolute form anyway; it names the same host.
+    if raw.endswith(b"."):
+        raw = raw[:-1]
     if len(raw) > _MAX_HOST_NAME:
         raise ClientHelloError(
             f"server_name of {len(raw)} characters exceeds the {_MAX_HOST_NAME} DNS allows",
