@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 
 import uvloop
 
 from agent import config as agent_config
-from agent.client import Agent, AgentRefused
+from agent.client import Agent, AgentRefused, link_tls_context
 from agent.status import StatusPrinter
 from agent.tunnels import SpecError, TunnelSpec, parse_address
 
@@ -37,12 +38,34 @@ def _parser() -> argparse.ArgumentParser:
     def tunnel_flags(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--server", help="edge agent address host:port (default from config)")
         sp.add_argument("--authtoken", help="token to use instead of the configured one")
+        sp.add_argument("--ca", help="CA certificate file to verify a privately signed edge")
+        sp.add_argument(
+            "--transport",
+            choices=("auto", "tls", "wss"),
+            default="auto",
+            help="tls: the edge's agent port; wss: a WebSocket on its HTTPS port (for networks "
+            "that only pass HTTPS); auto (default): tls, then wss if tls cannot connect",
+        )
+        sp.add_argument(
+            "--wss", help="HTTPS address for WebSocket links (default: SERVER-HOST:443)"
+        )
+        sp.add_argument(
+            "--plaintext",
+            action="store_true",
+            help="INSECURE: connect to the edge without TLS (only for an edge on a trusted "
+            "private network that was started with --agent-plaintext)",
+        )
 
     http = sub.add_parser("http", help="expose a local HTTP service")
     http.add_argument("addr", help="local port, or host:port")
     http.add_argument("--name", default="", help="subdomain or hostname to ask for")
     http.add_argument("--pool", action="store_true", help="share the name with other agents")
     tunnel_flags(http)
+
+    tls = sub.add_parser("tls", help="expose a local TLS service untouched (SNI passthrough)")
+    tls.add_argument("addr", help="local port, or host:port, of a service that speaks TLS")
+    tls.add_argument("--name", default="", help="subdomain or hostname to ask for")
+    tunnel_flags(tls)
 
     tcp = sub.add_parser("tcp", help="expose a local TCP service")
     tcp.add_argument("addr", help="local port, or host:port")
@@ -64,10 +87,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _specs(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> list[TunnelSpec]:
-    if args.command in ("http", "tcp"):
+    if args.command in ("http", "tcp", "tls"):
         host, port = parse_address(args.addr)
         if args.command == "http":
             return [TunnelSpec("http", host, port, name=args.name, pool=args.pool)]
+        if args.command == "tls":
+            return [TunnelSpec("tls", host, port, name=args.name)]
         return [TunnelSpec("tcp", host, port, remote_port=args.remote_port)]
     if not cfg.tunnels:
         raise UsageError(f"no tunnels defined in {cfg.path}; see `burrow start --help`")
@@ -78,19 +103,52 @@ def _specs(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> list[Tunn
     return [cfg.tunnels[n] for n in names]
 
 
-def _server_and_token(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> tuple[str, str]:
+def _agent_for(
+    args: argparse.Namespace,
+    cfg: agent_config.AgentConfig,
+    specs: list[TunnelSpec],
+    printer: StatusPrinter,
+) -> Agent:
+    """An agent for the edge named by flags, the config file, or a running `burrowd dev`."""
     server = args.server or cfg.server
     token = args.authtoken or cfg.authtoken
+    ca = args.ca or cfg.ca
+    wss = args.wss or ""
+    plaintext = args.plaintext
     if not server or not token:
         dev = agent_config.read_dev_edge()
         if dev is not None:
-            server = server or dev["server"]
+            if not server:
+                server = dev["server"]
+                ca = ca or dev.get("ca", "")
+                wss = wss or dev.get("wss", "")
+                plaintext = plaintext or dev.get("plaintext") == "1"
             token = token or dev.get("token", "")
     if not token:
         raise UsageError(
             "no authtoken: run `burrow config add-authtoken TOKEN` (or start `burrowd dev`)"
         )
-    return server or agent_config.DEFAULT_SERVER, token
+    host, port = parse_address(server or agent_config.DEFAULT_SERVER)
+    if plaintext:
+        if args.transport == "wss":
+            raise UsageError("--plaintext links connect directly; drop --transport wss")
+        return Agent((host, port), token, specs, on_change=printer.changed)
+    wss_host, wss_port = parse_address(wss) if wss else (host, 443)
+    try:
+        tls = link_tls_context(ca or None)
+        wss_tls = link_tls_context(ca or None, websocket=True)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use CA file {ca}: {exc}") from None
+    return Agent(
+        (host, port),
+        token,
+        specs,
+        on_change=printer.changed,
+        tls=tls,
+        transport={"tls": "direct"}.get(args.transport, args.transport),
+        wss_server=(wss_host, wss_port),
+        wss_tls=wss_tls,
+    )
 
 
 async def _serve(agent: Agent, printer: StatusPrinter) -> int:
@@ -134,13 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = agent_config.load(path)
         specs = _specs(args, cfg)
-        server, token = _server_and_token(args, cfg)
-        host, port = parse_address(server)
+        printer = StatusPrinter()
+        agent = _agent_for(args, cfg, specs, printer)
     except (UsageError, SpecError, agent_config.ConfigError) as exc:
         print(f"burrow: {exc}", file=sys.stderr)
         return 2
-    printer = StatusPrinter()
-    agent = Agent((host, port), token, specs, on_change=printer.changed)
     with contextlib.suppress(KeyboardInterrupt):
         return uvloop.run(_serve(agent, printer))
     return 0

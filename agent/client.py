@@ -14,11 +14,15 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 from collections.abc import Callable
+
+import wsproto
 
 from agent.link import AgentLink
 from agent.tunnels import TunnelSpec, TunnelState
 from proto.messages import BindFailed, Bound, GoAway
+from relay.websocket import WebSocketShell
 
 log = logging.getLogger("burrow.agent")
 
@@ -41,7 +45,19 @@ class Agent:
         heartbeat_misses: int = 3,
         on_change: Callable[[Agent], None] | None = None,
         connect_timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        transport: str = "direct",
+        wss_server: tuple[str, int] | None = None,
+        wss_tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the context to verify the edge with (``link_tls_context``); None means
+        a plaintext link, which only a caller that asked for it explicitly may use.
+        ``transport``: "direct" (the agent port), "wss" (a WebSocket on the edge's HTTPS
+        port, ``wss_server``), or "auto" (direct, and WebSocket when direct cannot connect)."""
+        if transport not in ("direct", "wss", "auto"):
+            raise ValueError(f"unknown link transport {transport!r}")
+        if transport != "direct" and wss_server is None:
+            raise ValueError("a WebSocket link needs wss_server")
         self.server = server
         self.token = token
         self.tunnels = [TunnelState(spec) for spec in tunnels]
@@ -50,6 +66,11 @@ class Agent:
         self.instance_id = os.urandom(12).hex()
         self.on_change = on_change or (lambda agent: None)
         self.connect_timeout = connect_timeout
+        self.tls = tls
+        self.transport = transport
+        self.wss_server = wss_server
+        self.wss_tls = wss_tls
+        self._untrusted = False
         self.link: AgentLink | None = None
         self.links: set[AgentLink] = set()
         self.connected = False
@@ -98,6 +119,7 @@ class Agent:
                 self.connected = False
                 for state in self.tunnels:
                     state.url = ""
+                    state.urls = []
                 self.on_change(self)
                 if link.closed_event.is_set() or link.welcome is None:
                     await self._sleep(random.uniform(0, delay))
@@ -109,12 +131,70 @@ class Agent:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _connect(self) -> AgentLink | None:
+        if self.transport == "wss":
+            return await self._connect_wss()
+        link = await self._connect_direct()
+        if link is None and self.transport == "auto" and not self._untrusted:
+            link = await self._connect_wss()
+        return link
+
+    async def _connect_wss(self) -> AgentLink | None:
+        """The link inside a WebSocket on the edge's HTTPS port."""
+        assert self.wss_server is not None
+        host, port = self.wss_server
+        link = AgentLink(self)
+        shell = WebSocketShell(link, wsproto.ConnectionType.CLIENT, host=host)
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: shell,
+                    host,
+                    port,
+                    ssl=self.wss_tls,
+                    server_hostname=host if self.wss_tls is not None else None,
+                ),
+                self.connect_timeout,
+            )
+            await asyncio.wait_for(shell.accepted, self.connect_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            self.last_error = (
+                f"the edge at {host}:{port} (WebSocket) has a certificate this agent does not "
+                f"trust ({exc.verify_message}); pass --ca FILE for a private CA"
+            )
+            log.warning("%s", self.last_error)
+            return None
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            self.last_error = f"cannot reach the edge at wss://{host}:{port}: {exc}"
+            log.info("%s", self.last_error)
+            if shell.raw is not None:
+                shell.raw.abort()
+            return None
+        self.link = link
+        self.links.add(link)
+        return link
+
+    async def _connect_direct(self) -> AgentLink | None:
+        self._untrusted = False
         host, port = self.server
         try:
             _, link = await asyncio.wait_for(
-                self.loop.create_connection(lambda: AgentLink(self), host, port),
+                self.loop.create_connection(
+                    lambda: AgentLink(self),
+                    host,
+                    port,
+                    ssl=self.tls,
+                    server_hostname=host if self.tls is not None else None,
+                ),
                 self.connect_timeout,
             )
+        except ssl.SSLCertVerificationError as exc:
+            self._untrusted = True  # never fall back around a certificate problem
+            self.last_error = (
+                f"the edge at {host}:{port} has a certificate this agent does not trust "
+                f"({exc.verify_message}); pass --ca FILE for a private CA"
+            )
+            log.warning("%s", self.last_error)
+            return None
         except (TimeoutError, OSError) as exc:
             self.last_error = f"cannot reach the edge at {host}:{port}: {exc}"
             log.info("%s", self.last_error)
@@ -151,9 +231,10 @@ class Agent:
 
     def tunnel_bound(self, link: AgentLink, state: TunnelState, bound: Bound) -> None:
         state.url = bound.url
+        state.urls = list(bound.urls) or [bound.url]
         state.error = ""
         state.bind_retries = 0
-        state.claimed_name = bound.name if state.spec.protocol == "http" else ""
+        state.claimed_name = bound.name if state.spec.protocol in ("http", "tls") else ""
         state.claimed_port = bound.port
         log.info("tunnel %s -> %s", bound.url, state.spec.local)
         self.on_change(self)
@@ -179,3 +260,16 @@ class Agent:
         state.error = failed.message
         log.warning("tunnel %s refused: %s", spec.label or spec.local, failed.message)
         self.on_change(self)
+
+
+LINK_ALPN = "burrow/1"
+
+
+def link_tls_context(ca_file: str | None = None, *, websocket: bool = False) -> ssl.SSLContext:
+    """Verify the edge like a browser would: the system's CAs (or ``ca_file`` for a
+    private CA), the hostname checked. ALPN names the link protocol so an edge can take
+    agents on its HTTPS port too; a WebSocket link looks like any HTTPS client."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"] if websocket else [LINK_ALPN])
+    return context

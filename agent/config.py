@@ -62,6 +62,7 @@ class AgentConfig:
     path: Path
     authtoken: str = ""
     server: str = ""
+    ca: str = ""  # CA file for an edge with a privately signed certificate
     tunnels: dict[str, TunnelSpec] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -75,7 +76,7 @@ def load(path: Path | None = None) -> AgentConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     cfg = AgentConfig(path, raw=raw)
-    for key in ("authtoken", "server"):
+    for key in ("authtoken", "server", "ca"):
         value = raw.get(key, "")
         if not isinstance(value, str):
             raise ConfigError(f"{path}: {key} must be a string")
@@ -98,8 +99,8 @@ def _tunnel_from(label: str, entry: object) -> TunnelSpec:
     if unknown:
         raise SpecError(f"unknown keys {sorted(unknown)}")
     proto = entry.get("proto")
-    if proto not in ("http", "tcp"):
-        raise SpecError('proto must be "http" or "tcp"')
+    if proto not in ("http", "tcp", "tls"):
+        raise SpecError('proto must be "http", "tcp" or "tls"')
     if "addr" not in entry:
         raise SpecError("addr is required (a port, or host:port)")
     host, port = parse_address(entry["addr"])
@@ -170,7 +171,12 @@ def read_dev_edge() -> dict[str, str] | None:
     return None
 
 
-def write_dev_edge(server: str, token: str, base_url: str) -> Path:
+def write_dev_edge(
+    server: str, token: str, base_url: str, ca: str = "", plaintext: bool = False, wss: str = ""
+) -> Path:
     path = dev_edge_file()
-    _write_private(path, json.dumps({"server": server, "token": token, "url": base_url}))
+    fields = {"server": server, "token": token, "url": base_url, "ca": ca, "wss": wss}
+    if plaintext:
+        fields["plaintext"] = "1"
+    _write_private(path, json.dumps(fields))
     return path

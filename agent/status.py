@@ -36,16 +36,21 @@ class StatusPrinter:
         self._shown: dict[int, str] = {}
         self._error_shown: dict[int, str] = {}
         self._line_drawn = False
+        self._last_error = ""
 
     def changed(self, agent: Agent) -> None:
         for i, state in enumerate(agent.tunnels):
             if state.url and self._shown.get(i) != state.url:
                 self._shown[i] = state.url
-                self.say(f"Forwarding  {state.url} -> {state.spec.local}")
+                for url in state.urls or [state.url]:
+                    self.say(f"Forwarding  {url} -> {state.spec.local}")
             if state.error and self._error_shown.get(i) != state.error:
                 self._error_shown[i] = state.error
                 self.say(f"Tunnel {state.spec.label or state.spec.local} refused: {state.error}")
-        if not agent.connected and agent.last_error and not self.tty:
+        if agent.connected:
+            self._last_error = ""
+        elif agent.last_error and agent.last_error != self._last_error:
+            self._last_error = agent.last_error  # once per distinct reason, not per retry
             self.say(f"Reconnecting: {agent.last_error}")
 
     def tick(self, agent: Agent) -> None:

@@ -12,7 +12,7 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TunnelSpec:
-    protocol: str  # "http" | "tcp"
+    protocol: str  # "http" | "tcp" | "tls"
     local_host: str
     local_port: int
     name: str = ""  # requested subdomain or hostname (http)
@@ -71,6 +71,7 @@ class TunnelStats:
 class TunnelState:
     spec: TunnelSpec
     url: str = ""
+    urls: list[str] = field(default_factory=list)
     error: str = ""
     # What the edge gave us, asked for again on reconnect so the URL stays the same.
     claimed_name: str = ""

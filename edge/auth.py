@@ -18,7 +18,7 @@ class Identity:
 
     account: str
     token_id: str
-    protocols: frozenset[str] = frozenset({"http", "tcp"})
+    protocols: frozenset[str] = frozenset({"http", "tcp", "tls"})
     # Hostname patterns the agent may bind besides random names: "demo.example.com",
     # "*.example.com". Empty: any free name under the base domain.
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)

@@ -17,7 +17,7 @@ import sys
 import uvloop
 
 from agent import config as agent_config
-from agent.client import Agent
+from agent.client import Agent, link_tls_context
 from agent.tunnels import TunnelSpec, parse_address
 from bench.origin import start_origin
 from edge.auth import StaticTokens
@@ -49,10 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log", default="info", help="log level: debug, info, warning")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def edge_flags(sp: argparse.ArgumentParser, http: str, agents: str) -> None:
+    def edge_flags(sp: argparse.ArgumentParser, http: str, https: str, agents: str) -> None:
         sp.add_argument(
             "--http", type=_hostport, default=http, help=f"visitor HTTP (default {http})"
         )
+        sp.add_argument(
+            "--https", type=_hostport, default=https, help=f"visitor HTTPS (default {https})"
+        )
+        sp.add_argument("--no-https", action="store_true", help="do not serve HTTPS")
         sp.add_argument(
             "--agents", type=_hostport, default=agents, help=f"agent links (default {agents})"
         )
@@ -62,19 +66,43 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-domain", default="localhost", help="tunnels get NAME.BASE-DOMAIN")
         sp.add_argument("--public-port", type=int, help="HTTP port shown in URLs (behind a proxy)")
         sp.add_argument("--drain", type=float, default=10.0, help="seconds to drain on shutdown")
+        sp.add_argument(
+            "--cert",
+            action="append",
+            default=[],
+            metavar="CERT:KEY",
+            help="PEM certificate chain and key files (repeat), e.g. a wildcard for the domain",
+        )
+        sp.add_argument(
+            "--agent-plaintext",
+            action="store_true",
+            help="INSECURE: take agent links without TLS (trusted private networks only)",
+        )
 
     dev = sub.add_parser("dev", help="run Burrow on this machine for development")
-    edge_flags(dev, "127.0.0.1:8080", "127.0.0.1:4443")
+    edge_flags(dev, "127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:4443")
     dev.add_argument("--no-demo", action="store_true", help="do not start the demo tunnel")
 
     edge = sub.add_parser("edge", help="run the edge")
-    edge_flags(edge, "0.0.0.0:80", "0.0.0.0:4443")
+    edge_flags(edge, "0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:4443")
     edge.add_argument(
         "--token", action="append", default=[], help="TOKEN or TOKEN=ACCOUNT (repeat)"
     )
     edge.add_argument("--tokens-file", help="file with one TOKEN or TOKEN=ACCOUNT per line")
     edge.add_argument("--edge-id", default="edge-1")
+    edge.add_argument("--local-ca", metavar="DIR", help="issue fallback certificates from this CA")
+    edge.add_argument("--agent-hostname", default="", help="name agents dial (default: domain)")
     return p
+
+
+def _cert_pairs(values: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        cert, sep, key = value.partition(":")
+        if not sep or not cert or not key:
+            raise SystemExit(f"burrowd: --cert takes CERT:KEY file paths, not {value!r}")
+        pairs.append((cert, key))
+    return pairs
 
 
 def _config(args: argparse.Namespace) -> EdgeConfig:
@@ -82,8 +110,14 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         base_domain=args.base_domain,
         http_host=args.http[0],
         http_port=args.http[1],
+        https_host=args.https[0],
+        https_port=None if args.no_https else args.https[1],
         agent_host=args.agents[0],
         agent_port=args.agents[1],
+        agent_tls=not args.agent_plaintext,
+        agent_hostname=getattr(args, "agent_hostname", ""),
+        tls_files=_cert_pairs(args.cert),
+        local_ca_dir=getattr(args, "local_ca", None),
         tcp_host=args.http[0],
         tcp_ports=args.tcp_ports,
         public_http_port=args.public_port,
@@ -118,6 +152,9 @@ async def _run_until_signal(edge: Edge) -> None:
 
 async def _dev(args: argparse.Namespace) -> int:
     config = _config(args)
+    ca_dir = agent_config.state_dir() / "ca"
+    config.local_ca_dir = str(ca_dir)
+    config.agent_hostname = "localhost"
     token = "dev-" + secrets.token_urlsafe(18)
     edge = Edge(config, StaticTokens({token: "dev"}))
     try:
@@ -125,31 +162,50 @@ async def _dev(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(
             f"burrowd: cannot listen ({exc.strerror}); is another burrowd running? "
-            "Pick other ports with --http and --agents.",
+            "Pick other ports with --http, --https and --agents.",
             file=sys.stderr,
         )
         return 1
-    server = f"{config.agent_host}:{config.agent_port}"
-    path = agent_config.write_dev_edge(server, token, config.url_for(config.base_domain))
+    # Agents dial "localhost" so the link's certificate, from the dev CA, verifies.
+    server = f"localhost:{config.agent_port}"
+    ca_file = str(ca_dir / "ca.pem")
+    path = agent_config.write_dev_edge(
+        server,
+        token,
+        config.url_for(config.base_domain),
+        ca=ca_file if config.agent_tls else "",
+        plaintext=not config.agent_tls,
+        wss=f"localhost:{config.https_port}" if config.https_port is not None else "",
+    )
+    https = ""
+    if config.https_port is not None:
+        https = f", https://*.{config.base_domain}:{config.https_port}"
     print(
-        f"Burrow dev edge: visitors on http://*.{config.base_domain}:{config.http_port},"
-        f" agents on {server}"
+        f"Burrow dev edge: visitors on http://*.{config.base_domain}:{config.http_port}"
+        f"{https}, agents on {server}"
     )
     print(f"Agent token (also saved to {path}):\n  {token}")
+    if config.https_port is not None:
+        print(f"HTTPS certificates come from a local CA. To trust it: {ca_file}")
+        print(f"  curl --cacert {ca_file} https://demo.localhost:{config.https_port}/")
     tasks: list[asyncio.Task[None]] = []
     if not args.no_demo:
         origin = await start_origin()
         origin_port = origin.sockets[0].getsockname()[1]
         demo = Agent(
-            (config.agent_host, config.agent_port),
+            ("localhost", config.agent_port),
             token,
             [TunnelSpec("http", "127.0.0.1", origin_port, name="demo", label="demo")],
+            tls=link_tls_context(ca_file) if config.agent_tls else None,
         )
+        shown: set[str] = set()
 
         def announce(agent: Agent) -> None:
             for state in agent.tunnels:
-                if state.url:
-                    print(f"Demo tunnel: open {state.url}/ in a browser", flush=True)
+                for url in state.urls:
+                    if url not in shown:
+                        shown.add(url)
+                        print(f"Demo tunnel: open {url}/ in a browser", flush=True)
 
         demo.on_change = announce
         tasks.append(asyncio.get_running_loop().create_task(demo.run()))

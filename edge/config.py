@@ -34,6 +34,15 @@ class EdgeConfig:
     tcp_ports: tuple[int, int] = (20000, 20999)
     public_http_port: int | None = None  # the port printed in URLs (when behind a NAT/LB)
     public_scheme: str = "http"
+    # HTTPS: None disables the listener. Certificates come from static files (cert, key),
+    # a local CA (dev) or the fallback; see certs.CertStore.
+    https_host: str = "127.0.0.1"
+    https_port: int | None = None
+    public_https_port: int | None = None
+    tls_files: list[tuple[str, str]] = field(default_factory=list)
+    local_ca_dir: str | None = None
+    agent_tls: bool = False  # agent links over TLS (the certificate for agent_hostname)
+    agent_hostname: str = ""  # the name agents dial; default: the base domain
     tokens: dict[str, str] = field(default_factory=dict)  # token -> account
     heartbeat: float = 5.0
     heartbeat_misses: int = 3
@@ -44,8 +53,20 @@ class EdgeConfig:
     def replace(self, **changes: object) -> EdgeConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def url_for(self, hostname: str) -> str:
-        port = self.public_http_port if self.public_http_port is not None else self.http_port
-        default = 443 if self.public_scheme == "https" else 80
+    def url_for(self, hostname: str, scheme: str | None = None) -> str:
+        """The public URL of a host: https when the edge serves HTTPS, unless asked."""
+        scheme = scheme or ("https" if self.https_port is not None else self.public_scheme)
+        if scheme in ("https", "tls"):
+            port = self.public_https_port or self.https_port or 443
+            default = 443
+        else:
+            port = self.public_http_port if self.public_http_port is not None else self.http_port
+            default = 80
         suffix = "" if port == default else f":{port}"
-        return f"{self.public_scheme}://{hostname}{suffix}"
+        return f"{scheme}://{hostname}{suffix}"
+
+    def urls_for(self, hostname: str) -> list[str]:
+        urls = [self.url_for(hostname, "http")]
+        if self.https_port is not None:
+            urls.insert(0, self.url_for(hostname, "https"))
+        return urls

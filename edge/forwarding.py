@@ -35,6 +35,13 @@ def route(edge: Edge, host: str) -> Tunnel:
             f"No tunnel is serving {host} right now. If it is yours, start it with "
             f"`burrow http PORT --name {host.split('.', 1)[0]}`.",
         )
+    if tunnel.protocol != "http":
+        edge.metrics.refused("wrong_mode")
+        raise RouteRefused(
+            421,
+            f"{host} is served as TLS passthrough: connect with https:// so its own "
+            "service does the TLS handshake.",
+        )
     return tunnel
 
 

@@ -28,6 +28,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import wsproto
+
 from edge import http1
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
@@ -62,7 +64,9 @@ _PHASE_RESPONSE = 4  # response streaming
 _PHASE_RAW = 5  # switched protocols
 
 _CONTINUE = ResponseHead(100, [])
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PIPELINE_BUFFER = 64 * 1024
+_LINK_PATH = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links over WebSocket
 
 
 class HttpVisitor(asyncio.Protocol):
@@ -71,6 +75,7 @@ class HttpVisitor(asyncio.Protocol):
         "_eof_in",
         "_eof_out",
         "_last_read",
+        "_preface",
         "_read_paused",
         "_timer",
         "_write_paused",
@@ -106,6 +111,7 @@ class HttpVisitor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._last_read = 0.0
+        self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
 
     # -- visitor socket -------------------------------------------------------------------
 
@@ -131,8 +137,37 @@ class HttpVisitor(asyncio.Protocol):
             self._arm(self.edge.config.limits.header_timeout)
         elif phase == _PHASE_BODY:
             self._last_read = time.monotonic()
+        if self._preface is not None:
+            data = self._sniff_h2c(data)
+            if not data:
+                return
         self.visitor.receive_data(data)
         self._process_visitor()
+
+    def _sniff_h2c(self, data: bytes) -> bytes:
+        """h2c by prior knowledge (RFC 9113 3.3): a connection that opens with the HTTP/2
+        preface goes to an ``H2Visitor``, with every byte read so far. Returns the bytes for
+        HTTP/1 (empty if handed over, or while the first bytes could still be a preface)."""
+        data = (self._preface or b"") + data
+        if len(data) < len(_H2_PREFACE) and _H2_PREFACE.startswith(data):
+            self._preface = data
+            return b""
+        self._preface = None
+        if not data.startswith(_H2_PREFACE) or self.transport is None:
+            return data
+        from edge.h2_visitor import H2Visitor  # lazily: h2 is needed only by h2 visitors
+
+        transport = self.transport
+        self.closing = True  # this protocol is done with the connection
+        self.edge.visitors.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        h2 = H2Visitor(self.edge, self.scheme)
+        transport.set_protocol(h2)
+        h2.connection_made(transport)
+        h2.data_received(data)
+        return b""
 
     def eof_received(self) -> bool:
         if self.phase == _PHASE_RAW:
@@ -219,6 +254,9 @@ class HttpVisitor(asyncio.Protocol):
         if request.method == b"CONNECT":
             self._fail(405, "CONNECT is not served by Burrow tunnels.")
             return
+        if request.target == _LINK_PATH and self._may_carry_agent_link(headers):
+            self._become_agent_link(request)
+            return
         host_header = b""
         for name, value in headers:
             if name == b"host":
@@ -253,6 +291,38 @@ class HttpVisitor(asyncio.Protocol):
         )
         if not exchange.send_request(forwarded):
             self._pause_reading()
+
+    def _may_carry_agent_link(self, headers: Headers) -> bool:
+        """A WebSocket upgrade to the link path, on TLS (or on an edge that takes
+        plaintext agent links anyway)."""
+        if self.scheme != "https" and self.edge.config.agent_tls:
+            return False
+        return any(n == b"upgrade" and v.lower() == b"websocket" for n, v in headers)
+
+    def _become_agent_link(self, request: RequestHead) -> None:
+        """Hand the connection to an agent link carried in WebSocket messages."""
+        from edge.agent_session import AgentSession
+        from relay.websocket import WebSocketShell
+
+        transport = self.transport
+        assert transport is not None
+        handshake = (
+            b"GET "
+            + request.target
+            + b" HTTP/1.1\r\n"
+            + b"".join(n + b": " + v + b"\r\n" for n, v in request.headers)
+            + b"\r\n"
+            + self.visitor.trailing_data
+        )
+        self.closing = True  # this protocol is done with the connection
+        self.edge.visitors.discard(self)
+        self._disarm()
+        self._drop_exchange("")
+        shell = WebSocketShell(
+            AgentSession(self.edge), wsproto.ConnectionType.SERVER, handshake=handshake
+        )
+        transport.set_protocol(shell)
+        shell.connection_made(transport)
 
     # -- responses (ExchangeFront) --------------------------------------------------------
 

@@ -6,9 +6,13 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 import time
 from typing import Any
 
+from certs import CertError
+from certs.selfsigned import LocalCA
+from certs.store import DEFAULT_ALPN, CertStore
 from edge.agent_session import AgentSession
 from edge.auth import Authenticator
 from edge.config import EdgeConfig
@@ -16,6 +20,7 @@ from edge.http_visitor import HttpVisitor
 from edge.metrics import EdgeMetrics
 from edge.routing import BindError, RouteTable, Tunnel
 from edge.tcp_visitor import TcpVisitor
+from edge.tls.listener import AGENT_ALPN, TlsVisitor
 from proto.messages import Bind, BindFailed, Bound
 
 log = logging.getLogger("burrow.edge")
@@ -34,6 +39,10 @@ class Edge:
         self.started = time.time()
         self._servers: list[asyncio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        local_ca = LocalCA.load_or_create(config.local_ca_dir) if config.local_ca_dir else None
+        self.certs = CertStore(alpn_protocols=(*DEFAULT_ALPN, AGENT_ALPN), local_ca=local_ca)
+        for cert_file, key_file in config.tls_files:
+            self.certs.load_files(cert_file, key_file)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -58,20 +67,48 @@ class Edge:
             cfg.agent_port,
             reuse_address=True,
             backlog=2048,
+            ssl=self._agent_tls_context() if cfg.agent_tls else None,
         )
         self._servers = [http, agents]
         # Port 0 means "any": record what the OS chose so URLs and the agent are right.
         cfg.http_port = http.sockets[0].getsockname()[1]
         cfg.agent_port = agents.sockets[0].getsockname()[1]
+        if cfg.https_port is not None:
+            https = await loop.create_server(
+                lambda: TlsVisitor(self),
+                cfg.https_host,
+                cfg.https_port,
+                reuse_address=True,
+                backlog=2048,
+            )
+            self._servers.append(https)
+            cfg.https_port = https.sockets[0].getsockname()[1]
         log.info(
-            "edge %s: http on %s:%d, agents on %s:%d, tcp ports %d-%d",
+            "edge %s: http on %s:%d, https on %s, agents on %s:%d%s, tcp ports %d-%d",
             cfg.edge_id,
             cfg.http_host,
             cfg.http_port,
+            f"{cfg.https_host}:{cfg.https_port}" if cfg.https_port is not None else "(off)",
             cfg.agent_host,
             cfg.agent_port,
+            " (TLS)" if cfg.agent_tls else " (plaintext)",
             *cfg.tcp_ports,
         )
+
+    def _agent_tls_context(self) -> ssl.SSLContext:
+        """The agent port's context; the SNI callback swaps in the store's current
+        certificate for the name the agent dialled, so renewals need no restart."""
+        name = self.config.agent_hostname or self.config.base_domain
+        base = self.certs.context_for(name)
+
+        def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+            try:
+                sslobj.context = self.certs.context_for(server_name or name)
+            except CertError:
+                sslobj.context = self.certs.context_for(name)
+
+        base.sni_callback = pick  # type: ignore[assignment]
+        return base
 
     async def shutdown(self, drain: float | None = None) -> None:
         """Stop accepting, tell agents to go away, let open requests finish up to ``drain``
@@ -83,7 +120,7 @@ class Edge:
         for session in list(self.sessions):
             session.go_away("the edge is shutting down", drain)
         for visitor in list(self.visitors):
-            if isinstance(visitor, HttpVisitor) and visitor.phase == 0:
+            if getattr(visitor, "phase", None) == 0:
                 visitor.close()  # idle keep-alive connections have nothing to finish
         deadline = time.monotonic() + drain
         while self.visitors and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
@@ -111,8 +148,8 @@ class Edge:
                     "too_many_tunnels",
                     f"one agent may run at most {self.config.limits.max_tunnels_per_agent} tunnels",
                 )
-            if bind.protocol == "http":
-                self._bind_http(session, bind)
+            if bind.protocol in ("http", "tls"):
+                self._bind_host(session, bind)
             elif bind.protocol == "tcp":
                 self.loop.create_task(self._bind_tcp(session, bind))
             else:
@@ -120,22 +157,30 @@ class Edge:
         except BindError as exc:
             session.send(BindFailed(request_id=bind.request_id, code=exc.code, message=exc.message))
 
-    def _bind_http(self, session: AgentSession, bind: Bind) -> None:
+    def _bind_host(self, session: AgentSession, bind: Bind) -> None:
+        """An HTTP tunnel, or a TLS-passthrough one: both are routed by hostname."""
         assert session.identity is not None
         routes = self.routes
         if bind.name:
             hostname = routes.hostname_for(bind.name, session.identity.allowed_hosts)
         else:
             hostname = routes.random_hostname()
+        if bind.protocol == "tls" and self.config.https_port is None:
+            raise BindError("protocol", "this edge has no HTTPS listener for TLS tunnels")
         tunnel = session.new_tunnel(bind)
         stale = routes.claim_host(hostname, tunnel)
         self._install(session, tunnel, stale)
+        if bind.protocol == "tls":
+            urls = [self.config.url_for(hostname, "tls")]
+        else:
+            urls = self.config.urls_for(hostname)
         session.send(
             Bound(
                 request_id=bind.request_id,
                 tunnel_id=tunnel.tunnel_id,
-                url=self.config.url_for(hostname),
+                url=urls[0],
                 name=hostname,
+                urls=urls,
             )
         )
 

@@ -56,7 +56,7 @@ class Bind(msgspec.Struct, tag=4, array_like=True):
     HTTP; ``port`` is a wanted public port for TCP (0: any)."""
 
     request_id: int
-    protocol: str  # "http" | "tcp"
+    protocol: str  # "http" | "tcp" | "tls" (TLS passthrough by SNI)
     name: str = ""
     port: int = 0
     local: str = ""  # for display on the edge (tunnel listings), never dialled by the edge
@@ -71,6 +71,7 @@ class Bound(msgspec.Struct, tag=5, array_like=True):
     url: str
     name: str
     port: int = 0
+    urls: list[str] = []  # every public URL of the tunnel (https and http), ``url`` first
 
 
 class BindFailed(msgspec.Struct, tag=6, array_like=True):
@@ -92,7 +93,7 @@ class StreamOpen(msgspec.Struct, tag=8, array_like=True):
     """edge -> agent, a visitor connection on ``tunnel_id`` (stream id in the frame header)."""
 
     tunnel_id: int
-    kind: str  # "http" | "tcp"
+    kind: str  # "http" | "tcp" | "tls"
     visitor_addr: str
     visitor_port: int
 

@@ -42,6 +42,7 @@ _FIELD_STRATEGIES: dict[object, st.SearchStrategy[object]] = {
     str: st.text(max_size=40),
     bool: st.booleans(),
     list[int]: st.lists(wire_ints, max_size=5),
+    list[str]: st.lists(st.text(max_size=40), max_size=3),
 }
 
 

@@ -78,8 +78,8 @@ def test_config_path_follows_burrow_config(
 @pytest.mark.parametrize(
     ("text", "hint"),
     [
-        ('[tunnels.web]\nproto = "udp"\naddr = "8000"\n', 'proto must be "http" or "tcp"'),
-        ('[tunnels.web]\naddr = "8000"\n', 'proto must be "http" or "tcp"'),
+        ('[tunnels.web]\nproto = "udp"\naddr = "8000"\n', 'proto must be "http", "tcp" or "tls"'),
+        ('[tunnels.web]\naddr = "8000"\n', 'proto must be "http", "tcp" or "tls"'),
         ('[tunnels.web]\nproto = "http"\n', "addr is required"),
         ('[tunnels.web]\nproto = "http"\naddr = "8000"\nport = 1\n', "unknown keys ['port']"),
         ('[tunnels.web]\nproto = "http"\naddr = "99999"\n', "1 to 65535"),
@@ -152,13 +152,17 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_dev_edge_round_trip(state_dir: Path) -> None:
     assert read_dev_edge() is None
-    path = write_dev_edge("127.0.0.1:4443", "dev-token", "http://localhost:8080")
+    path = write_dev_edge(
+        "127.0.0.1:4443", "dev-token", "http://localhost:8080", ca="/ca.pem", wss="localhost:8443"
+    )
     assert path == state_dir / "dev-edge.json"
     assert mode(path) == 0o600
     assert read_dev_edge() == {
         "server": "127.0.0.1:4443",
         "token": "dev-token",
         "url": "http://localhost:8080",
+        "ca": "/ca.pem",
+        "wss": "localhost:8443",
     }
     assert agent_config.dev_edge_file() == path
 

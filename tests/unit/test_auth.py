@@ -15,7 +15,7 @@ TOKENS = {"tok-acme-1": "acme", "tok-acme-2": "acme", "tok-globex": "globex"}
 def test_configured_token_authenticates_as_its_account(token: str, account: str) -> None:
     identity = StaticTokens(TOKENS).authenticate(token)
     assert identity.account == account
-    assert identity.protocols == frozenset({"http", "tcp"})
+    assert identity.protocols == frozenset({"http", "tcp", "tls"})
     assert identity.allowed_hosts == ()
 
 

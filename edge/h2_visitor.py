@@ -1,0 +1,819 @@
+"""Public HTTP/2 visitors: one ``H2Visitor`` per visitor connection (h2c by prior knowledge on
+the plain listener, handed over by ``HttpVisitor``).
+
+Theory of operation
+-------------------
+h2's ``H2Connection`` is the sans-IO core: bytes in, events out, frames queued for sending.
+This shell carries each visitor stream to the tunnel as an ``OriginExchange`` of its own (one
+tunnel stream; the agent opens a fresh connection to the local service for it), so the local
+service sees ordinary HTTP/1.1 requests. ``_VisitorStream`` is the ``ExchangeFront`` of one
+stream; everything that touches the h2 connection happens here in the shell.
+
+Flow control, both ways:
+
+- Request bodies: DATA is acknowledged to the visitor (``acknowledge_received_data``) only once
+  the tunnel stream took it. While the tunnel stream's window is used up, the visitor's stream
+  window stays closed, so a local service that reads slowly holds at most one h2 window
+  (``INITIAL_WINDOW``) of a stream's body at the edge.
+- Responses: bytes from the tunnel wait in a per-stream queue and go out as the visitor's
+  windows allow. A stream with more than ``_BACKLOG`` bytes queued, or any stream while the
+  socket is above its high-water mark, is ``backlogged``: its exchange holds tunnel credit back
+  until the queue drains.
+
+Protections, per connection: streams past the advertised concurrency limit are refused
+(RFC 9113 5.1.2); streams the visitor resets or that are refused (rapid reset,
+CVE-2023-44487), and frames that cost work but carry nothing (PING, SETTINGS, empty DATA;
+CVE-2019-9512, CVE-2019-9518) are counted over a sliding window, and a visitor past either
+limit gets GOAWAY(ENHANCE_YOUR_CALM). h2 bounds header blocks itself (HPACK bombs,
+CVE-2016-6581; CONTINUATION floods) and answers any protocol violation with a GOAWAY, which is
+sent before the connection closes.
+
+One timer per connection, re-armed: the idle timeout while no stream is open, and per stream
+the request body's idle timeout (408) and the wait for the response head (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+from typing import TYPE_CHECKING, cast
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
+
+from edge.agent_session import StreamUnavailable
+from edge.exchange import OriginExchange
+from edge.forwarding import RouteRefused, forward_headers, route
+from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
+from edge.pages import error_page
+from edge.routing import normalize_host
+from proto.frames import ResetCode
+from relay.session import set_nodelay
+
+if TYPE_CHECKING:
+    from edge.server import Edge
+
+log = logging.getLogger("burrow.edge.h2")
+
+MAX_CONCURRENT_STREAMS = 100
+INITIAL_WINDOW = 256 * 1024  # per stream, as the tunnel's stream windows
+# Shared by all streams of the connection: a few stalled uploads may hold it, so it is several
+# stream windows, but it bounds the request bytes one connection can have in flight.
+CONNECTION_WINDOW = 4 * INITIAL_WINDOW
+MAX_HEADER_LIST = 64 * 1024
+# h2 treats a HEADERS frame past its own MAX_CONCURRENT_STREAMS as a connection error; RFC 9113
+# 5.1.2 makes it a stream error. So h2 enforces this higher ceiling, and streams between the
+# advertised limit and it are refused one by one.
+_HARD_STREAM_LIMIT = 2 * MAX_CONCURRENT_STREAMS
+# Queued response bytes per stream (one default h2 window) past which tunnel credit is held.
+_BACKLOG = 65535
+
+ABUSE_PERIOD = 10.0  # seconds
+MAX_RESETS = 200  # streams reset by the visitor, or refused, per ABUSE_PERIOD
+MAX_IDLE_FRAMES = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
+
+# RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (h2 refuses to send or
+# accept them). TE is hop-by-hop in HTTP/1.1 too.
+_CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te")
+)
+# HTTP/1.1 servers may answer 411 to these without a length; an HTTP/2 request needs none.
+_LENGTH_EXPECTED = frozenset((b"POST", b"PUT", b"PATCH"))
+
+_StreamReset = h2.events.StreamReset
+_DataReceived = h2.events.DataReceived
+_RequestReceived = h2.events.RequestReceived
+_StreamEnded = h2.events.StreamEnded
+_WindowUpdated = h2.events.WindowUpdated
+_TrailersReceived = h2.events.TrailersReceived
+_RemoteSettingsChanged = h2.events.RemoteSettingsChanged
+_ConnectionTerminated = h2.events.ConnectionTerminated
+_IDLE_FRAME_EVENTS = (
+    h2.events.PingReceived,
+    h2.events.PingAckReceived,
+    h2.events.UnknownFrameReceived,
+)
+
+
+def _settings(max_streams: int) -> dict[SettingCodes, int]:
+    return {
+        SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
+        SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
+        SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+    }
+
+
+class _Rate:
+    """Events per ``period`` over a sliding window, estimated from two fixed windows (the
+    previous one's count weighted by how much of it the sliding window still covers), so it
+    takes constant memory whatever the limit."""
+
+    __slots__ = ("current", "limit", "period", "previous", "start")
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self.start = 0.0
+        self.current = 0
+        self.previous = 0
+
+    def hit(self, now: float) -> bool:
+        """Count one event; True once the rate is over the limit."""
+        elapsed = now - self.start
+        if elapsed >= self.period:
+            windows = int(elapsed // self.period)
+            self.previous = self.current if windows == 1 else 0
+            self.current = 0
+            self.start += windows * self.period
+            elapsed -= windows * self.period
+        self.current += 1
+        return self.current + self.previous * (1.0 - elapsed / self.period) > self.limit
+
+
+def _response_headers(headers: Headers) -> Headers:
+    """HTTP/1.1 response (or trailer) fields as HTTP/2 allows them: lowercase names, without
+    connection-specific fields or the ones the Connection field names (RFC 9113 8.2.2)."""
+    named: set[bytes] | None = None
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named = named or set()
+            named.update(token.strip().lower() for token in value.split(b","))
+    out: Headers = []
+    for name, value in headers:
+        name = name.lower()
+        if name in _CONNECTION_SPECIFIC or (named and name in named):
+            continue
+        out.append((name, value))
+    return out
+
+
+class _VisitorStream:
+    """One HTTP/2 stream: the ``ExchangeFront`` of its exchange, and its share of the
+    connection's state (flow control both ways, the response queue, the deadline)."""
+
+    __slots__ = (
+        "blocked",
+        "buffered",
+        "chunked",
+        "chunks",
+        "closed",
+        "end_queued",
+        "exchange",
+        "head_sent",
+        "method",
+        "offset",
+        "request_ended",
+        "response_ended",
+        "since",
+        "started",
+        "stream_id",
+        "trailers_in",
+        "trailers_out",
+        "unacked",
+        "visitor",
+    )
+
+    def __init__(self, visitor: H2Visitor, stream_id: int, method: bytes, now: float) -> None:
+        self.visitor = visitor
+        self.stream_id = stream_id
+        self.method = method
+        self.exchange: OriginExchange | None = None
+        self.started = now
+        self.since = now  # last request byte, or the request's end while awaiting the head
+        self.closed = False
+        # request side
+        self.chunked = False  # the body goes upstream chunked (so trailers can follow)
+        self.blocked = False  # the tunnel stream's window is used up
+        self.unacked = 0  # request bytes received but not yet acknowledged to the visitor
+        self.request_ended = False
+        self.trailers_in: Headers | None = None
+        # response side
+        self.head_sent = False  # a final response head went out
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.offset = 0  # into chunks[0]
+        self.buffered = 0
+        self.end_queued = False
+        self.trailers_out: Headers | None = None
+        self.response_ended = False  # END_STREAM went out
+
+    @property
+    def backlogged(self) -> bool:
+        return self.buffered > _BACKLOG or self.visitor.write_paused
+
+    def exchange_head(self, head: ResponseHead) -> None:
+        self.visitor.send_head(self, head)
+
+    def exchange_data(self, data: bytes) -> None:
+        self.visitor.send_body(self, data)
+
+    def exchange_end(self, trailers: Headers) -> None:
+        self.visitor.send_end(self, trailers)
+
+    def exchange_switched(self, head: ResponseHead, leftover: bytes) -> None:
+        # HTTP/2 has no Upgrade (RFC 9113 8.6); h2 refuses requests that ask for one, so only a
+        # local service that switches unasked gets here.
+        self.visitor.stream_failed(
+            self, 502, "The local service switched protocols (101), which HTTP/2 cannot carry."
+        )
+
+    def exchange_raw(self, data: bytes) -> None:
+        pass  # never raw: a switch fails the stream
+
+    def exchange_raw_end(self) -> None:
+        pass
+
+    def exchange_failed(self, status: int, detail: str) -> None:
+        self.exchange = None  # the exchange has let its tunnel stream go already
+        self.visitor.stream_failed(self, status, detail)
+
+    def exchange_writable(self) -> None:
+        self.visitor.stream_writable(self)
+
+
+class H2Visitor(asyncio.Protocol):
+    __slots__ = (
+        "_goaway_sent",
+        "_idle_frames",
+        "_idle_since",
+        "_last_stream",
+        "_resets",
+        "_timer",
+        "client",
+        "closing",
+        "conn",
+        "edge",
+        "phase",
+        "scheme",
+        "streams",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, edge: Edge, scheme: str = "http") -> None:
+        self.edge = edge
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.client = ("", 0)
+        self.streams: dict[int, _VisitorStream] = {}
+        self.phase = 0  # 0: no open stream, like HttpVisitor between requests
+        self.closing = False
+        self.write_paused = False
+        self._goaway_sent = False
+        self._last_stream = 0
+        self._resets = _Rate(MAX_RESETS, ABUSE_PERIOD)
+        self._idle_frames = _Rate(MAX_IDLE_FRAMES, ABUSE_PERIOD)
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        conn.local_settings = Settings(
+            client=False, initial_values=_settings(MAX_CONCURRENT_STREAMS)
+        )
+        conn.initiate_connection()  # advertises the settings above
+        conn.local_settings = Settings(client=False, initial_values=_settings(_HARD_STREAM_LIMIT))
+        conn.increment_flow_control_window(CONNECTION_WINDOW - conn.inbound_flow_control_window)
+        self.conn = conn
+
+    # -- visitor socket -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses; same interface.
+        self.transport = transport  # type: ignore[assignment]
+        set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client = (peer[0], peer[1])
+        self.edge.visitors.add(self)
+        self._flush()  # our SETTINGS
+        now = self.edge.loop.time()
+        self._idle_since = now
+        self._arm(now + self.edge.config.limits.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.edge.draining:
+            self._drain()  # before any new stream is read: those are refused
+            if self.closing:
+                return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has queued a GOAWAY with the matching error code: send it, then close.
+            log.info("h2 visitor %s broke the protocol: %s", self.client[0], exc)
+            self._teardown("the visitor broke the HTTP/2 protocol")
+            return
+        self._process(events)
+        self._flush()
+
+    def eof_received(self) -> bool:
+        return False  # an HTTP/2 client that half-closes is gone: close
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closing:
+            self._pump_all()
+            self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.edge.visitors.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release_all("the visitor closed the connection")
+
+    # -- frames from the visitor ----------------------------------------------------------
+
+    def _process(self, events: list[h2.events.Event]) -> None:
+        # A stream opened and reset within one read costs no tunnel stream (rapid reset).
+        cancelled = {ev.stream_id for ev in events if type(ev) is _StreamReset}
+        for ev in events:
+            if self.closing:
+                return
+            t = type(ev)
+            if t is _DataReceived:
+                self._on_data(cast(h2.events.DataReceived, ev))
+            elif t is _RequestReceived:
+                request = cast(h2.events.RequestReceived, ev)
+                if request.stream_id not in cancelled:
+                    self._on_request(request)
+            elif t is _StreamEnded:
+                self._on_request_end(cast(h2.events.StreamEnded, ev).stream_id)
+            elif t is _WindowUpdated:
+                self._on_window(cast(h2.events.WindowUpdated, ev).stream_id)
+            elif t is _TrailersReceived:
+                trailers = cast(h2.events.TrailersReceived, ev)
+                stream = self.streams.get(trailers.stream_id)
+                if stream is not None:
+                    stream.trailers_in = cast(Headers, trailers.headers)
+            elif t is _StreamReset:
+                self._on_reset(cast(h2.events.StreamReset, ev))
+            elif t is _RemoteSettingsChanged:
+                if not self._idle_frame():
+                    self._pump_all()  # INITIAL_WINDOW_SIZE may have grown every window
+            elif t in _IDLE_FRAME_EVENTS:
+                self._idle_frame()
+            elif t is _ConnectionTerminated:
+                # The visitor's GOAWAY: h2 sends nothing more after it, so finish now.
+                self._teardown("the visitor closed the connection (GOAWAY)")
+                return
+
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        stream_id = ev.stream_id
+        # Our own count, not h2's: h2 has taken in the whole read already, streams opened
+        # later in it included.
+        if self._goaway_sent or len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            self._refuse(stream_id)
+            return
+        edge = self.edge
+        limits = edge.config.limits
+        now = edge.loop.time()
+        method = path = authority = b""
+        headers: Headers = []
+        cookies: list[bytes] = []
+        has_length = False
+        size = 0
+        raw = cast(Headers, ev.headers)
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue  # :scheme: the listener decides what the visitor used
+            if name == b"host":
+                # h2 has checked it names the same host as :authority (RFC 9113 8.3.1).
+                authority = authority or value
+            elif name == b"cookie":
+                cookies.append(value)
+            elif name not in _CONNECTION_SPECIFIC:
+                has_length = has_length or name == b"content-length"
+                headers.append((name, value))
+        stream = _VisitorStream(self, stream_id, method, now)
+        self.streams[stream_id] = stream
+        self.phase = 1
+        self._arm(now + limits.body_idle_timeout)
+        if len(raw) > limits.max_header_count:
+            self._respond_error(
+                stream, 431, f"The request has more than {limits.max_header_count} headers."
+            )
+            return
+        if size > limits.max_header_bytes:
+            self._respond_error(
+                stream, 431, f"The request head is over {limits.max_header_bytes} bytes."
+            )
+            return
+        if method == b"CONNECT":
+            self._respond_error(stream, 405, "CONNECT is not served by Burrow tunnels.")
+            return
+        if not authority:
+            self._respond_error(
+                stream, 400, "The request has no :authority or Host, so no tunnel can be chosen."
+            )
+            return
+        try:
+            tunnel = route(edge, normalize_host(authority.decode("latin-1")))
+            exchange = stream.exchange = OriginExchange(stream, tunnel, self.client)
+        except (RouteRefused, StreamUnavailable) as exc:
+            self._respond_error(stream, exc.status, exc.detail)
+            return
+        if cookies:
+            # RFC 9113 8.2.3: crumbs split for compression are joined again for HTTP/1.1.
+            headers.append((b"cookie", b"; ".join(cookies)))
+        if ev.stream_ended is not None:
+            if not has_length and method in _LENGTH_EXPECTED:
+                headers.append((b"content-length", b"0"))
+        elif not has_length:
+            # A body of unknown length follows: HTTP/1.1 needs chunked framing for it.
+            headers.append((b"transfer-encoding", b"chunked"))
+            stream.chunked = True
+        client_ip = self.client[0]
+        forwarded = RequestHead(
+            method,
+            path,
+            [(b"host", authority), *forward_headers(headers, authority, client_ip, self.scheme)],
+        )
+        try:
+            if not exchange.send_request(forwarded):
+                stream.blocked = True
+        except UsageError as exc:
+            self._drop_exchange(stream, "the request cannot be forwarded")
+            self._respond_error(stream, 400, f"The request cannot be forwarded to HTTP/1.1: {exc}.")
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        stream_id = ev.stream_id
+        n = ev.flow_controlled_length
+        data = ev.data
+        if not data and ev.stream_ended is None and self._idle_frame():
+            return
+        stream = self.streams.get(stream_id)
+        exchange = stream.exchange if stream is not None else None
+        if stream is None or exchange is None:
+            # Nothing takes these bytes any more (the response is over): let the window go.
+            if n:
+                self.conn.acknowledge_received_data(n, stream_id)
+            return
+        stream.since = self.edge.loop.time()
+        if stream.blocked:
+            # Within the window the visitor was given; held by the tunnel stream until it
+            # drains, and acknowledged then.
+            stream.unacked += n
+            if data:
+                exchange.send_data(data)
+        elif not data or exchange.send_data(data):
+            if n:
+                self.conn.acknowledge_received_data(n, stream_id)
+        else:
+            stream.blocked = True
+            stream.unacked += n
+
+    def _on_request_end(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        stream.request_ended = True
+        if stream.response_ended:
+            self._finish(stream)
+            return
+        if stream.exchange is not None:
+            # HTTP/1.1 carries trailers only in a chunked body.
+            stream.exchange.send_end(stream.trailers_in if stream.chunked else None)
+        if not stream.head_sent:
+            now = self.edge.loop.time()
+            stream.since = now
+            self._arm(now + self.edge.config.limits.response_timeout)
+
+    def _on_window(self, stream_id: int) -> None:
+        if stream_id == 0:
+            self._pump_all()
+            return
+        stream = self.streams.get(stream_id)
+        if stream is not None and (stream.buffered or stream.end_queued):
+            self._pump(stream)
+
+    def _on_reset(self, ev: h2.events.StreamReset) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if stream is not None:
+            self._forget(stream, "the visitor reset the stream")
+        if ev.remote_reset and self._resets.hit(self.edge.loop.time()):
+            self._calm_down("too many streams reset")
+
+    def _refuse(self, stream_id: int) -> None:
+        """REFUSED_STREAM: nothing was done, the visitor may retry it (RFC 9113 8.7)."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
+            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+        if self._resets.hit(self.edge.loop.time()):
+            self._calm_down("too many streams refused")
+
+    def _idle_frame(self) -> bool:
+        """Count a frame that makes work but carries nothing; True if the visitor was cut
+        off for it."""
+        if self._idle_frames.hit(self.edge.loop.time()):
+            self._calm_down("too many PING, SETTINGS or empty DATA frames")
+            return True
+        return False
+
+    # -- responses (called by _VisitorStream) ---------------------------------------------
+
+    def send_head(self, stream: _VisitorStream, head: ResponseHead) -> None:
+        if self.closing or stream.closed:
+            return
+        status = head.status
+        if status >= 200:
+            stream.head_sent = True
+            self.edge.metrics.status(status)
+        headers = [(b":status", str(status).encode()), *_response_headers(head.headers)]
+        try:
+            self.conn.send_headers(stream.stream_id, headers)
+        except h2.exceptions.ProtocolError as exc:
+            log.info("h2 visitor %s: response head not relayed: %s", self.client[0], exc)
+            self._reset(stream, ErrorCodes.INTERNAL_ERROR, "the response cannot be relayed")
+            return
+        self._flush()
+
+    def send_body(self, stream: _VisitorStream, data: bytes) -> None:
+        if self.closing or stream.closed or not data:
+            return
+        stream.chunks.append(data)
+        stream.buffered += len(data)
+        self._pump(stream)
+        self._flush()
+
+    def send_end(self, stream: _VisitorStream, trailers: Headers) -> None:
+        if self.closing or stream.closed:
+            return
+        edge = self.edge
+        edge.metrics.request_done(1, edge.loop.time() - stream.started)
+        # One stream per request: the local connection behind it is done with.
+        self._drop_exchange(stream, "")
+        stream.end_queued = True
+        stream.trailers_out = _response_headers(trailers) if trailers else None
+        self._pump(stream)
+        self._flush()
+
+    def stream_failed(self, stream: _VisitorStream, status: int, detail: str) -> None:
+        self._drop_exchange(stream, "the exchange failed")
+        if self.closing or stream.closed:
+            return
+        if stream.head_sent:
+            # The response was cut short: it must not look whole.
+            log.info("h2 visitor %s: response cut short: %s", self.client[0], detail)
+            self._reset(stream, ErrorCodes.INTERNAL_ERROR, detail)
+            return
+        self._respond_error(stream, status, detail)
+
+    def stream_writable(self, stream: _VisitorStream) -> None:
+        if stream.closed or not stream.blocked:
+            return
+        stream.blocked = False
+        n, stream.unacked = stream.unacked, 0
+        if n and not self.closing:
+            self.conn.acknowledge_received_data(n, stream.stream_id)
+            self._flush()
+
+    def _respond_error(self, stream: _VisitorStream, status: int, detail: str) -> None:
+        """An error page as the stream's response (no response head has gone out)."""
+        self.edge.metrics.status(status)
+        stream.head_sent = True
+        page = error_page(status, detail)
+        headers = [
+            (b":status", str(status).encode()),
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(page)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-burrow-error", b"1"),
+        ]
+        try:
+            self.conn.send_headers(stream.stream_id, headers)
+        except h2.exceptions.ProtocolError:
+            self._reset(stream, ErrorCodes.INTERNAL_ERROR, detail)
+            return
+        if stream.method != b"HEAD":
+            stream.chunks.append(page)
+            stream.buffered += len(page)
+        stream.end_queued = True
+        self._pump(stream)
+        self._flush()
+
+    def _pump(self, stream: _VisitorStream) -> None:
+        """Send the stream's queued response as far as the visitor's windows allow, then its
+        end once the queue is empty."""
+        conn = self.conn
+        stream_id = stream.stream_id
+        chunks = stream.chunks
+        try:
+            while stream.buffered and not self.write_paused:
+                window = conn.local_flow_control_window(stream_id)
+                window = min(window, conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                chunk = chunks[0]
+                offset = stream.offset
+                size = len(chunk) - offset
+                if size <= window:
+                    conn.send_data(stream_id, chunk[offset:] if offset else chunk)
+                    chunks.popleft()
+                    stream.offset = 0
+                    stream.buffered -= size
+                else:
+                    conn.send_data(stream_id, chunk[offset : offset + window])
+                    stream.offset = offset + window
+                    stream.buffered -= window
+            if stream.end_queued and not stream.buffered and not stream.response_ended:
+                stream.response_ended = True
+                if stream.trailers_out:
+                    conn.send_headers(stream_id, stream.trailers_out, end_stream=True)
+                else:
+                    conn.end_stream(stream_id)
+        except h2.exceptions.ProtocolError as exc:
+            log.info("h2 visitor %s: response not relayed: %s", self.client[0], exc)
+            self._reset(stream, ErrorCodes.INTERNAL_ERROR, "the response cannot be relayed")
+            return
+        if stream.response_ended:
+            self._finish(stream)
+            return
+        exchange = stream.exchange
+        if exchange is not None and not stream.backlogged:
+            exchange.drained()
+
+    def _pump_all(self) -> None:
+        for stream in list(self.streams.values()):
+            if self.closing:
+                return
+            if stream.buffered or (stream.end_queued and not stream.response_ended):
+                self._pump(stream)
+
+    # -- stream lifetime ------------------------------------------------------------------
+
+    def _finish(self, stream: _VisitorStream) -> None:
+        """The response went out whole."""
+        if stream.closed:
+            return
+        if not stream.request_ended:
+            # RFC 9113 8.1: the response does not need the rest of the request; ask the
+            # visitor to stop sending it, without error.
+            self._reset(stream, ErrorCodes.NO_ERROR, "")
+            return
+        self._forget(stream, "")
+
+    def _reset(self, stream: _VisitorStream, code: ErrorCodes, reason: str) -> None:
+        if not stream.closed and not self.closing:
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # closed already
+                self.conn.reset_stream(stream.stream_id, code)
+        self._forget(stream, reason)
+        self._flush()
+
+    def _forget(self, stream: _VisitorStream, reason: str) -> None:
+        stream.closed = True
+        self.streams.pop(stream.stream_id, None)
+        self._drop_exchange(stream, reason)
+        stream.chunks.clear()
+        stream.buffered = 0
+        if stream.unacked and not self.closing:
+            # The connection window must not leak what this stream held.
+            self.conn.acknowledge_received_data(stream.unacked, stream.stream_id)
+        stream.unacked = 0
+        if not self.streams and not self.closing:
+            self.phase = 0
+            now = self.edge.loop.time()
+            self._idle_since = now
+            self._arm(now + self.edge.config.limits.idle_timeout)
+            if self.edge.draining:
+                self._drain()
+
+    def _drop_exchange(self, stream: _VisitorStream, reason: str) -> None:
+        exchange = stream.exchange
+        if exchange is not None:
+            stream.exchange = None
+            exchange.release(reason)
+
+    def _release_all(self, reason: str) -> None:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        self.phase = 0
+        for stream in streams:
+            stream.closed = True
+            self._drop_exchange(stream, reason)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """The edge is shutting down: take no new stream, close once the open ones finish."""
+        if not self._goaway_sent and self.transport is not None:
+            self._goaway_sent = True
+            self._last_stream = self.conn.highest_inbound_stream_id
+            # h2's close_connection would also stop the streams in flight from sending, so
+            # this GOAWAY is written past it, between whole frames.
+            self._flush()
+            self.transport.write(GoAwayFrame(0, last_stream_id=self._last_stream).serialize())
+        if not self.streams:
+            self.close()
+
+    def close(self) -> None:
+        """GOAWAY(NO_ERROR) and close; open streams are cut."""
+        self._shut(ErrorCodes.NO_ERROR, "")
+
+    def _calm_down(self, reason: str) -> None:
+        log.warning("h2 visitor %s: %s: GOAWAY(ENHANCE_YOUR_CALM)", self.client[0], reason)
+        self.edge.metrics.refused("h2_abuse")
+        self._shut(ErrorCodes.ENHANCE_YOUR_CALM, reason)
+
+    def _shut(self, code: ErrorCodes, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._release_all("the visitor connection closed")
+        last = self._last_stream if self._goaway_sent else None
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # a GOAWAY went out already
+            self.conn.close_connection(code, reason.encode() or None, last_stream_id=last)
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _teardown(self, reason: str) -> None:
+        """h2 has ended the connection (and queued its GOAWAY, if any): send it and close."""
+        self.closing = True
+        self._release_all(reason)
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    # -- the connection's one timer -------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        """Make sure the timer fires by ``when`` (it never fires later than needed)."""
+        timer = self._timer
+        if timer is None or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.edge.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closing:
+            return
+        now = self.edge.loop.time()
+        limits = self.edge.config.limits
+        next_at = math.inf
+        for stream in list(self.streams.values()):
+            if stream.head_sent or stream.closed:
+                continue
+            if stream.request_ended:
+                deadline = stream.since + limits.response_timeout
+                if now >= deadline:
+                    self._response_timeout(stream)
+                    continue
+            else:
+                if stream.blocked:
+                    stream.since = now  # our backpressure, not the visitor's silence
+                deadline = stream.since + limits.body_idle_timeout
+                if now >= deadline:
+                    self._drop_exchange(stream, "request body timeout")
+                    self._respond_error(stream, 408, "The request body stopped arriving.")
+                    continue
+            next_at = min(next_at, deadline)
+            if self.closing:
+                return
+        if not self.streams:
+            deadline = self._idle_since + limits.idle_timeout
+            if now >= deadline:
+                self.close()
+                return
+            next_at = deadline
+        if next_at < math.inf:
+            self._arm(next_at)
+
+    def _response_timeout(self, stream: _VisitorStream) -> None:
+        limits = self.edge.config.limits
+        self.edge.metrics.refused("response_timeout")
+        exchange = stream.exchange
+        if exchange is not None:
+            stream.exchange = None
+            exchange.cancel(ResetCode.TIMEOUT, "response timeout")
+        self._respond_error(
+            stream,
+            504,
+            f"The tunnel's local service did not answer within "
+            f"{limits.response_timeout:g} seconds.",
+        )
