@@ -10,7 +10,6 @@ import ssl
 import time
 from typing import Any
 
-from certs import CertError
 from certs.selfsigned import LocalCA
 from certs.store import DEFAULT_ALPN, CertStore
 from edge.agent_session import AgentSession
@@ -96,19 +95,19 @@ class Edge:
         )
 
     def _agent_tls_context(self) -> ssl.SSLContext:
-        """The agent port's context; the SNI callback swaps in the store's current
-        certificate for the name the agent dialled, so renewals need no restart."""
+        """The agent port's context. It holds no certificate of its own: for every handshake
+        the SNI callback swaps in the store's current context for the agent hostname, so a
+        renewal needs no restart (and the store's shared contexts are never modified)."""
         name = self.config.agent_hostname or self.config.base_domain
-        base = self.certs.context_for(name)
+        self.certs.context_for(name)  # fail at start, not at the first agent, if unusable
+        listener = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        listener.minimum_version = ssl.TLSVersion.TLSv1_2
 
         def pick(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-            try:
-                sslobj.context = self.certs.context_for(server_name or name)
-            except CertError:
-                sslobj.context = self.certs.context_for(name)
+            sslobj.context = self.certs.context_for(name)
 
-        base.sni_callback = pick  # type: ignore[assignment]
-        return base
+        listener.sni_callback = pick  # type: ignore[assignment]
+        return listener
 
     async def shutdown(self, drain: float | None = None) -> None:
         """Stop accepting, tell agents to go away, let open requests finish up to ``drain``

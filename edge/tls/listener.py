@@ -160,6 +160,8 @@ class TlsVisitor(asyncio.Protocol):
 
             return HttpVisitor(edge, "https")
 
-        shell = TlsTerminator(transport, context, name, choose)
+        shell = TlsTerminator(
+            transport, context, name, choose, handshake_timeout=edge.config.limits.header_timeout
+        )
         transport.set_protocol(shell)
         shell.data_received(first)

@@ -91,6 +91,7 @@ class TlsTerminator(asyncio.Protocol):
         server_name: str | None,
         choose_inner: Callable[[str | None], asyncio.Protocol],
         on_failure: Callable[[str], None] | None = None,
+        handshake_timeout: float = 10.0,
     ) -> None:
         self.raw = raw
         self.server_name = server_name
@@ -104,6 +105,22 @@ class TlsTerminator(asyncio.Protocol):
         self.app_paused = False
         self.closing = False
         self._handshaking = True
+        # A client that stalls mid-handshake is cut off like a slow request head.
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            handshake_timeout, self._handshake_too_slow
+        )
+
+    def _handshake_too_slow(self) -> None:
+        self._timer = None
+        if self._handshaking and not self.closing:
+            log.info("TLS handshake with %s took too long: closing", self.server_name)
+            self.closing = True
+            self.raw.abort()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- raw socket -----------------------------------------------------------------------
 
@@ -125,6 +142,7 @@ class TlsTerminator(asyncio.Protocol):
                 self.closing = True
                 return
             self._handshaking = False
+            self._stop_timer()
             self._flush()
             self.inner = self.choose_inner(self.sslobj.selected_alpn_protocol())
             self.inner.connection_made(self.app)
@@ -167,6 +185,7 @@ class TlsTerminator(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._stop_timer()
         if self.inner is not None:
             self.inner.connection_lost(exc)
 

@@ -54,20 +54,24 @@ class AgentRunner:
         self.running: list[tuple[Agent, asyncio.Task[None]]] = []
 
     async def start(
+        self, edge: Edge, *specs: TunnelSpec, token: str = TOKEN, wait: bool = True, **kw: object
+    ) -> Agent:
+        return await self.start_at(
+            ("127.0.0.1", edge.config.agent_port), edge, *specs, token=token, wait=wait, **kw
+        )
+
+    async def start_at(
         self,
+        server: tuple[str, int],
         edge: Edge,
         *specs: TunnelSpec,
         token: str = TOKEN,
         wait: bool = True,
         **kw: object,
     ) -> Agent:
-        agent = Agent(
-            ("127.0.0.1", edge.config.agent_port),
-            token,
-            list(specs),
-            heartbeat=0.5,
-            **kw,  # type: ignore[arg-type]
-        )
+        """An agent dialling ``server`` (a hostname, for TLS links) instead of the edge's
+        plaintext agent address."""
+        agent = Agent(server, token, list(specs), heartbeat=0.5, **kw)  # type: ignore[arg-type]
         task = asyncio.get_running_loop().create_task(agent.run())
         self.running.append((agent, task))
         if wait:
