@@ -69,6 +69,9 @@ class ExchangeFront(Protocol):
     def exchange_writable(self) -> None:
         """The stream drained: resume reading the request body."""
 
+    def exchange_flush(self) -> None:
+        """One chunk from the stream has been processed: write out what it produced."""
+
 
 class OriginExchange:
     __slots__ = (
@@ -166,14 +169,16 @@ class OriginExchange:
         if session is None:
             return
         stream_id = self.stream_id
+        front = self.front
         if self.raw:
-            self.front.exchange_raw(data)
+            front.exchange_raw(data)
         else:
             self.origin.receive_data(data)
             self._process()
+        front.exchange_flush()
         if session.closed:
             return
-        if self.front.backlogged:
+        if front.backlogged:
             self._held += len(data)
         else:
             session.ack(stream_id, len(data))
@@ -224,6 +229,7 @@ class OriginExchange:
         # A response read until close ends here; one cut short fails.
         self.origin.receive_data(b"")
         self._process()
+        self.front.exchange_flush()
         if not self.complete:
             self._fail(502, "The local service closed the connection mid-response.")
         self.release()

@@ -237,6 +237,9 @@ class _VisitorStream:
     def exchange_writable(self) -> None:
         self.visitor.stream_writable(self)
 
+    def exchange_flush(self) -> None:
+        pass  # the connection writes what h2 queued as it goes
+
 
 class H2Visitor(asyncio.Protocol):
     __slots__ = (

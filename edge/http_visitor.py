@@ -75,6 +75,7 @@ class HttpVisitor(asyncio.Protocol):
         "_eof_in",
         "_eof_out",
         "_last_read",
+        "_out",
         "_preface",
         "_read_paused",
         "_timer",
@@ -111,6 +112,7 @@ class HttpVisitor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._last_read = 0.0
+        self._out: list[bytes] = []  # response bytes produced by one stream chunk
         self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
 
     # -- visitor socket -------------------------------------------------------------------
@@ -284,6 +286,7 @@ class HttpVisitor(asyncio.Protocol):
             # (RFC 9110 10.1.1): many local services never send 100, and the visitor
             # should not stall on them. The header is not forwarded.
             self._write(self.visitor.send_informational(_CONTINUE))
+            self.exchange_flush()
         forwarded = RequestHead(
             request.method,
             request.target,
@@ -412,8 +415,16 @@ class HttpVisitor(asyncio.Protocol):
     # -- helpers --------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if data and self.transport is not None:
-            self.transport.write(data)
+        """Queue bytes for the visitor; ``exchange_flush`` writes them with one syscall."""
+        if data:
+            self._out.append(data)
+
+    def exchange_flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            if self.transport is not None:
+                self.transport.writelines(out)
 
     def _abort_response(self, detail: str) -> None:
         log.info("visitor %s: %s", self.client[0], detail)
@@ -430,6 +441,7 @@ class HttpVisitor(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         self.edge.metrics.status(status)
+        self.exchange_flush()
         if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
             page = error_page(status, detail)
             body = b"" if self.method == b"HEAD" else page
@@ -450,6 +462,7 @@ class HttpVisitor(asyncio.Protocol):
         self.closing = True
         self._disarm()
         self._drop_exchange("the visitor connection closed")
+        self.exchange_flush()
         if self.transport is not None:
             self.transport.close()
 

@@ -35,7 +35,7 @@ from proto import frames as f
 from proto.messages import Message, StreamOpen, decode_message, encode_message
 
 DEFAULT_WINDOW: Final = f.INITIAL_WINDOW
-DEFAULT_MAX_WINDOW: Final = 4 * 1024 * 1024
+DEFAULT_MAX_WINDOW: Final = 1024 * 1024
 _MAX_CREDIT: Final = (1 << 31) - 1
 
 

@@ -77,6 +77,8 @@ class LinkSession(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.bytes_in = 0
         self.bytes_out = 0
+        self._dispatching = False
+        self._flush_pending = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -98,6 +100,9 @@ class LinkSession(asyncio.Protocol):
             self.protocol_failed(str(exc))
             return
         sinks = self.sinks
+        # Whatever the sinks queue while these events are dispatched goes out in one
+        # writelines at the end, not one syscall per stream.
+        self._dispatching = True
         for ev in events:
             if type(ev) is DataReceived:
                 sink = sinks.get(ev.stream_id)
@@ -123,7 +128,9 @@ class LinkSession(asyncio.Protocol):
                 (sent,) = _PING.unpack(ev.payload)
                 self.rtt = time.monotonic() - sent
             if self.closed:
+                self._dispatching = False
                 return
+        self._dispatching = False
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,6 +167,17 @@ class LinkSession(asyncio.Protocol):
             self.bytes_out += sum(len(b) for b in out)
             self.transport.writelines(out)
 
+    def flush_soon(self) -> None:
+        """Write what is queued at the end of this event-loop iteration, so that the
+        frames of every stream served in one iteration share one syscall."""
+        if not self._dispatching and not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        self.flush()
+
     def send(self, message: Message) -> None:
         self.mux.send_message(message)
         self.flush()
@@ -167,35 +185,35 @@ class LinkSession(asyncio.Protocol):
     def open(self, open_msg: StreamOpen, sink: StreamSink) -> int:
         stream_id = self.mux.open_stream(open_msg)
         self.sinks[stream_id] = sink
-        self.flush()
+        self.flush_soon()
         return stream_id
 
     def write(self, stream_id: int, data: bytes) -> bool:
         ok = self.mux.send_data(stream_id, data)
-        self.flush()
+        self.flush_soon()
         return ok
 
     def end(self, stream_id: int) -> None:
         self.mux.end_stream(stream_id)
-        self.flush()
+        self.flush_soon()
 
     def ack(self, stream_id: int, n: int) -> None:
         mux = self.mux
         mux.acknowledge(stream_id, n)
         if mux.has_output:
-            self.flush()
+            self.flush_soon()
 
     def release(self, stream_id: int, reason: str = "") -> None:
         """The sink is finished with the stream: forget it, resetting it if still open."""
         self.sinks.pop(stream_id, None)
         if self.mux.is_open(stream_id):
             self.mux.reset_stream(stream_id, frames.ResetCode.CANCEL, reason)
-            self.flush()
+            self.flush_soon()
 
     def reset(self, stream_id: int, code: int, reason: str = "") -> None:
         self.sinks.pop(stream_id, None)
         self.mux.reset_stream(stream_id, code, reason)
-        self.flush()
+        self.flush_soon()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

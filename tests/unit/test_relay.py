@@ -128,7 +128,12 @@ class Tunnel:
         return self.visitor.stream_id
 
     def pump(self) -> None:
-        while self.edge_wire.written or self.agent_wire.written:
+        while True:
+            # What the sessions queued for "the end of this loop iteration" goes out now.
+            self.edge.flush()
+            self.agent.flush()
+            if not (self.edge_wire.written or self.agent_wire.written):
+                break
             if self.edge_wire.written:
                 self.agent.data_received(self.edge_wire.take())
             if self.agent_wire.written:
@@ -189,6 +194,7 @@ async def test_a_slow_local_socket_holds_back_credit_until_it_drains(tunnel: Tun
     assert len(tunnel.local_socket.written) == DEFAULT_WINDOW  # still nothing moves
 
     tunnel.local.resume_writing()  # drained: the held credit goes back
+    tunnel.agent.flush()  # (the end of this loop iteration)
     assert tunnel.agent_wire.written  # a WINDOW frame
     tunnel.pump()
     assert tunnel.local_socket.written == body
