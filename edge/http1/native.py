@@ -113,6 +113,7 @@ class _Reader:
         "_max_head",
         "_pos",
         "_remaining",
+        "_scanned",
         "_trailers",
         "state",
     )
@@ -120,6 +121,7 @@ class _Reader:
     def __init__(self, max_head: int) -> None:
         self._buf = bytearray()
         self._pos = 0
+        self._scanned = 0  # bytes after _pos already searched for the end of a head
         self._max_head = max_head
         self._eof = False
         self._remaining = 0
@@ -151,14 +153,20 @@ class _Reader:
         buf = self._buf
         pos = self._pos
         # Leading empty lines before a request line are tolerated (RFC 9112 2.2).
-        while buf.startswith(b"\r\n", pos) or buf.startswith(b"\n", pos):
-            pos += 2 if buf[pos] == 13 else 1
-        self._pos = pos
-        match = _HEAD_END.search(buf, pos)
+        if buf.startswith(b"\n", pos) or buf.startswith(b"\r\n", pos):
+            while buf.startswith(b"\r\n", pos) or buf.startswith(b"\n", pos):
+                pos += 2 if buf[pos] == 13 else 1
+            self._pos = pos
+            self._scanned = 0
+        # Search only the new bytes (less the 3 that may start the blank line): a head that
+        # trickles in a byte at a time must cost linear time, not quadratic.
+        match = _HEAD_END.search(buf, pos + max(0, self._scanned - 3))
         if match is None:
-            if len(buf) - pos > self._max_head:
+            self._scanned = len(buf) - pos
+            if self._scanned > self._max_head:
                 raise ParseError("the message head is too large", 431)
             return None
+        self._scanned = 0
         end = match.start()
         if end - pos > self._max_head:
             raise ParseError("the message head is too large", 431)
