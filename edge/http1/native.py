@@ -367,6 +367,7 @@ class NativeVisitorConnection:
     __slots__ = (
         "_close_after",
         "_continue",
+        "_http10",
         "_request_method",
         "_upgrade",
         "_writer",
@@ -380,6 +381,7 @@ class NativeVisitorConnection:
         self._close_after = False
         self._continue = False
         self._upgrade = False
+        self._http10 = False
         self._request_method = b""
 
     def receive_data(self, data: bytes) -> None:
@@ -444,6 +446,7 @@ class NativeVisitorConnection:
             n == b"expect" and v.lower() == b"100-continue" for n, v in headers
         )
         self._request_method = method
+        self._http10 = http10
         reader = self.reader
         if state == _BODY_LENGTH and length == 0:
             state = _DONE_PENDING
@@ -484,12 +487,27 @@ class NativeVisitorConnection:
             if reader_state == _BODY_LENGTH:
                 writer.framing = _W_LENGTH
                 writer.remaining = length
-            elif reader_state == _BODY_CHUNKED:
-                writer.framing = _W_CHUNKED
+            elif self._http10:
+                # An HTTP/1.0 client knows no chunked coding (RFC 9112 6.1): the body ends
+                # when the connection does.
+                headers = [
+                    (n, v)
+                    for n, v in headers
+                    if n != b"content-length"
+                    and not (n == b"transfer-encoding" and v.strip().lower() == b"chunked")
+                ]
+                writer.framing = _W_CLOSE
+                self._close_after = True
             else:
-                # Body of unknown length: chunk it, so the connection can be reused.
-                headers = [(n, v) for n, v in headers if n != b"transfer-encoding"]
-                headers.append((b"transfer-encoding", b"chunked"))
+                # Chunked, or of unknown length (chunk it, so the connection can be reused).
+                # Transfer-Encoding overrides Content-Length (RFC 9112 6.3), which must go.
+                codings = b", ".join(v for n, v in headers if n == b"transfer-encoding")
+                headers = [
+                    (n, v) for n, v in headers if n not in (b"transfer-encoding", b"content-length")
+                ]
+                if reader_state != _BODY_CHUNKED:
+                    codings = codings + b", chunked" if codings else b"chunked"
+                headers.append((b"transfer-encoding", codings))
                 writer.framing = _W_CHUNKED
         if self.reader.state not in (_DONE, _DONE_PENDING):
             # Answering before the request body was read: the rest of it cannot be
@@ -497,6 +515,8 @@ class NativeVisitorConnection:
             self._close_after = True
         if self._close_after:
             headers.append((b"connection", b"close"))
+        elif self._http10:
+            headers.append((b"connection", b"keep-alive"))  # 1.0 clients wait for it
         writer.state = _W_BODY
         line = b"HTTP/1.1 %d %s" % (status, head.reason or b"")
         return _Writer.head_bytes(line, headers)
@@ -597,6 +617,8 @@ class NativeOriginConnection:
         if major != b"1":
             raise ParseError("not an HTTP/1.x response")
         status = int(status_b)
+        if status < 100:
+            raise ParseError(f"status code {status} is not in 100-999")
         headers = self.reader._headers(lines[1:])
         reader = self.reader
         http10 = minor == b"0"
