@@ -1,12 +1,14 @@
 """One benchmark component per process: the origin, the edge, or the agent.
 
-    python -m bench.component origin
-    python -m bench.component edge --token T
+    python -m bench.component origin [--tls-cert C --tls-key K]
+    python -m bench.component edge --token T [--tls-cert C --tls-key K]
     python -m bench.component agent --edge-port P --origin-port P --token T --name bench
 
 Each binds 127.0.0.1 on ports the OS picks and prints exactly one JSON line on stdout once
 it is ready to serve (``{"port": ...}``, ``{"http_port": ..., "agent_port": ...}`` or
-``{"url": ...}``); the parent reads the ports from it. Nothing else goes to stdout, so the
+``{"url": ...}``); the parent reads the ports from it. Given a certificate, the origin also
+serves HTTPS on a second port (``"tls_port"``, same process, same handler) and the edge
+opens its HTTPS listener (``"https_port"``). Nothing else goes to stdout, so the
 pipe never fills. Logs (warnings and up) go to stderr, which the parent sends to a file.
 SIGTERM or SIGINT stops the component cleanly.
 """
@@ -37,12 +39,20 @@ async def _until_signal() -> None:
 
 
 async def _origin(args: argparse.Namespace) -> int:
+    from bench.certificates import server_context
     from bench.origin import start_origin
 
-    server = await start_origin("127.0.0.1", 0)
-    _ready(port=server.sockets[0].getsockname()[1])
+    servers = [await start_origin("127.0.0.1", 0)]
+    ports = {"port": servers[0].sockets[0].getsockname()[1]}
+    if args.tls_cert:
+        # HTTP/1.1 only: the origin has no HTTP/2, so it must not let ALPN pick h2.
+        tls = server_context(args.tls_cert, args.tls_key, ["http/1.1"])
+        servers.append(await start_origin("127.0.0.1", 0, tls=tls))
+        ports["tls_port"] = servers[1].sockets[0].getsockname()[1]
+    _ready(**ports)
     await _until_signal()
-    server.close()
+    for server in servers:
+        server.close()
     return 0
 
 
@@ -55,9 +65,15 @@ async def _edge(args: argparse.Namespace) -> int:
     config = EdgeConfig(
         http_host="127.0.0.1", http_port=0, agent_host="127.0.0.1", agent_port=0, edge_id="bench"
     )
+    if args.tls_cert:
+        config.https_port = 0
+        config.tls_files = [(args.tls_cert, args.tls_key)]
     edge = Edge(config, StaticTokens({args.token: "bench"}))
     await edge.start()
-    _ready(http_port=config.http_port, agent_port=config.agent_port)
+    ports = {"http_port": config.http_port, "agent_port": config.agent_port}
+    if config.https_port is not None:
+        ports["https_port"] = config.https_port
+    _ready(**ports)
     await _until_signal()
     await edge.shutdown(drain=1.0)
     return 0
@@ -100,9 +116,12 @@ async def _agent(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.component")
     sub = p.add_subparsers(dest="component", required=True)
-    sub.add_parser("origin", help="the HTTP origin (bench/origin.py)")
+    origin = sub.add_parser("origin", help="the HTTP origin (bench/origin.py)")
     edge = sub.add_parser("edge", help="the Burrow edge")
     edge.add_argument("--token", required=True)
+    for tls_capable in (origin, edge):
+        tls_capable.add_argument("--tls-cert", help="certificate chain PEM: also serve HTTPS")
+        tls_capable.add_argument("--tls-key", help="its private key PEM")
     agent = sub.add_parser("agent", help="a Burrow agent with one HTTP tunnel")
     agent.add_argument("--edge-port", type=int, required=True)
     agent.add_argument("--origin-port", type=int, required=True)
@@ -113,7 +132,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "tls_cert", None) and not args.tls_key:
+        parser.error("--tls-cert needs --tls-key")
     logging.basicConfig(
         level=logging.WARNING,
         format=f"%(asctime)s {args.component} %(levelname)s %(name)s %(message)s",

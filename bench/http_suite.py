@@ -40,18 +40,20 @@ class Scenario:
 class Measurement:
     scenario: Scenario
     target: str  # "direct" | "burrow"
-    tool: str  # "loadgen" | "wrk"
+    tool: str  # "loadgen" | "wrk" | "h2load" | "loadgen-h2"
     result: LoadResult
     busy: dict[str, float] = field(default_factory=dict)  # process -> CPU s per wall s
+    protocol: str = ""  # as the TLS handshake chose it ("h2", "http/1.1"); "" for plain HTTP
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "scenario": self.scenario.key,
             "target": self.target,
             "tool": self.tool,
-            "busy": self.busy,
-            **self.result.to_json(),
         }
+        if self.protocol:
+            out["protocol"] = self.protocol
+        return {**out, "busy": self.busy, **self.result.to_json()}
 
 
 @dataclass(slots=True)
@@ -61,11 +63,16 @@ class HttpBenchSettings:
     connections: int = 50
     download_connections: int = 10
     use_wrk: bool = True
+    h2_connections: int = 10  # bench h2
+    h2_streams: int = 10  # concurrent streams per HTTP/2 connection
+    use_h2load: bool = True
+    quick: bool = False  # a smoke run: second opinions (wrk, h2load in bench https) skipped
 
 
 @dataclass(slots=True)
 class HttpBenchRun:
     settings: HttpBenchSettings
+    suite: str = "http"  # "http" | "https" | "h2"
     measurements: list[Measurement] = field(default_factory=list)
     usage: dict[str, ProcessUsage] = field(default_factory=dict)  # at the end of the run
     exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -86,20 +93,28 @@ class HttpBenchRun:
             "machine": platform.machine(),
         }
 
-    def to_json(self) -> dict[str, object]:
+    def settings_json(self) -> dict[str, object]:
         s = self.settings
+        out: dict[str, object] = {"duration": s.duration, "warmup": s.warmup}
+        if self.suite == "http":
+            out["connections"] = s.connections
+            out["download_connections"] = s.download_connections
+            out["wrk"] = s.use_wrk
+        elif self.suite == "https":
+            out["connections"] = s.connections
+        else:
+            out["h2_connections"] = s.h2_connections
+            out["h2_streams"] = s.h2_streams
+            out["h2load"] = s.use_h2load
+        return out
+
+    def to_json(self) -> dict[str, object]:
         return {
-            "bench": "http",
+            "bench": self.suite,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "wall_seconds": self.wall_seconds,
             "environment": self.environment(),
-            "settings": {
-                "duration": s.duration,
-                "warmup": s.warmup,
-                "connections": s.connections,
-                "download_connections": s.download_connections,
-                "wrk": s.use_wrk,
-            },
+            "settings": self.settings_json(),
             "tunnel_url": self.tunnel_url,
             "measurements": [m.to_json() for m in self.measurements],
             "processes": {
@@ -172,6 +187,12 @@ def run_http_bench(settings: HttpBenchSettings, log_dir: Path) -> HttpBenchRun:
     finally:
         run.exit_codes = stack.stop()
         run.wall_seconds = time.monotonic() - t0
+    check_run(run, stack)
+    return run
+
+
+def check_run(run: HttpBenchRun, stack: BurrowStack) -> None:
+    """Add a note for every sign of trouble and set ``run.troubled``."""
     problems: list[str] = []
     for name, code in run.exit_codes.items():
         if code not in (0, None):
@@ -191,7 +212,6 @@ def run_http_bench(settings: HttpBenchSettings, log_dir: Path) -> HttpBenchRun:
             )
     run.notes += problems
     run.troubled = bool(problems)
-    return run
 
 
 def _measure_loadgen(
@@ -202,8 +222,25 @@ def _measure_loadgen(
     host_header: str,
     settings: HttpBenchSettings,
 ) -> Measurement:
+    return measure_load_child(
+        stack, "bench.loadgen", scenario, target, port, host_header, settings, []
+    )
+
+
+def measure_load_child(
+    stack: BurrowStack,
+    module: str,
+    scenario: Scenario,
+    target: str,
+    port: int,
+    host_header: str,
+    settings: HttpBenchSettings,
+    extra: list[str],
+) -> Measurement:
+    """Run a Python load generator (``bench.loadgen`` or ``bench.loadgen_h2``) in a process
+    of its own, sampling the stack's CPU as it opens and closes its measurement window."""
     argv = python_module(
-        "bench.loadgen",
+        module,
         "--port",
         str(port),
         "--host-header",
@@ -217,6 +254,7 @@ def _measure_loadgen(
         "--warmup",
         str(settings.warmup),
         "--mark-window",
+        *extra,
     )
     child = Child("loadgen", argv, stack.log_dir / f"loadgen-{scenario.key}-{target}.log")
     try:
@@ -231,9 +269,10 @@ def _measure_loadgen(
     if not lines:
         raise StackError(f"the load generator printed no result for {scenario.title} {target}")
     result = LoadResult.from_json(json.loads(lines[-1]))
-    busy = _busy(cpu_start, cpu_end, result.seconds)
+    busy = busy_between(cpu_start, cpu_end, result.seconds)
     busy["loadgen"] = result.cpu_seconds / result.seconds if result.seconds else 0.0
-    return Measurement(scenario, target, "loadgen", result, busy)
+    tool = "loadgen-h2" if module.endswith("_h2") else "loadgen"
+    return Measurement(scenario, target, tool, result, busy)
 
 
 def _measure_wrk(
@@ -257,10 +296,14 @@ def _measure_wrk(
         log_path=stack.log_dir / f"wrk-{target}.log",
     )
     wall = time.monotonic() - t0
-    return Measurement(scenario, target, "wrk", result, _busy(cpu_start, stack.cpu_seconds(), wall))
+    return Measurement(
+        scenario, target, "wrk", result, busy_between(cpu_start, stack.cpu_seconds(), wall)
+    )
 
 
-def _busy(start: dict[str, float], end: dict[str, float], seconds: float) -> dict[str, float]:
+def busy_between(
+    start: dict[str, float], end: dict[str, float], seconds: float
+) -> dict[str, float]:
     if seconds <= 0:
         return {}
     return {name: (end[name] - start.get(name, 0.0)) / seconds for name in end}

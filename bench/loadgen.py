@@ -12,20 +12,25 @@ the edge:
     python -m bench.loadgen --port 8080 --host-header bench.localhost \
         --path /bytes/1024 --connections 50 --duration 5 --warmup 0.5
 
-and reads the one JSON line it prints.
+and reads the one JSON line it prints. With ``--tls --ca-file CA`` the connections are
+HTTPS (HTTP/1.1 by ALPN, SNI ``--server-name``, the certificate checked against CA only);
+``wire_bytes`` then counts decrypted bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import uvloop
 
@@ -73,8 +78,19 @@ class LoadResult:
         return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
 
 
+class LoadError(Exception):
+    """The run cannot give figures (a refused certificate, the wrong protocol): one line."""
+
+
+class OpenConnection(Protocol):
+    def abort(self) -> None: ...
+
+
 class LoadRun:
-    """State shared by all connections of one run (one process, one event loop)."""
+    """State shared by all connections of one run (one process, one event loop).
+
+    ``new_connection`` makes the protocol for each connection; ``bench.loadgen_h2`` swaps
+    in an HTTP/2 one and keeps the rest (reconnects, the window, the tallies)."""
 
     def __init__(
         self,
@@ -84,10 +100,14 @@ class LoadRun:
         path: str,
         connections: int,
         on_window: Callable[[str], None] | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.on_window = on_window or (lambda edge: None)
         self.host = host
         self.port = port
+        self.tls = tls
+        self.server_name = server_name if tls is not None else None
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: burrow-bench\r\n\r\n"
         ).encode("latin-1")
@@ -96,18 +116,40 @@ class LoadRun:
         self.statuses: dict[int, int] = {}
         self.active = True  # connections keep sending
         self.recording = False  # responses count
-        self.open: set[ClientConnection] = set()
+        self.open: set[OpenConnection] = set()
+        self.fatal: str | None = None  # set by a connection that makes the run pointless
+        self.failed = asyncio.Event()  # set with it, so the run ends at once
         self._loop = asyncio.get_running_loop()
         self._window_start = 0.0
         self._cpu_start = 0.0
+
+    def new_connection(self) -> asyncio.Protocol:
+        return ClientConnection(self)
+
+    def fail(self, reason: str) -> None:
+        """Stop the run: what it would measure is not what was asked for."""
+        if self.fatal is None:
+            self.fatal = reason
+        self.failed.set()
+        self.active = False
+        for conn in list(self.open):
+            conn.abort()
 
     async def connect(self) -> None:
         """Open one connection, retrying while the run is on."""
         while self.active:
             try:
                 await self._loop.create_connection(
-                    lambda: ClientConnection(self), self.host, self.port
+                    self.new_connection,
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.server_name,
                 )
+                return
+            except ssl.SSLCertVerificationError as exc:
+                # The same next time: retrying would only hide it.
+                self.fail(f"the server's certificate was refused: {exc.verify_message}")
                 return
             except OSError:
                 if self.recording:
@@ -257,7 +299,7 @@ class ClientConnection(asyncio.Protocol):
         self.abort()
 
 
-def _print_window(edge: str) -> None:
+def print_window(edge: str) -> None:
     sys.stdout.write(json.dumps({"window": edge}) + "\n")
     sys.stdout.flush()
 
@@ -277,16 +319,28 @@ async def run_load(
     duration: float,
     warmup: float,
     on_window: Callable[[str], None] | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> LoadResult:
     """Drive ``connections`` closed-loop connections for ``warmup + duration`` seconds.
 
     ``on_window("start")`` and ``on_window("end")`` are called as the measurement window
-    opens and closes (the bench samples the servers' CPU time then)."""
-    run = LoadRun(host, port, host_header, path, connections, on_window)
+    opens and closes (the bench samples the servers' CPU time then). With ``tls`` the
+    connections are HTTPS to ``server_name``."""
+    run = LoadRun(host, port, host_header, path, connections, on_window, tls, server_name)
+    return await drive(run, connections, duration=duration, warmup=warmup)
+
+
+async def drive(run: LoadRun, connections: int, *, duration: float, warmup: float) -> LoadResult:
+    """Open the connections, wait out warm-up and window, and return the tallies."""
     loop = asyncio.get_running_loop()
     await asyncio.wait_for(asyncio.gather(*(run.connect() for _ in range(connections))), 10.0)
-    loop.call_later(warmup, run.start_window)
-    await asyncio.sleep(warmup + duration)
+    timer = loop.call_later(warmup, run.start_window)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(run.failed.wait(), warmup + duration)
+    if run.fatal is not None:
+        timer.cancel()
+        raise LoadError(run.fatal)
     run.end_window()
     await asyncio.sleep(0)  # let aborted transports report connection_lost
     return run.result
@@ -306,6 +360,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print {"window": "start"} and {"window": "end"} lines as the window opens/closes',
     )
+    p.add_argument("--tls", action="store_true", help="HTTPS (HTTP/1.1 by ALPN)")
+    p.add_argument("--ca-file", help="with --tls: the only CA to trust (PEM)")
+    p.add_argument(
+        "--server-name", help="with --tls: SNI and the name checked (default: the Host header's)"
+    )
     return p
 
 
@@ -314,18 +373,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections < 1 or args.duration <= 0 or args.warmup < 0:
         print("loadgen: need --connections >= 1, --duration > 0, --warmup >= 0", file=sys.stderr)
         return 2
-    result = uvloop.run(
-        run_load(
-            args.host,
-            args.port,
-            host_header=args.host_header or f"{args.host}:{args.port}",
-            path=args.path,
-            connections=args.connections,
-            duration=args.duration,
-            warmup=args.warmup,
-            on_window=_print_window if args.mark_window else None,
+    host_header = args.host_header or f"{args.host}:{args.port}"
+    tls = None
+    if args.tls:
+        if not args.ca_file:
+            print("loadgen: --tls needs --ca-file (the CA that signed the server)", file=sys.stderr)
+            return 2
+        from bench.certificates import client_context
+
+        tls = client_context(args.ca_file, ["http/1.1"])
+    try:
+        result = uvloop.run(
+            run_load(
+                args.host,
+                args.port,
+                host_header=host_header,
+                path=args.path,
+                connections=args.connections,
+                duration=args.duration,
+                warmup=args.warmup,
+                on_window=print_window if args.mark_window else None,
+                tls=tls,
+                server_name=args.server_name or host_header.rsplit(":", 1)[0],
+            )
         )
-    )
+    except LoadError as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(result.to_json()), flush=True)
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 _PAGE = (
     b"<!doctype html><html><head><meta charset='utf-8'><title>Burrow works</title></head>"
@@ -145,6 +146,9 @@ class OriginProtocol(asyncio.Protocol):
             transport.write(_response(b"404 Not Found", b"not found\n"))
 
 
-async def start_origin(host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+async def start_origin(
+    host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """Serve on ``host:port``; with ``tls``, HTTPS (HTTP/1.1 only, whatever ALPN offers)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(OriginProtocol, host, port, backlog=2048)
+    return await loop.create_server(OriginProtocol, host, port, backlog=2048, ssl=tls)

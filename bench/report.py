@@ -1,4 +1,6 @@
-"""The text report of a ``python -m bench http`` run: figures, CPU, memory, notes."""
+"""The text reports: ``bench http`` and ``bench https`` (direct and burrow side by side, with
+their ratio) and ``bench h2`` (one row per measurement, each naming its target, protocol and
+tool, then ratios); all end with CPU, memory and notes."""
 
 from __future__ import annotations
 
@@ -34,16 +36,37 @@ def _label(row: str) -> str:
     return row if row in ("req/s", "MB/s") else f"{row} ms"
 
 
-def format_report(run: HttpBenchRun) -> str:
+_HTTPS_PATHS = (
+    "  direct = load generator -TLS-> the origin's HTTPS port (same origin process)\n"
+    "  burrow = load generator -TLS-> edge HTTPS listener (TLS ends here) -> agent -> origin\n"
+    "  HTTP/1.1 chosen by ALPN; SNI and Host bench.localhost; certificate from a throwaway CA"
+)
+
+
+def format_any_report(run: HttpBenchRun) -> str:
+    if run.suite == "h2":
+        return format_h2_report(run)
+    return format_report(run)
+
+
+def _title(run: HttpBenchRun) -> str:
     s = run.settings
     env = run.environment()
-    lines = [
-        f"Burrow bench http: {s.duration:g} s per measurement after {s.warmup:g} s warm-up; "
-        f"{env['cpus']} CPUs, Python {env['python']}, uvloop {env['uvloop']}",
-        f"tunnel {run.tunnel_url}  (direct = load generator -> origin; burrow = load "
-        "generator -> edge -> agent -> origin)",
-        "",
-    ]
+    return (
+        f"Burrow bench {run.suite}: {s.duration:g} s per measurement after {s.warmup:g} s "
+        f"warm-up; {env['cpus']} CPUs, Python {env['python']}, uvloop {env['uvloop']}"
+    )
+
+
+def format_report(run: HttpBenchRun) -> str:
+    if run.suite == "https":
+        paths = f"tunnel {run.tunnel_url}\n{_HTTPS_PATHS}"
+    else:
+        paths = (
+            f"tunnel {run.tunnel_url}  (direct = load generator -> origin; burrow = load "
+            "generator -> edge -> agent -> origin)"
+        )
+    lines = [_title(run), paths, ""]
     header = f"{'scenario':<22} {'figure':<8} {'direct':>11} {'burrow':>11} {'burrow/direct':>14}"
     lines += [header, "-" * len(header)]
     by_key: dict[tuple[str, str], Measurement] = {
@@ -64,18 +87,22 @@ def format_report(run: HttpBenchRun) -> str:
             lines.append(
                 f"{title:<22} {_label(row):<8} {_fmt(row, d):>11} {_fmt(row, b):>11} {ratio:>14}"
             )
-    lines += [
+    lines.append(
         "MB/s = 10^6 response-body bytes per second. On latency rows a ratio above 1 means "
-        "the tunnel is slower.",
-        "",
-        "CPU busy while measured (CPU seconds per wall second; 1.00 = one whole core)",
-    ]
-    header = f"{'measurement':<30}" + "".join(f"{p:>9}" for p in _PROCESSES)
+        "the tunnel is slower."
+    )
+    return "\n".join(lines + _footer(run))
+
+
+def _footer(run: HttpBenchRun) -> list[str]:
+    lines = ["", "CPU busy while measured (CPU seconds per wall second; 1.00 = one whole core)"]
+    names = [f"{m.scenario.title} {m.target}" for m in run.measurements]
+    width = max([30, *(len(name) + 2 for name in names)])
+    header = f"{'measurement':<{width}}" + "".join(f"{p:>9}" for p in _PROCESSES)
     lines += [header, "-" * len(header)]
-    for m in run.measurements:
-        name = f"{m.scenario.title} {m.target}"
+    for name, m in zip(names, run.measurements, strict=True):
         cells = "".join(f"{m.busy[p]:>9.2f}" if p in m.busy else f"{'-':>9}" for p in _PROCESSES)
-        lines.append(f"{name:<30}{cells}")
+        lines.append(f"{name:<{width}}{cells}")
     lines += ["", f"{'process':<10}{'peak RSS (VmHWM)':>18}{'CPU s, whole run':>18}"]
     for name in ("edge", "agent", "origin"):
         usage = run.usage.get(name)
@@ -86,4 +113,69 @@ def format_report(run: HttpBenchRun) -> str:
     if run.notes:
         lines.append("notes:")
         lines += [f"  - {note}" for note in run.notes]
-    return "\n".join(lines)
+    return lines
+
+
+_H2_TARGETS = {
+    "direct": "direct TLS origin",
+    "burrow": "burrow HTTPS edge",
+}
+_TOOLS = {
+    "h2load": "h2load",
+    "loadgen": "built-in (h1)",
+    "loadgen-h2": "built-in (h2)",
+}
+
+
+def format_h2_report(run: HttpBenchRun) -> str:
+    s = run.settings
+    in_flight = s.h2_connections * s.h2_streams
+    lines = [
+        _title(run),
+        f"tunnel {run.tunnel_url}; GET /bytes/1024 with {in_flight} requests in flight in "
+        "every row",
+        "  direct = load generator -TLS-> the origin's HTTPS port: HTTP/1.1, the origin has "
+        "no HTTP/2",
+        "  burrow = load generator -TLS-> edge HTTPS listener (HTTP/2 by ALPN) -> agent -> origin",
+        "",
+    ]
+    shape = max([16, *(len(m.scenario.title) + 2 for m in run.measurements)])
+    header = (
+        f"{'row':<4}{'target':<19}{'protocol, shape':<{shape}}{'tool':<15}"
+        f"{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    )
+    lines += [header, "-" * len(header)]
+    letters = "ABCDEFGH"
+    for letter, m in zip(letters, run.measurements, strict=False):
+        tool = _TOOLS.get(m.tool, m.tool)
+        if m.tool == "h2load" and m.scenario.title.startswith("HTTP/1.1"):
+            tool = "h2load --h1"
+        lines.append(
+            f"{letter:<4}{_H2_TARGETS.get(m.target, m.target):<19}{m.scenario.title:<{shape}}"
+            f"{tool:<15}{_fmt('req/s', _figure(m, 'req/s')):>10}"
+            f"{_fmt('p50', _figure(m, 'p50')):>9}{_fmt('p99', _figure(m, 'p99')):>9}"
+        )
+    rows = list(zip(letters, run.measurements, strict=False))
+    burrow = [(letter, m) for letter, m in rows if m.target == "burrow"]
+    direct = [(letter, m) for letter, m in rows if m.target == "direct"]
+    if burrow and direct:
+        lines += [
+            "",
+            "burrow / direct (req/s below 1 and latency above 1 mean the tunnel is slower)",
+        ]
+        for b_letter, b in burrow:
+            for d_letter, d in direct:
+                cells = []
+                for row in ("req/s", "p50", "p99"):
+                    bv, dv = _figure(b, row), _figure(d, row)
+                    ratio = f"{bv / dv:.2f}" if dv and bv is not None else "-"
+                    cells.append(f"{_label(row)} {ratio}")
+                lines.append(
+                    f"  {b_letter}/{d_letter}  " + "   ".join(cells) + f"   ({d.scenario.title})"
+                )
+    if any(m.tool == "h2load" for m in run.measurements):
+        lines.append(
+            "h2load rows: CPU and busy figures include h2load's warm-up; h2load does not check "
+            "the certificate (the built-in clients do)."
+        )
+    return "\n".join(lines + _footer(run))

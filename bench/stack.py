@@ -6,6 +6,10 @@ on exit, whatever happened. Every child runs in a session of its own, so a Ctrl-
 terminal reaches only the bench, which then stops the children itself: SIGTERM to the
 child's process group, SIGKILL if it has not exited a few seconds later.
 
+With ``certificates`` the origin also serves HTTPS on a port of its own (the DIRECT TLS
+baseline) and the edge opens its HTTPS listener; the agent link and the agent's connections
+to the origin stay plaintext, as in a typical deployment.
+
 ``ProcessProbe`` reads a child's peak RSS (VmHWM) and CPU time (utime + stime) from /proc.
 """
 
@@ -23,6 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.certificates import BenchCertificates
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STOP_GRACE = 5.0
@@ -181,23 +189,38 @@ def python_module(module: str, *args: str) -> list[str]:
 class BurrowStack:
     """Origin, edge and agent, started in that order and stopped on exit."""
 
-    def __init__(self, log_dir: Path, start_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        start_timeout: float = 20.0,
+        certificates: BenchCertificates | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.start_timeout = start_timeout
+        self.certificates = certificates
         self.token = "bench-" + secrets.token_urlsafe(12)
         self.children: dict[str, Child] = {}
         self.origin_port = 0
+        self.origin_tls_port = 0  # 0 unless started with certificates
         self.edge_http_port = 0
+        self.edge_https_port = 0  # 0 unless started with certificates
         self.edge_agent_port = 0
         self.tunnel_url = ""
         self.tunnel_host = ""
 
     def start(self) -> None:
-        origin = self._start("origin", "origin")
+        tls: list[str] = []
+        if self.certificates is not None:
+            tls = ["--tls-cert", str(self.certificates.cert_file)]
+            tls += ["--tls-key", str(self.certificates.key_file)]
+        origin = self._start("origin", "origin", *tls)
         self.origin_port = _port(origin, "port")
-        edge = self._start("edge", "edge", "--token", self.token)
+        edge = self._start("edge", "edge", "--token", self.token, *tls)
         self.edge_http_port = _port(edge, "http_port")
         self.edge_agent_port = _port(edge, "agent_port")
+        if tls:
+            self.origin_tls_port = _port(origin, "tls_port")
+            self.edge_https_port = _port(edge, "https_port")
         agent = self._start(
             "agent",
             "agent",
