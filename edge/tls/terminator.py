@@ -105,8 +105,11 @@ class TlsTerminator(asyncio.Protocol):
         self.app_paused = False
         self.closing = False
         self._handshaking = True
+        self._plain: list[bytes] = []
+        self._write_scheduled = False
+        self._loop = asyncio.get_running_loop()
         # A client that stalls mid-handshake is cut off like a slow request head.
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
             handshake_timeout, self._handshake_too_slow
         )
 
@@ -206,8 +209,22 @@ class TlsTerminator(asyncio.Protocol):
             self._drain()
 
     def write_plain(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue plaintext; it is encrypted once per event-loop iteration, so the head,
+        body and end of a response share one TLS record and one syscall."""
         if self.closing or not data:
             return
+        self._plain.append(bytes(data))
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        self._write_scheduled = False
+        if not self._plain or self.closing:
+            self._plain.clear()
+            return
+        data = b"".join(self._plain)
+        self._plain.clear()
         try:
             self.sslobj.write(data)
         except ssl.SSLError as exc:
@@ -225,6 +242,7 @@ class TlsTerminator(asyncio.Protocol):
     def close(self) -> None:
         if self.closing:
             return
+        self._write_pending()  # what the inner protocol wrote last goes before close_notify
         self.closing = True
         if not self._handshaking:
             with contextlib.suppress(ssl.SSLError):
