@@ -40,6 +40,42 @@ class StreamUnavailable(Exception):
         self.detail = detail
 
 
+class AgentInstances:
+    """Which agent instances (``Hello.instance_id``) hold links to this edge and which left
+    lately; a Hello from one of them is a reconnect, whether its old link is still open (the
+    edge has not noticed it die yet) or already closed. Bounded: an instance gone for longer
+    than ``memory`` seconds, or the oldest past ``limit`` gone ones, are forgotten."""
+
+    __slots__ = ("_left", "_live", "limit", "memory")
+
+    def __init__(self, memory: float, limit: int = 100_000) -> None:
+        self.memory = memory
+        self.limit = limit
+        self._live: dict[str, int] = {}  # instance -> open links
+        self._left: dict[str, float] = {}  # instance -> when its last link closed; oldest first
+
+    def connected(self, instance: str) -> bool:
+        """An instance was welcomed on a new link: True if that is a reconnect."""
+        again = instance in self._live or self._left.pop(instance, None) is not None
+        self._live[instance] = self._live.get(instance, 0) + 1
+        return again
+
+    def disconnected(self, instance: str, now: float) -> None:
+        links = self._live.pop(instance, 0) - 1
+        if links > 0:
+            self._live[instance] = links
+            return
+        left = self._left
+        left.pop(instance, None)  # re-inserted below, so the dict stays ordered by time
+        left[instance] = now
+        horizon = now - self.memory
+        while left:
+            oldest = next(iter(left))
+            if left[oldest] > horizon and len(left) <= self.limit:
+                break
+            del left[oldest]
+
+
 class AgentSession(LinkSession):
     def __init__(self, edge: Edge) -> None:
         config = edge.config
@@ -57,6 +93,7 @@ class AgentSession(LinkSession):
         self.tunnels: dict[int, Tunnel] = {}
         self.started = time.time()
         self.going_away = False
+        self.welcomed = False
         self._next_tunnel_id = 1
         self._handshake: asyncio.TimerHandle | None = None
 
@@ -137,6 +174,8 @@ class AgentSession(LinkSession):
                 max_streams=self.mux.max_streams,
             )
         )
+        self.welcomed = True
+        self.edge.agent_welcomed(self)
         log.info(
             "agent %s (%s, burrow %s) connected", identity.account, self.peer, hello.agent_version
         )

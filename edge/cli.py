@@ -3,6 +3,9 @@
 burrowd dev      edge on this machine with a ready token, a demo tunnel, and the
                  address left for `burrow http PORT` in another terminal
 burrowd edge     the edge alone, agents authenticated by tokens from flags or a file
+
+Both serve /metrics, /healthz and /readyz on the admin address (--admin), and log to stderr
+as text or, with --log-format json, one JSON object per line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from agent.tunnels import TunnelSpec, parse_address
 from bench.origin import start_origin
 from edge.auth import StaticTokens
 from edge.config import EdgeConfig
+from edge.log_format import FORMATS, configure_logging
 from edge.server import Edge
 
 log = logging.getLogger("burrow.edge")
@@ -32,6 +36,14 @@ def _hostport(text: str) -> tuple[str, int]:
         return parse_address(text if ":" in text else f"127.0.0.1:{text}")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _admin_address(text: str) -> tuple[str, int]:
+    """Like ``_hostport``, and port 0 (any free port; the one chosen is logged) is allowed."""
+    host, _, port = text.rpartition(":")
+    if port == "0":
+        return host.strip("[]") or "127.0.0.1", 0
+    return _hostport(text)
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -47,9 +59,15 @@ def _port_range(text: str) -> tuple[int, int]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="burrowd", description="The Burrow tunnel server.")
     p.add_argument("--log", default="info", help="log level: debug, info, warning")
+    p.add_argument(
+        "--log-format", choices=FORMATS, default="text", help="text (default) or json lines"
+    )
+    p.add_argument("--access-log", action="store_true", help="log every visitor request (at info)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def edge_flags(sp: argparse.ArgumentParser, http: str, https: str, agents: str) -> None:
+    def edge_flags(
+        sp: argparse.ArgumentParser, http: str, https: str, agents: str, admin: str
+    ) -> None:
         sp.add_argument(
             "--http", type=_hostport, default=http, help=f"visitor HTTP (default {http})"
         )
@@ -63,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--tcp-ports", type=_port_range, default=(20000, 20999), help="TCP tunnel ports"
         )
+        sp.add_argument(
+            "--admin",
+            type=_admin_address,
+            default=admin,
+            help=f"/metrics, /healthz and /readyz (default {admin}; port 0: any)",
+        )
+        sp.add_argument("--no-admin", action="store_true", help="no admin listener")
         sp.add_argument("--base-domain", default="localhost", help="tunnels get NAME.BASE-DOMAIN")
         sp.add_argument("--public-port", type=int, help="HTTP port shown in URLs (behind a proxy)")
         sp.add_argument("--drain", type=float, default=10.0, help="seconds to drain on shutdown")
@@ -80,11 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     dev = sub.add_parser("dev", help="run Burrow on this machine for development")
-    edge_flags(dev, "127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:4443")
+    edge_flags(dev, "127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:4443", "127.0.0.1:9091")
     dev.add_argument("--no-demo", action="store_true", help="do not start the demo tunnel")
 
     edge = sub.add_parser("edge", help="run the edge")
-    edge_flags(edge, "0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:4443")
+    edge_flags(edge, "0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:4443", "127.0.0.1:9090")
     edge.add_argument(
         "--token", action="append", default=[], help="TOKEN or TOKEN=ACCOUNT (repeat)"
     )
@@ -123,6 +148,8 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
         public_http_port=args.public_port,
         drain_seconds=args.drain,
         edge_id=getattr(args, "edge_id", "dev"),
+        admin_host=args.admin[0],
+        admin_port=None if args.no_admin else args.admin[1],
     )
 
 
@@ -162,7 +189,7 @@ async def _dev(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(
             f"burrowd: cannot listen ({exc.strerror}); is another burrowd running? "
-            "Pick other ports with --http, --https and --agents.",
+            "Pick other ports with --http, --https, --agents and --admin.",
             file=sys.stderr,
         )
         return 1
@@ -185,6 +212,9 @@ async def _dev(args: argparse.Namespace) -> int:
         f"{https}, agents on {server}"
     )
     print(f"Agent token (also saved to {path}):\n  {token}")
+    if config.admin_port is not None:
+        admin = f"http://{config.admin_host}:{config.admin_port}"
+        print(f"Metrics and health: {admin}/metrics, {admin}/healthz, {admin}/readyz")
     if config.https_port is not None:
         print(f"HTTPS certificates come from a local CA. To trust it: {ca_file}")
         print(f"  curl --cacert {ca_file} https://demo.localhost:{config.https_port}/")
@@ -222,16 +252,22 @@ async def _edge(args: argparse.Namespace) -> int:
         print("burrowd edge: give agent tokens with --token or --tokens-file", file=sys.stderr)
         return 2
     edge = Edge(_config(args), StaticTokens(tokens))
-    await edge.start()
+    try:
+        await edge.start()
+    except OSError as exc:
+        print(
+            f"burrowd edge: cannot listen ({exc.strerror}); pick other addresses with "
+            "--http, --https, --agents and --admin.",
+            file=sys.stderr,
+        )
+        return 1
     await _run_until_signal(edge)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(args.log, args.log_format, access_log=args.access_log)
     runner = _dev if args.command == "dev" else _edge
     try:
         return uvloop.run(runner(args))

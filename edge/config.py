@@ -47,6 +47,9 @@ class EdgeConfig:
     heartbeat: float = 5.0
     heartbeat_misses: int = 3
     drain_seconds: float = 10.0
+    # The admin listener (/metrics, /healthz, /readyz); None: off. Port 0: any, read back.
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = None
     name_lease_seconds: float = 600.0  # a released random name stays with its account
     limits: Limits = field(default_factory=Limits)
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 # Headers a visitor may not set for the local service: the edge sets them itself.
 _REPLACED = frozenset((b"x-forwarded-proto", b"x-forwarded-host", b"expect"))
+_REPLACED_WITH_ID = _REPLACED | {b"x-request-id"}
 # Hop-by-hop headers of HTTP/2 requests that have no place in HTTP/1.1 (RFC 9113 8.2.2).
 _H2_ONLY = frozenset((b":method", b":path", b":scheme", b":authority", b":protocol"))
 
@@ -46,9 +47,15 @@ def route(edge: Edge, host: str) -> Tunnel:
 
 
 def forward_headers(
-    headers: Iterable[tuple[bytes, bytes]], host: bytes, client_ip: str, scheme: str
+    headers: Iterable[tuple[bytes, bytes]],
+    host: bytes,
+    client_ip: str,
+    scheme: str,
+    request_id: bytes | None = None,
 ) -> Headers:
-    """Copy the request headers and add X-Forwarded-* and Forwarded (RFC 7239)."""
+    """Copy the request headers and add X-Forwarded-* and Forwarded (RFC 7239), and
+    X-Request-Id (replacing the visitor's) when given a ``request_id``."""
+    replaced = _REPLACED if request_id is None else _REPLACED_WITH_ID
     out: Headers = []
     xff = b""
     forwarded = b""
@@ -57,7 +64,7 @@ def forward_headers(
             xff = value
         elif name == b"forwarded":
             forwarded = value
-        elif name not in _REPLACED and name not in _H2_ONLY:
+        elif name not in replaced and name not in _H2_ONLY:
             out.append((name, value))
     ip = client_ip.encode()
     node = b'"[' + ip + b']"' if b":" in ip else ip
@@ -69,4 +76,6 @@ def forward_headers(
     host_value = b'"' + host + b'"' if b":" in host else host
     this_hop = b"for=" + node + b";host=" + host_value + b";proto=" + proto
     out.append((b"forwarded", forwarded + b", " + this_hop if forwarded else this_hop))
+    if request_id is not None:
+        out.append((b"x-request-id", request_id))
     return out

@@ -49,11 +49,13 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
 from edge.forwarding import RouteRefused, forward_headers, route
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
 from edge.pages import error_page
+from edge.request_ids import request_id_for
 from edge.routing import normalize_host
 from proto.frames import ResetCode
 from relay.session import set_nodelay
@@ -160,6 +162,7 @@ class _VisitorStream:
     connection's state (flow control both ways, the response queue, the deadline)."""
 
     __slots__ = (
+        "authority",
         "blocked",
         "buffered",
         "chunked",
@@ -170,10 +173,13 @@ class _VisitorStream:
         "head_sent",
         "method",
         "offset",
+        "path",
         "request_ended",
+        "request_id",
         "response_ended",
         "since",
         "started",
+        "status",
         "stream_id",
         "trailers_in",
         "trailers_out",
@@ -181,10 +187,17 @@ class _VisitorStream:
         "visitor",
     )
 
-    def __init__(self, visitor: H2Visitor, stream_id: int, method: bytes, now: float) -> None:
+    def __init__(
+        self,
+        visitor: H2Visitor,
+        stream_id: int,
+        request: tuple[bytes, bytes, bytes, bytes],
+        now: float,
+    ) -> None:
         self.visitor = visitor
         self.stream_id = stream_id
-        self.method = method
+        self.method, self.authority, self.path, self.request_id = request
+        self.status = 0
         self.exchange: OriginExchange | None = None
         self.started = now
         self.since = now  # last request byte, or the request's end while awaiting the head
@@ -207,6 +220,23 @@ class _VisitorStream:
     @property
     def backlogged(self) -> bool:
         return self.buffered > _BACKLOG or self.visitor.write_paused
+
+    @property
+    def log_extra(self) -> dict[str, str]:
+        return {"request_id": self.request_id.decode()}
+
+    def log_access(self, seconds: float | None) -> None:
+        visitor = self.visitor
+        log_access(
+            "h2",
+            self.request_id,
+            visitor.client[0],
+            self.method,
+            self.authority,
+            self.path,
+            self.status,
+            seconds,
+        )
 
     def exchange_head(self, head: ResponseHead) -> None:
         self.visitor.send_head(self, head)
@@ -408,7 +438,8 @@ class H2Visitor(asyncio.Protocol):
             elif name not in _CONNECTION_SPECIFIC:
                 has_length = has_length or name == b"content-length"
                 headers.append((name, value))
-        stream = _VisitorStream(self, stream_id, method, now)
+        request = (method, authority, path, request_id_for(headers))
+        stream = _VisitorStream(self, stream_id, request, now)
         self.streams[stream_id] = stream
         self.phase = 1
         self._arm(now + limits.body_idle_timeout)
@@ -450,7 +481,10 @@ class H2Visitor(asyncio.Protocol):
         forwarded = RequestHead(
             method,
             path,
-            [(b"host", authority), *forward_headers(headers, authority, client_ip, self.scheme)],
+            [
+                (b"host", authority),
+                *forward_headers(headers, authority, client_ip, self.scheme, stream.request_id),
+            ],
         )
         try:
             if not exchange.send_request(forwarded):
@@ -540,12 +574,18 @@ class H2Visitor(asyncio.Protocol):
         status = head.status
         if status >= 200:
             stream.head_sent = True
-            self.edge.metrics.status(status)
+            stream.status = status
+            self.edge.metrics.h2.status(status)
         headers = [(b":status", str(status).encode()), *_response_headers(head.headers)]
         try:
             self.conn.send_headers(stream.stream_id, headers)
         except h2.exceptions.ProtocolError as exc:
-            log.info("h2 visitor %s: response head not relayed: %s", self.client[0], exc)
+            log.info(
+                "h2 visitor %s: response head not relayed: %s",
+                self.client[0],
+                exc,
+                extra=stream.log_extra,
+            )
             self._reset(stream, ErrorCodes.INTERNAL_ERROR, "the response cannot be relayed")
             return
         self._flush()
@@ -562,7 +602,10 @@ class H2Visitor(asyncio.Protocol):
         if self.closing or stream.closed:
             return
         edge = self.edge
-        edge.metrics.request_done(1, edge.loop.time() - stream.started)
+        elapsed = edge.loop.time() - stream.started
+        edge.metrics.h2.request_done(elapsed)
+        if access.isEnabledFor(INFO):
+            stream.log_access(elapsed)
         # One stream per request: the local connection behind it is done with.
         self._drop_exchange(stream, "")
         stream.end_queued = True
@@ -576,7 +619,12 @@ class H2Visitor(asyncio.Protocol):
             return
         if stream.head_sent:
             # The response was cut short: it must not look whole.
-            log.info("h2 visitor %s: response cut short: %s", self.client[0], detail)
+            log.info(
+                "h2 visitor %s: response cut short: %s",
+                self.client[0],
+                detail,
+                extra=stream.log_extra,
+            )
             self._reset(stream, ErrorCodes.INTERNAL_ERROR, detail)
             return
         self._respond_error(stream, status, detail)
@@ -592,8 +640,20 @@ class H2Visitor(asyncio.Protocol):
 
     def _respond_error(self, stream: _VisitorStream, status: int, detail: str) -> None:
         """An error page as the stream's response (no response head has gone out)."""
-        self.edge.metrics.status(status)
+        self.edge.metrics.h2.status(status)
         stream.head_sent = True
+        stream.status = status
+        log.log(
+            logging.INFO if status >= 500 else logging.DEBUG,
+            "h2 visitor %s, %s: %d: %s",
+            self.client[0],
+            stream.authority.decode("latin-1") or "(no host)",
+            status,
+            detail,
+            extra=stream.log_extra,
+        )
+        if access.isEnabledFor(INFO):
+            stream.log_access(None)
         page = error_page(status, detail)
         headers = [
             (b":status", str(status).encode()),
@@ -601,6 +661,7 @@ class H2Visitor(asyncio.Protocol):
             (b"content-length", str(len(page)).encode()),
             (b"cache-control", b"no-store"),
             (b"x-burrow-error", b"1"),
+            (b"x-request-id", stream.request_id),
         ]
         try:
             self.conn.send_headers(stream.stream_id, headers)
@@ -645,7 +706,12 @@ class H2Visitor(asyncio.Protocol):
                 else:
                     conn.end_stream(stream_id)
         except h2.exceptions.ProtocolError as exc:
-            log.info("h2 visitor %s: response not relayed: %s", self.client[0], exc)
+            log.info(
+                "h2 visitor %s: response not relayed: %s",
+                self.client[0],
+                exc,
+                extra=stream.log_extra,
+            )
             self._reset(stream, ErrorCodes.INTERNAL_ERROR, "the response cannot be relayed")
             return
         if stream.response_ended:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import wsproto
 
 from edge import http1
+from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
 from edge.forwarding import RouteRefused, forward_headers, route
@@ -47,6 +48,7 @@ from edge.http1.events import (
     UsageError,
 )
 from edge.pages import TITLES, error_page
+from edge.request_ids import new_request_id, request_id_for
 from edge.routing import normalize_host
 from proto.frames import ResetCode
 from relay.session import set_nodelay
@@ -87,8 +89,11 @@ class HttpVisitor(asyncio.Protocol):
         "host",
         "method",
         "phase",
+        "request_id",
         "scheme",
         "started",
+        "status",
+        "target",
         "transport",
         "visitor",
     )
@@ -102,7 +107,10 @@ class HttpVisitor(asyncio.Protocol):
         self.exchange: OriginExchange | None = None
         self.phase = _PHASE_IDLE
         self.method = b"GET"
+        self.target = b""
         self.host = ""
+        self.request_id = b""  # while a request is in flight
+        self.status = 0
         self.started = 0.0
         self.closing = False
         self._read_paused = False
@@ -242,8 +250,11 @@ class HttpVisitor(asyncio.Protocol):
     def _on_request(self, request: RequestHead) -> None:
         limits = self.edge.config.limits
         self.method = request.method
+        self.target = request.target
         self.started = time.monotonic()
         headers = request.headers
+        self.request_id = request_id = request_id_for(headers)
+        self.host = ""
         if len(headers) > limits.max_header_count:
             self._fail(431, f"The request has more than {limits.max_header_count} headers.")
             return
@@ -290,7 +301,7 @@ class HttpVisitor(asyncio.Protocol):
         forwarded = RequestHead(
             request.method,
             request.target,
-            forward_headers(headers, host_header, self.client[0], self.scheme),
+            forward_headers(headers, host_header, self.client[0], self.scheme, request_id),
         )
         if not exchange.send_request(forwarded):
             self._pause_reading()
@@ -340,7 +351,8 @@ class HttpVisitor(asyncio.Protocol):
                 return
             self.phase = _PHASE_RESPONSE
             self._disarm()
-            self.edge.metrics.status(head.status)
+            self.status = head.status
+            self.edge.metrics.http1.status(head.status)
             self._write(self.visitor.send_response(head))
         except UsageError as exc:
             self._abort_response(f"the response cannot be relayed: {exc}")
@@ -358,7 +370,11 @@ class HttpVisitor(asyncio.Protocol):
             self._abort_response(f"the response cannot be relayed: {exc}")
             return
         edge = self.edge
-        edge.metrics.request_done(self.phase, time.monotonic() - self.started)
+        elapsed = time.monotonic() - self.started
+        edge.metrics.http1.request_done(elapsed)
+        if access.isEnabledFor(INFO):
+            self._log_access(self.status, elapsed)
+        self.request_id = b""
         exchange = self.exchange
         if exchange is not None and not exchange.next_cycle():
             self.exchange = None
@@ -427,8 +443,21 @@ class HttpVisitor(asyncio.Protocol):
                 self.transport.writelines(out)
 
     def _abort_response(self, detail: str) -> None:
-        log.info("visitor %s: %s", self.client[0], detail)
+        rid = self.request_id.decode()
+        log.info("visitor %s: %s", self.client[0], detail, extra={"request_id": rid})
         self._abort()
+
+    def _log_access(self, status: int, seconds: float | None) -> None:
+        log_access(
+            "http1",
+            self.request_id,
+            self.client[0],
+            self.method,
+            self.host,
+            self.target,
+            status,
+            seconds,
+        )
 
     def _drop_exchange(self, reason: str) -> None:
         exchange = self.exchange
@@ -440,7 +469,21 @@ class HttpVisitor(asyncio.Protocol):
         """Write an error page (if no response has started) and close the connection."""
         if self.closing or self.transport is None:
             return
-        self.edge.metrics.status(status)
+        self.edge.metrics.http1.status(status)
+        if not self.request_id:  # the request's head never arrived whole
+            self.request_id = new_request_id()
+        rid = self.request_id.decode()
+        log.log(
+            logging.INFO if status >= 500 else logging.DEBUG,
+            "visitor %s, %s: %d: %s",
+            self.client[0],
+            self.host or "(no host)",
+            status,
+            detail,
+            extra={"request_id": rid},
+        )
+        if access.isEnabledFor(INFO):
+            self._log_access(status, None)
         self.exchange_flush()
         if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
             page = error_page(status, detail)
@@ -451,6 +494,7 @@ class HttpVisitor(asyncio.Protocol):
                 f"content-length: {len(page)}\r\n"
                 "cache-control: no-store\r\n"
                 "x-burrow-error: 1\r\n"
+                f"x-request-id: {rid}\r\n"
                 "connection: close\r\n\r\n"
             ).encode()
             self.transport.write(head + body)

@@ -1,4 +1,5 @@
-"""The edge process: listeners, the route table, agent sessions, graceful drain."""
+"""The edge process: listeners, the route table, agent sessions, graceful drain, and the admin
+listener that reports on them."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import Any
 
 from certs.selfsigned import LocalCA
 from certs.store import DEFAULT_ALPN, CertStore
-from edge.agent_session import AgentSession
+from edge.admin import AdminConnection
+from edge.agent_session import AgentInstances, AgentSession
 from edge.auth import Authenticator
 from edge.config import EdgeConfig
 from edge.http_visitor import HttpVisitor
-from edge.metrics import EdgeMetrics
+from edge.metrics import EdgeMetrics, EdgeState
 from edge.routing import BindError, RouteTable, Tunnel
 from edge.tcp_visitor import TcpVisitor
 from edge.tls.listener import AGENT_ALPN, TlsVisitor
@@ -30,13 +32,16 @@ class Edge:
         self.config = config
         self.authenticator = authenticator
         self.routes = RouteTable(config.base_domain, lease_seconds=config.name_lease_seconds)
-        self.metrics = EdgeMetrics()
+        self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
+        self.agent_instances = AgentInstances(config.name_lease_seconds)
         self.sessions: set[AgentSession] = set()
         self.visitors: set[Any] = set()
         self.tcp_listeners: dict[int, asyncio.Server] = {}
         self.draining = False
+        self.listening = False  # every visitor and agent listener is up
         self.started = time.time()
         self._servers: list[asyncio.Server] = []
+        self._admin: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         local_ca = LocalCA.load_or_create(config.local_ca_dir) if config.local_ca_dir else None
         self.certs = CertStore(alpn_protocols=(*DEFAULT_ALPN, AGENT_ALPN), local_ca=local_ca)
@@ -52,6 +57,23 @@ class Edge:
 
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.admin_port is not None:
+            # First, so /healthz answers (and /readyz says "starting") while the rest opens.
+            self._admin = await loop.create_server(
+                lambda: AdminConnection(self), cfg.admin_host, cfg.admin_port, reuse_address=True
+            )
+            cfg.admin_port = self._admin.sockets[0].getsockname()[1]
+        try:
+            await self._listen()
+        except BaseException:
+            if self._admin is not None:
+                self._admin.close()
+            raise
+        self.listening = True
+
+    async def _listen(self) -> None:
+        loop = self.loop
         cfg = self.config
         http = await loop.create_server(
             lambda: HttpVisitor(self),
@@ -83,7 +105,7 @@ class Edge:
             self._servers.append(https)
             cfg.https_port = https.sockets[0].getsockname()[1]
         log.info(
-            "edge %s: http on %s:%d, https on %s, agents on %s:%d%s, tcp ports %d-%d",
+            "edge %s: http on %s:%d, https on %s, agents on %s:%d%s, tcp ports %d-%d, admin on %s",
             cfg.edge_id,
             cfg.http_host,
             cfg.http_port,
@@ -92,7 +114,16 @@ class Edge:
             cfg.agent_port,
             " (TLS)" if cfg.agent_tls else " (plaintext)",
             *cfg.tcp_ports,
+            f"{cfg.admin_host}:{cfg.admin_port}" if cfg.admin_port is not None else "(off)",
         )
+
+    def not_ready(self) -> str:
+        """Why the edge should get no traffic now ("" when it should): for /readyz."""
+        if self.draining:
+            return "draining"
+        if not self.listening:
+            return "starting"
+        return ""
 
     def _agent_tls_context(self) -> ssl.SSLContext:
         """The agent port's context. It holds no certificate of its own: for every handshake
@@ -114,6 +145,7 @@ class Edge:
         seconds, then close everything."""
         drain = self.config.drain_seconds if drain is None else drain
         self.draining = True
+        log.info("edge %s: draining for up to %gs", self.config.edge_id, drain)
         for server in [*self._servers, *self.tcp_listeners.values()]:
             server.close()
         for session in list(self.sessions):
@@ -133,6 +165,11 @@ class Edge:
         for server in [*self._servers, *self.tcp_listeners.values()]:
             await server.wait_closed()
         self.tcp_listeners.clear()
+        self.listening = False
+        if self._admin is not None:  # last: /readyz said "draining" until now
+            self._admin.close()
+            await self._admin.wait_closed()
+        self.metrics.close()
 
     # -- binds ----------------------------------------------------------------------------
 
@@ -251,6 +288,12 @@ class Edge:
         self.tcp_listeners[port] = server
         return port
 
+    # -- agents ---------------------------------------------------------------------------
+
+    def agent_welcomed(self, session: AgentSession) -> None:
+        if session.instance_id and self.agent_instances.connected(session.instance_id):
+            self.metrics.agent_reconnected()
+
     def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
         session.tunnels[tunnel.tunnel_id] = tunnel
         for old in stale:
@@ -271,6 +314,10 @@ class Edge:
 
     def session_closed(self, session: AgentSession) -> None:
         self.sessions.discard(session)
+        if session.identity is not None:  # counted as an agent's while it was open
+            self.metrics.link_closed(session.bytes_in, session.bytes_out)
+        if session.welcomed and session.instance_id:
+            self.agent_instances.disconnected(session.instance_id, time.monotonic())
         tunnels = list(session.tunnels.values())
         session.tunnels.clear()
         for tunnel in tunnels:
