@@ -115,6 +115,8 @@ class AgentLink(LinkSession):
     def on_message(self, message: Message) -> None:
         if isinstance(message, Welcome):
             self.welcome = message
+            # Take as many concurrent streams as the edge may open to us.
+            self.mux.max_streams = max(self.mux.max_streams, message.max_streams)
             self.welcomed.set()
             for request_id, tunnel in enumerate(self.agent.tunnels, start=1):
                 self.bind(request_id, tunnel)

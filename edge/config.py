@@ -15,6 +15,10 @@ class Limits:
     max_header_count: int = 100  # 431 past it
     header_timeout: float = 10.0  # a request head must arrive within this (slowloris)
     idle_timeout: float = 75.0  # keep-alive connection with no request in flight
+    # An idle keep-alive visitor lets go of its tunnel stream (and the agent's connection
+    # to the local service) after this long, so idle browsers do not use up a tunnel's
+    # stream limit; the next request opens a new stream.
+    stream_idle_timeout: float = 5.0
     body_idle_timeout: float = 60.0  # no byte of a request body for this long
     response_timeout: float = 60.0  # no response head from the local service: 504
     max_streams_per_agent: int = 1000  # concurrent visitor connections per agent link

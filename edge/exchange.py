@@ -243,6 +243,11 @@ class OriginExchange:
                 f"The tunnel's agent could not reach its local service: {reason}. "
                 "Check that the service is running.",
             )
+        elif code == ResetCode.TOO_MANY_STREAMS:
+            self.tunnel.session.edge.metrics.refused("stream_limit")
+            self.front.exchange_failed(
+                429, "The tunnel's agent has as many open connections as it takes; retry later."
+            )
         elif code == ResetCode.TIMEOUT:
             self.front.exchange_failed(504, f"The tunnel's local service timed out: {reason}.")
         else:

@@ -76,6 +76,7 @@ class HttpVisitor(asyncio.Protocol):
         "_deadline",
         "_eof_in",
         "_eof_out",
+        "_idle_since",
         "_last_read",
         "_out",
         "_preface",
@@ -120,6 +121,7 @@ class HttpVisitor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._last_read = 0.0
+        self._idle_since = 0.0
         self._out: list[bytes] = []  # response bytes produced by one stream chunk
         self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
 
@@ -380,7 +382,9 @@ class HttpVisitor(asyncio.Protocol):
             self.exchange = None
         if self.visitor.start_next_cycle() and not edge.draining:
             self.phase = _PHASE_IDLE
-            self._arm(edge.config.limits.idle_timeout)
+            limits = edge.config.limits
+            self._idle_since = time.monotonic()
+            self._arm(min(limits.stream_idle_timeout, limits.idle_timeout))
             self._resume_reading()
             self._process_visitor()  # a pipelined request may be waiting in the parser
         else:
@@ -558,7 +562,13 @@ class HttpVisitor(asyncio.Protocol):
             return
         phase = self.phase
         if phase == _PHASE_IDLE:
-            self.close()
+            remaining = self._idle_since + limits.idle_timeout - now
+            if self.exchange is not None and remaining > 0:
+                # Idle for a while: free the tunnel stream, keep the visitor connection.
+                self._drop_exchange("the visitor connection is idle")
+                self._arm(remaining)
+            else:
+                self.close()
         elif phase == _PHASE_HEAD:
             self.edge.metrics.refused("header_timeout")
             self._fail(408, "The request head did not arrive in time.")

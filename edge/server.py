@@ -67,6 +67,10 @@ class Edge:
         try:
             await self._listen()
         except BaseException:
+            # Close whatever did open, so the ports are free for a retry.
+            for server in self._servers:
+                server.close()
+            self._servers = []
             if self._admin is not None:
                 self._admin.close()
             raise
@@ -82,6 +86,7 @@ class Edge:
             reuse_address=True,
             backlog=2048,
         )
+        self._servers = [http]
         agents = await loop.create_server(
             lambda: AgentSession(self),
             cfg.agent_host,
