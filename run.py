@@ -35,7 +35,7 @@ def _install_key() -> str:
     return digest.hexdigest()
 
 
-def ensure_venv() -> None:
+def ensure_venv(extras: str = "server,dev") -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - run.py must explain itself on old Pythons
         sys.exit("run.py: Burrow needs Python 3.11 or newer")
     if not (BIN / "python").exists():
@@ -47,13 +47,13 @@ def ensure_venv() -> None:
                 f"run.py: cannot create {VENV} ({exc}); on Debian/Ubuntu install the "
                 "python3-venv package first"
             )
-    key = _install_key()
+    key = _install_key() + extras
     if STAMP.exists() and STAMP.read_text() == key:
         return
     _say("installing Burrow and its test tools into .venv (first run only)")
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[server,dev]"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[{extras}]"], check=True)
     STAMP.write_text(key)
 
 
@@ -74,7 +74,7 @@ def run(argv: list[str]) -> int:
         _say("pytest")
         return subprocess.run([BIN / "python", "-m", "pytest", *rest]).returncode
     if command == "bench":
-        ensure_venv()
+        ensure_venv("server,dev,bench")
         return subprocess.run([BIN / "python", "-m", "bench", *rest]).returncode
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2
