@@ -6,7 +6,11 @@ python -m bench http --json out.json    also write the figures as JSON
 python -m bench https                   HTTP/1.1 over TLS: direct TLS origin vs the HTTPS edge
 python -m bench h2                      HTTP/2 through the HTTPS edge vs HTTP/1.1 direct TLS
 python -m bench all                     http, https and h2, one after the other
-python -m bench tools [--install]       the optional load generators (wrk, h2load)
+python -m bench tools [--install]       the optional load generators (wrk, h2load) and peers
+python -m bench peers [--install]       Burrow beside ssh -R and PageKite, direct as the baseline
+python -m bench scale [scenario ...]    10,000 idle visitors, 1,000 agents, an edge restart
+python -m bench run [scenario ...]      HTTP, uploads, WebSocket, TCP, constant rate: direct vs
+                                        burrow in one table [--json PATH] [--chart PATH.png]
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from pathlib import Path
 from types import FrameType
 
 from bench.http_suite import HttpBenchRun, HttpBenchSettings, run_http_bench
+from bench.peers import add_peers_arguments, run_peers_command
 from bench.report import format_any_report
+from bench.run_suite import add_run_parser, run_command
+from bench.scale_suite import add_scale_parser, run_scale
 from bench.stack import StackError
 
 _SUITES = ("http", "https", "h2")
@@ -114,6 +121,18 @@ def _parser() -> argparse.ArgumentParser:
         "installs them; --install runs it (apt-get update once, then install; root only).",
     )
     tools.add_argument("--install", action="store_true", help="install the missing ones (root)")
+
+    peers = sub.add_parser(
+        "peers",
+        help="Burrow beside other tunnels (ssh -R, PageKite) and direct, in one run",
+        description="1 KiB keep-alive and 1 MiB downloads through direct, Burrow, OpenSSH "
+        "ssh -R (plain -N and with a pty session) and PageKite, with the same origin and load "
+        "generator; a peer that is not installed or does not start gets a row saying why.",
+    )
+    _common(peers, quick_skips="")
+    add_peers_arguments(peers)
+    add_scale_parser(sub)
+    add_run_parser(sub)
     return p
 
 
@@ -173,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.suite == "tools":
         return _tools(args)
+    if args.suite == "peers":
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        return run_peers_command(args)
+    if args.suite == "scale":
+        return run_scale(args)
+    if args.suite == "run":
+        return run_command(args)
     try:
         settings = _settings(args)
     except ValueError as exc:

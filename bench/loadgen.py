@@ -1,10 +1,16 @@
-"""Closed-loop HTTP/1.1 load generator on uvloop.
+"""HTTP/1.1 load generator on uvloop: closed loop, or open loop at a fixed rate.
 
 N keep-alive connections each send one request, read the whole response, and send the
 next at once, for a fixed time. Responses are framed by Content-Length (what the origin and
 the edge both send), so a connection stays in step over keep-alive without a full parser;
 a response it cannot frame (no Content-Length, chunked) is counted as an error and the
 connection is replaced. Every latency is kept in a ``LatencyHistogram``.
+
+With ``--rate R`` the loop is open instead: requests fall due on a fixed timetable, R per
+second, each taken by whichever connection is idle (or queued until one is), and a latency
+runs from the moment the request was DUE, not from when it was sent, so a stalled server
+is charged for every request it held up (no coordinated omission). How late the generator
+itself sent them is reported apart (``schedule_lag_ms``).
 
 The bench runs it in a process of its own so it does not share a core (or the GIL) with
 the edge:
@@ -14,7 +20,8 @@ the edge:
 
 and reads the one JSON line it prints. With ``--tls --ca-file CA`` the connections are
 HTTPS (HTTP/1.1 by ALPN, SNI ``--server-name``, the certificate checked against CA only);
-``wire_bytes`` then counts decrypted bytes.
+``wire_bytes`` then counts decrypted bytes. ``--body-bytes N`` sends an N-byte request body
+(``--method POST``), streamed from one reused buffer as the socket drains.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
+import os
 import resource
 import socket
 import ssl
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -38,6 +48,54 @@ from bench.histogram import LatencyHistogram
 
 _RECONNECT_DELAY = 0.005
 _CONNECT_RETRY_DELAY = 0.05
+_BODY_PIECE = 256 * 1024  # one reused buffer; a body of any size is written from it
+_TIMER_MIN_GAP_NS = 100_000  # above 10,000 req/s a wake-up hands out a batch
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = (("it_interval", _Timespec), ("it_value", _Timespec))
+
+
+_CLOCK_MONOTONIC = 1  # the clock time.perf_counter_ns reads on Linux
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
+_TFD_TIMER_ABSTIME = 1
+
+
+def _timespec(ns: int) -> _Timespec:
+    return _Timespec(ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+def periodic_timerfd(first_ns: int, interval_ns: int) -> int | None:
+    """A Linux timerfd that becomes readable at ``first_ns`` (time.perf_counter_ns) and
+    every ``interval_ns`` after; None where there is none.
+
+    uvloop's timers count whole milliseconds: a delay under 0.5 ms rounds to "now", so a
+    call_later ticker at 2,000 req/s spins a core (and starves the servers on a small
+    machine), and one with a 1 ms floor sends requests up to a millisecond late. A kernel
+    timer read through the event loop wakes it within tens of microseconds, and a thread
+    would not: it waits for the GIL. (os.timerfd_create arrives in Python 3.13.)"""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        create, settime = libc.timerfd_create, libc.timerfd_settime
+    except (OSError, AttributeError):
+        return None
+    fd = create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+    if fd < 0:
+        return None
+    # Absolute, so the timer is in phase with the timetable however long setting it up took.
+    first = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + first_ns - time.perf_counter_ns()
+    spec = _Itimerspec(_timespec(interval_ns), _timespec(first))
+    if settime(fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+        os.close(fd)
+        return None
+    return fd
 
 
 @dataclass(slots=True)
@@ -51,11 +109,15 @@ class LoadResult:
     errors: int = 0  # responses with a status >= 400, or that could not be framed
     disconnects: int = 0  # connections the server closed while the run was on
     connect_failures: int = 0
-    body_bytes: int = 0
+    body_bytes: int = 0  # response bodies
     wire_bytes: int = 0
+    upload_bytes: int = 0  # request bodies (and bench.tcp_bulk's stream) handed to the socket
     cpu_seconds: float = 0.0  # the load generator's own CPU time in the window
     latency_ms: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
+    rate: float = 0.0  # requests due per second (--rate); 0: closed loop
+    unsent: int = 0  # --rate: requests due but not yet sent when the window closed
+    schedule_lag_ms: dict[str, float] = field(default_factory=dict)  # --rate: sent - due
 
     @property
     def requests_per_second(self) -> float:
@@ -66,10 +128,16 @@ class LoadResult:
         """Response body bytes per second, in MB (10**6 bytes)."""
         return self.body_bytes / self.seconds / 1e6 if self.seconds else 0.0
 
+    @property
+    def upload_megabytes_per_second(self) -> float:
+        """Request body bytes sent per second, in MB (10**6 bytes)."""
+        return self.upload_bytes / self.seconds / 1e6 if self.seconds else 0.0
+
     def to_json(self) -> dict[str, object]:
         out = asdict(self)
         out["requests_per_second"] = self.requests_per_second
         out["megabytes_per_second"] = self.megabytes_per_second
+        out["upload_megabytes_per_second"] = self.upload_megabytes_per_second
         return out
 
     @classmethod
@@ -102,16 +170,26 @@ class LoadRun:
         on_window: Callable[[str], None] | None = None,
         tls: ssl.SSLContext | None = None,
         server_name: str | None = None,
+        *,
+        method: str = "GET",
+        body_bytes: int = 0,
+        expect_body: bytes | None = None,
+        rate: float = 0.0,
     ) -> None:
         self.on_window = on_window or (lambda edge: None)
         self.host = host
         self.port = port
         self.tls = tls
         self.server_name = server_name if tls is not None else None
+        length = f"Content-Length: {body_bytes}\r\n" if body_bytes or method == "POST" else ""
         self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: burrow-bench\r\n\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: burrow-bench\r\n"
+            f"{length}\r\n"
         ).encode("latin-1")
-        self.result = LoadResult(connections=connections, path=path, seconds=0.0)
+        self.body_bytes = body_bytes
+        self.body_piece = memoryview(b"x" * min(body_bytes, _BODY_PIECE))
+        self.expect_body = expect_body  # every response body must be this, else an error
+        self.result = LoadResult(connections=connections, path=path, seconds=0.0, rate=rate)
         self.histogram = LatencyHistogram()
         self.statuses: dict[int, int] = {}
         self.active = True  # connections keep sending
@@ -122,9 +200,68 @@ class LoadRun:
         self._loop = asyncio.get_running_loop()
         self._window_start = 0.0
         self._cpu_start = 0.0
+        # --rate: the timetable. Request k is due at origin + k / rate.
+        self.rate = rate
+        self.idle: deque[ClientConnection] = deque()  # open, nothing in flight
+        self.due: deque[int] = deque()  # perf_counter_ns due times no connection has taken
+        self.lag = LatencyHistogram()  # how late the generator sent what was due
+        self._timetable_origin_ns = 0
+        self._timetabled = 0  # requests put on the timetable so far
+        self._timerfd: int | None = None  # wakes the loop when requests fall due
 
     def new_connection(self) -> asyncio.Protocol:
         return ClientConnection(self)
+
+    def ready(self, conn: ClientConnection) -> None:
+        """``conn`` can take a request: the next one now (closed loop), or the oldest one
+        due, or it waits in ``idle`` for the timetable."""
+        if not self.rate:
+            conn.send(0)
+        elif self.due:
+            conn.send(self.due.popleft())
+        else:
+            self.idle.append(conn)
+
+    def start_timetable(self) -> None:
+        self._timetable_origin_ns = time.perf_counter_ns()
+        interval_ns = max(round(1e9 / self.rate), _TIMER_MIN_GAP_NS)
+        self._timerfd = periodic_timerfd(self._timetable_origin_ns + interval_ns, interval_ns)
+        if self._timerfd is not None:
+            self._loop.add_reader(self._timerfd, self._timer_fired)
+        self._tick()
+
+    def stop_timetable(self) -> None:
+        if self._timerfd is not None:
+            self._loop.remove_reader(self._timerfd)
+            os.close(self._timerfd)
+            self._timerfd = None
+
+    def _timer_fired(self) -> None:
+        assert self._timerfd is not None
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._timerfd, 8)  # the expiry count: _tick works out what is due
+        self._tick()
+
+    def _tick(self) -> None:
+        # Hand out every request due by now (a wake-up can be late, or cover a batch);
+        # each keeps its own due time, which its latency runs from.
+        if not self.active:
+            return
+        interval_ns = 1e9 / self.rate
+        origin = self._timetable_origin_ns
+        due_by_now = int((time.perf_counter_ns() - origin) / interval_ns) + 1
+        while self._timetabled < due_by_now:
+            at = origin + round(self._timetabled * interval_ns)
+            self._timetabled += 1
+            if self.idle:
+                self.idle.popleft().send(at)
+            else:
+                self.due.append(at)
+        if self._timerfd is None:
+            # No timerfd: the loop's own timer, never under 1 ms (see periodic_timerfd).
+            next_at = origin + round(self._timetabled * interval_ns)
+            delay = max(0.001, (next_at - time.perf_counter_ns()) / 1e9)
+            self._loop.call_later(delay, self._tick)
 
     def fail(self, reason: str) -> None:
         """Stop the run: what it would measure is not what was asked for."""
@@ -132,6 +269,7 @@ class LoadRun:
             self.fatal = reason
         self.failed.set()
         self.active = False
+        self.stop_timetable()
         for conn in list(self.open):
             conn.abort()
 
@@ -172,6 +310,7 @@ class LoadRun:
     def end_window(self) -> None:
         self.recording = False
         self.active = False
+        self.stop_timetable()
         result = self.result
         result.seconds = time.perf_counter() - self._window_start
         result.cpu_seconds = _cpu_seconds() - self._cpu_start
@@ -180,10 +319,24 @@ class LoadRun:
             conn.abort()
         result.latency_ms = self.histogram.summary_ms()
         result.statuses = {str(k): v for k, v in sorted(self.statuses.items())}
+        if self.rate:
+            result.unsent = len(self.due)
+            result.schedule_lag_ms = self.lag.summary_ms()
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("_body_left", "_close_after", "_head", "_sent_ns", "_status", "run", "transport")
+    __slots__ = (
+        "_body_left",
+        "_close_after",
+        "_head",
+        "_kept",
+        "_sent_ns",
+        "_status",
+        "_upload_left",
+        "_write_paused",
+        "run",
+        "transport",
+    )
 
     def __init__(self, run: LoadRun) -> None:
         self.run = run
@@ -192,7 +345,10 @@ class ClientConnection(asyncio.Protocol):
         self._body_left = 0
         self._status = 0
         self._close_after = False
-        self._sent_ns = 0
+        self._sent_ns = 0  # when the request was due (--rate) or sent: its latency's start
+        self._upload_left = 0  # request body bytes still to write
+        self._write_paused = False
+        self._kept = bytearray()  # the response body, when it is checked (expect_body)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
@@ -202,23 +358,52 @@ class ClientConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.run.open.add(self)
         if self.run.active:
-            self._send()
+            self.run.ready(self)
         else:
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.run.open.discard(self)
+        if self in self.run.idle:
+            self.run.idle.remove(self)
         self.run.replace()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._upload_left:
+            self._write_body()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    def _send(self) -> None:
+    def send(self, due_ns: int) -> None:
+        """Send the next request; its latency runs from ``due_ns`` when given (--rate)."""
         assert self.transport is not None
-        self._sent_ns = time.perf_counter_ns()
-        self.transport.write(self.run.request)
+        run = self.run
+        now = time.perf_counter_ns()
+        if due_ns and run.recording:
+            run.lag.record_ns(now - due_ns)
+        self._sent_ns = due_ns or now
+        self.transport.write(run.request)
+        if run.body_bytes:
+            self._upload_left = run.body_bytes
+            self._write_body()
+
+    def _write_body(self) -> None:
+        """Write the body until the transport's buffer is full; resume_writing goes on."""
+        run = self.run
+        piece = run.body_piece
+        while self._upload_left and not self._write_paused and self.transport is not None:
+            n = min(self._upload_left, len(piece))
+            self.transport.write(piece[:n])
+            self._upload_left -= n
+            if run.recording:
+                run.result.upload_bytes += n
 
     def data_received(self, data: bytes) -> None:
         run = self.run
@@ -232,6 +417,8 @@ class ClientConnection(asyncio.Protocol):
                 self._body_left -= take
                 if recording:
                     run.result.body_bytes += take
+                if run.expect_body is not None and len(self._kept) <= len(run.expect_body):
+                    self._kept += view[:take]
                 view = view[take:]
                 if not self._body_left:
                     self._response_done()
@@ -277,19 +464,27 @@ class ClientConnection(asyncio.Protocol):
 
     def _response_done(self) -> None:
         run = self.run
+        # A response before the whole request body went out ends the exchange early: the
+        # connection cannot carry the next request (the rest of this body would precede it).
+        cut_short = self._upload_left > 0
+        wrong_body = run.expect_body is not None and self._kept != run.expect_body
+        self._kept.clear()
         if run.recording:
             run.histogram.record_ns(time.perf_counter_ns() - self._sent_ns)
             run.result.requests += 1
             status = self._status
             run.statuses[status] = run.statuses.get(status, 0) + 1
-            if status >= 400:
+            if status >= 400 or cut_short or wrong_body:
                 run.result.errors += 1
         if self.transport is None:
             return
-        if self._close_after or not run.active:
+        if cut_short:
+            self._upload_left = 0
+            self.abort()
+        elif self._close_after or not run.active:
             self.transport.close()
         else:
-            self._send()
+            run.ready(self)
 
     def _unframeable(self) -> None:
         if self.run.recording:
@@ -321,13 +516,31 @@ async def run_load(
     on_window: Callable[[str], None] | None = None,
     tls: ssl.SSLContext | None = None,
     server_name: str | None = None,
+    method: str = "GET",
+    body_bytes: int = 0,
+    expect_body: bytes | None = None,
+    rate: float = 0.0,
 ) -> LoadResult:
-    """Drive ``connections`` closed-loop connections for ``warmup + duration`` seconds.
+    """Drive ``connections`` connections for ``warmup + duration`` seconds: closed loop, or
+    ``rate`` requests per second on a timetable.
 
     ``on_window("start")`` and ``on_window("end")`` are called as the measurement window
     opens and closes (the bench samples the servers' CPU time then). With ``tls`` the
     connections are HTTPS to ``server_name``."""
-    run = LoadRun(host, port, host_header, path, connections, on_window, tls, server_name)
+    run = LoadRun(
+        host,
+        port,
+        host_header,
+        path,
+        connections,
+        on_window,
+        tls,
+        server_name,
+        method=method,
+        body_bytes=body_bytes,
+        expect_body=expect_body,
+        rate=rate,
+    )
     return await drive(run, connections, duration=duration, warmup=warmup)
 
 
@@ -335,6 +548,8 @@ async def drive(run: LoadRun, connections: int, *, duration: float, warmup: floa
     """Open the connections, wait out warm-up and window, and return the tallies."""
     loop = asyncio.get_running_loop()
     await asyncio.wait_for(asyncio.gather(*(run.connect() for _ in range(connections))), 10.0)
+    if run.rate:
+        run.start_timetable()  # warm-up runs at the same rate as the window
     timer = loop.call_later(warmup, run.start_window)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(run.failed.wait(), warmup + duration)
@@ -360,6 +575,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print {"window": "start"} and {"window": "end"} lines as the window opens/closes',
     )
+    p.add_argument("--method", default="GET", help="request method (default GET)")
+    p.add_argument(
+        "--body-bytes", type=int, default=0, help="request body size, streamed (default none)"
+    )
+    p.add_argument(
+        "--expect-body", help="count a response whose body is not exactly this as an error"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests due per second on a fixed timetable, latency from when each was due "
+        "(default: closed loop)",
+    )
     p.add_argument("--tls", action="store_true", help="HTTPS (HTTP/1.1 by ALPN)")
     p.add_argument("--ca-file", help="with --tls: the only CA to trust (PEM)")
     p.add_argument(
@@ -372,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.connections < 1 or args.duration <= 0 or args.warmup < 0:
         print("loadgen: need --connections >= 1, --duration > 0, --warmup >= 0", file=sys.stderr)
+        return 2
+    if args.body_bytes < 0 or args.rate < 0:
+        print("loadgen: --body-bytes and --rate cannot be negative", file=sys.stderr)
         return 2
     host_header = args.host_header or f"{args.host}:{args.port}"
     tls = None
@@ -395,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
                 on_window=print_window if args.mark_window else None,
                 tls=tls,
                 server_name=args.server_name or host_header.rsplit(":", 1)[0],
+                method=args.method,
+                body_bytes=args.body_bytes,
+                expect_body=None if args.expect_body is None else args.expect_body.encode(),
+                rate=args.rate,
             )
         )
     except LoadError as exc:

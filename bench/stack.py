@@ -10,7 +10,11 @@ With ``certificates`` the origin also serves HTTPS on a port of its own (the DIR
 baseline) and the edge opens its HTTPS listener; the agent link and the agent's connections
 to the origin stay plaintext, as in a typical deployment.
 
-``ProcessProbe`` reads a child's peak RSS (VmHWM) and CPU time (utime + stime) from /proc.
+With ``tcp_sink`` a TCP sink (bench/tcp_bulk.py) starts after the edge, and the agent
+binds a TCP tunnel to it beside the HTTP one; the edge picks the public port.
+
+``ProcessProbe`` reads a child's peak RSS (VmHWM) and CPU time (utime + stime) from /proc,
+and can restart the peak so a reading covers one measurement.
 """
 
 from __future__ import annotations
@@ -76,6 +80,15 @@ class ProcessProbe:
 
     def usage(self) -> ProcessUsage:
         return ProcessUsage(self.peak_rss_kib(), self.cpu_seconds())
+
+    def reset_peak_rss(self) -> bool:
+        """Start VmHWM again from the current RSS (Linux 4.0+: ``5 > clear_refs``), so the
+        next reading is the peak of what ran since; False where the kernel refuses."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
 
 
 class Child:
@@ -194,10 +207,12 @@ class BurrowStack:
         log_dir: Path,
         start_timeout: float = 20.0,
         certificates: BenchCertificates | None = None,
+        tcp_sink: bool = False,
     ) -> None:
         self.log_dir = log_dir
         self.start_timeout = start_timeout
         self.certificates = certificates
+        self.tcp_sink = tcp_sink
         self.token = "bench-" + secrets.token_urlsafe(12)
         self.children: dict[str, Child] = {}
         self.origin_port = 0
@@ -207,6 +222,8 @@ class BurrowStack:
         self.edge_agent_port = 0
         self.tunnel_url = ""
         self.tunnel_host = ""
+        self.tcp_sink_port = 0  # 0 unless started with tcp_sink
+        self.edge_tcp_port = 0  # the edge's public port of the TCP tunnel to the sink
 
     def start(self) -> None:
         tls: list[str] = []
@@ -221,6 +238,10 @@ class BurrowStack:
         if tls:
             self.origin_tls_port = _port(origin, "tls_port")
             self.edge_https_port = _port(edge, "https_port")
+        tcp: list[str] = []
+        if self.tcp_sink:
+            self.tcp_sink_port = _port(self._start("tcp-sink", "tcp-sink"), "port")
+            tcp = ["--tcp", str(self.tcp_sink_port)]
         agent = self._start(
             "agent",
             "agent",
@@ -232,10 +253,18 @@ class BurrowStack:
             self.token,
             "--name",
             TUNNEL_NAME,
+            *tcp,
         )
         self.tunnel_url = str(agent.get("url", ""))
         # "http://bench.localhost:PORT" -> the Host header a visitor sends.
         self.tunnel_host = self.tunnel_url.split("://", 1)[-1].split(":", 1)[0]
+        if tcp:
+            # "tcp://localhost:PORT": the edge listens on tcp_host, 127.0.0.1 here.
+            tcp_url = str(agent.get("tcp_url", ""))
+            tail = tcp_url.rsplit(":", 1)[-1]
+            if not (tcp_url.startswith("tcp://") and tail.isascii() and tail.isdigit()):
+                raise StackError(f"the agent reported tcp_url={tcp_url!r}, not tcp://HOST:PORT")
+            self.edge_tcp_port = int(tail)
 
     def _start(self, name: str, *args: str) -> dict[str, object]:
         child = Child(name, python_module("bench.component", *args), self.log_dir / f"{name}.log")
