@@ -3,8 +3,9 @@
 The edge drives two HTTP/1.1 connections per visitor connection: ``VisitorConnection``
 (server role: requests in, responses out) and ``OriginConnection`` (client role: requests out
 to the tunnelled service, responses in). Both speak the events in ``edge.http1.events``.
-h11 is the reference implementation (``edge.http1.h11_impl``); ``edge.http1.native`` is the
-fast one the edge runs by default, and passes the same tests.
+h11 is the reference implementation (``edge.http1.h11_impl``); ``edge.http1.native`` is our
+own, and ``edge.http1.httptools_impl`` parses with llhttp when httptools (the ``fast`` extra)
+is installed. All of them pass the same tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from typing import Final, Protocol
 from edge.http1.events import Event, Headers, RequestHead, ResponseHead
 from edge.http1.h11_impl import H11OriginConnection, H11VisitorConnection
 from edge.http1.native import NativeOriginConnection, NativeVisitorConnection
+
+try:
+    from edge.http1.httptools_impl import HttptoolsOriginConnection, HttptoolsVisitorConnection
+except ImportError:  # httptools is the optional "fast" extra
+    HAVE_HTTPTOOLS = False
+else:
+    HAVE_HTTPTOOLS = True
 
 
 class VisitorConnection(Protocol):
@@ -64,19 +72,35 @@ class OriginConnection(Protocol):
         """After a complete exchange: True if the connection may carry another request."""
 
 
-IMPLEMENTATIONS: Final = ("native", "h11")
-implementation: str = os.environ.get("BURROW_HTTP1", "native")
-"""Which implementation new connections use: ``native`` (the fast path, default) or ``h11``
-(the reference). Set with the environment variable ``BURROW_HTTP1``."""
+IMPLEMENTATIONS: Final = ("native", "h11", "httptools") if HAVE_HTTPTOOLS else ("native", "h11")
+DEFAULT: Final = "native"
+implementation: str = os.environ.get("BURROW_HTTP1", DEFAULT)
+"""Which implementation new connections use: ``native``, ``h11`` (the reference) or
+``httptools``. Set with the environment variable ``BURROW_HTTP1``."""
+
+if implementation not in IMPLEMENTATIONS:
+    if implementation == "httptools":
+        raise ImportError(
+            "BURROW_HTTP1=httptools needs httptools: pip install 'burrow-tunnel[fast]', "
+            "or unset BURROW_HTTP1"
+        )
+    raise ImportError(
+        f"BURROW_HTTP1={implementation!r} is not an HTTP/1 implementation: "
+        f"use one of {', '.join(IMPLEMENTATIONS)}"
+    )
 
 
 def visitor_connection(max_header_bytes: int) -> VisitorConnection:
+    if implementation == "httptools":
+        return HttptoolsVisitorConnection(max_header_bytes)
     if implementation == "h11":
         return H11VisitorConnection(max_header_bytes)
     return NativeVisitorConnection(max_header_bytes)
 
 
 def origin_connection(max_header_bytes: int = 64 * 1024) -> OriginConnection:
+    if implementation == "httptools":
+        return HttptoolsOriginConnection(max_header_bytes)
     if implementation == "h11":
         return H11OriginConnection(max_header_bytes)
     return NativeOriginConnection(max_header_bytes)

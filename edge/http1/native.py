@@ -14,12 +14,8 @@ Reader states, per message::
     BODY_* --(body complete)--> DONE --(start_next_cycle)--> HEAD
     DONE --(101 / upgrade accepted)--> SWITCHED (everything after is ``trailing_data``)
 
-Framing follows RFC 9112 section 6: a request with both Transfer-Encoding and Content-Length,
-several differing Content-Lengths, or a transfer coding other than a final ``chunked`` is
-refused (these are the request-smuggling shapes); a response without either is read until
-close. Hop-by-hop headers (RFC 9110 7.6.1: Connection, the names it lists, Keep-Alive,
-Proxy-Connection) are not relayed; the writer frames what it sends itself and says
-``connection: close`` when this connection will close after the message.
+Framing and the writer half are shared with the httptools implementation
+(``edge.http1.framing``), which states the RFC 9112 rules they follow.
 
 Written to pass the same tests as the h11 reference implementation (tests/edge/http1).
 """
@@ -42,6 +38,22 @@ from edge.http1.events import (
     ResponseHead,
     UsageError,
 )
+from edge.http1.framing import (
+    BODY_CHUNKED,
+    BODY_CLOSE,
+    BODY_LENGTH,
+    BODY_NONE,
+    W_BODY,
+    W_DONE,
+    W_IDLE,
+    W_NONE,
+    Writer,
+    connection_tokens,
+    frame_request,
+    frame_response,
+    informational_head,
+    message_framing,
+)
 
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 _TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
@@ -52,13 +64,11 @@ _CHUNK_SIZE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 _MAX_CHUNK_LINE: Final = 4096
 _MAX_TRAILERS: Final = 16 * 1024
 
-_HOP_BY_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
-
 # Reader states.
 _HEAD: Final = 0
-_BODY_LENGTH: Final = 1
-_BODY_CHUNKED: Final = 2
-_BODY_CLOSE: Final = 3
+_BODY_LENGTH: Final = BODY_LENGTH
+_BODY_CHUNKED: Final = BODY_CHUNKED
+_BODY_CLOSE: Final = BODY_CLOSE
 _DONE: Final = 4
 _SWITCHED: Final = 5
 _CLOSED: Final = 6
@@ -68,39 +78,6 @@ _CHUNK_SIZE_LINE: Final = 0
 _CHUNK_DATA: Final = 1
 _CHUNK_CRLF: Final = 2
 _CHUNK_TRAILERS: Final = 3
-
-# Writer states.
-_W_IDLE: Final = 0  # no message started
-_W_BODY: Final = 1  # head sent, body may follow
-_W_DONE: Final = 2
-
-# Writer framing.
-_W_NONE: Final = 0  # no body may follow (HEAD, 1xx, 204, 304, bodiless request)
-_W_LENGTH: Final = 1
-_W_CHUNKED: Final = 2
-_W_CLOSE: Final = 3  # body delimited by closing the connection
-
-
-def _connection_tokens(headers: Headers) -> set[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
-
-
-def _hop_by_hop_stripped(headers: Headers, keep_upgrade: bool) -> Headers:
-    """Drop hop-by-hop headers; with ``keep_upgrade`` keep ``connection: upgrade`` and
-    ``upgrade`` so a protocol switch can be relayed."""
-    listed = _connection_tokens(headers)
-    if keep_upgrade:
-        listed.discard(b"upgrade")
-    else:
-        listed.add(b"upgrade")
-    out = [(n, v) for n, v in headers if n not in _HOP_BY_HOP and n not in listed]
-    if keep_upgrade:
-        out.append((b"connection", b"upgrade"))
-    return out
 
 
 class _Reader:
@@ -280,85 +257,7 @@ class _Reader:
 
 
 # A body that ended exactly: emit EndOfMessage next.
-_DONE_PENDING: Final = 7
-
-
-class _Writer:
-    """Frames our outgoing messages."""
-
-    __slots__ = ("framing", "remaining", "state")
-
-    def __init__(self) -> None:
-        self.framing = _W_NONE
-        self.remaining = 0
-        self.state = _W_IDLE
-
-    @staticmethod
-    def head_bytes(start_line: bytes, headers: Headers) -> bytes:
-        parts = [start_line]
-        for name, value in headers:
-            parts.append(name + b": " + value)
-        parts.append(b"\r\n")
-        return b"\r\n".join(parts)
-
-    def data(self, data: bytes) -> bytes:
-        if self.state != _W_BODY:
-            raise UsageError("no message body is being sent")
-        if not data:
-            return b""
-        framing = self.framing
-        if framing == _W_LENGTH:
-            if len(data) > self.remaining:
-                raise UsageError("more body than its Content-Length")
-            self.remaining -= len(data)
-            return data
-        if framing == _W_CHUNKED:
-            return b"%x\r\n" % len(data) + data + b"\r\n"
-        if framing == _W_CLOSE:
-            return data
-        return b""  # HEAD and bodiless responses: the body is not sent
-
-    def end(self, trailers: Headers | None) -> bytes:
-        if self.state != _W_BODY:
-            raise UsageError("no message body is being sent")
-        self.state = _W_DONE
-        if self.framing == _W_CHUNKED:
-            if trailers:
-                return b"0\r\n" + self.head_bytes(b"", trailers)[2:]
-            return b"0\r\n\r\n"
-        if self.framing == _W_LENGTH and self.remaining:
-            raise UsageError("body shorter than its Content-Length")
-        return b""
-
-
-def _framing(headers: Headers, is_request: bool) -> tuple[int, int]:
-    """(reader state, length) for a message with these headers (RFC 9112 6.3)."""
-    te: bytes | None = None
-    lengths: set[bytes] = set()
-    for name, value in headers:
-        if name == b"transfer-encoding":
-            te = value if te is None else te + b"," + value
-        elif name == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
-    if te is not None:
-        if lengths and is_request:
-            raise ParseError("both Transfer-Encoding and Content-Length")
-        codings = [c.strip().lower() for c in te.split(b",")]
-        if codings[-1] == b"chunked":
-            if is_request and codings != [b"chunked"]:
-                raise ParseError("unsupported transfer coding", 501)
-            return _BODY_CHUNKED, 0
-        if is_request:
-            raise ParseError("the final transfer coding of a request must be chunked")
-        return _BODY_CLOSE, 0
-    if lengths:
-        if len(lengths) > 1:
-            raise ParseError("conflicting Content-Length values")
-        (value,) = lengths
-        if not value.isdigit() or len(value) > 18:
-            raise ParseError(f"bad Content-Length {value[:20]!r}")
-        return _BODY_LENGTH, int(value)
-    return (_DONE_PENDING, 0) if is_request else (_BODY_CLOSE, 0)
+_DONE_PENDING: Final = BODY_NONE
 
 
 class NativeVisitorConnection:
@@ -376,8 +275,8 @@ class NativeVisitorConnection:
 
     def __init__(self, max_header_bytes: int) -> None:
         self.reader = _Reader(max_header_bytes)
-        self._writer = _Writer()
-        self._writer.state = _W_DONE
+        self._writer = Writer()
+        self._writer.state = W_DONE
         self._close_after = False
         self._continue = False
         self._upgrade = False
@@ -433,10 +332,10 @@ class NativeVisitorConnection:
             raise ParseError("only HTTP/1.x is served on this connection", 505)
         headers = self.reader._headers(lines[1:])
         http10 = minor == b"0"
-        state, length = _framing(headers, is_request=True)
+        state, length = message_framing(headers, is_request=True)
         if http10 and state == _BODY_CHUNKED:
             raise ParseError("chunked transfer coding in an HTTP/1.0 request")
-        tokens = _connection_tokens(headers)
+        tokens = connection_tokens(headers)
         self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
         host_count = sum(1 for n, _ in headers if n == b"host")
         if host_count > 1 or (host_count == 0 and not http10):
@@ -454,72 +353,41 @@ class NativeVisitorConnection:
         reader._remaining = length
         if state != _BODY_LENGTH and state != _BODY_CHUNKED:
             self._continue = False
-        self._writer.state = _W_IDLE
+        self._writer.state = W_IDLE
         return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1")
 
     def send_informational(self, head: ResponseHead) -> bytes:
-        if self._writer.state != _W_IDLE:
+        if self._writer.state != W_IDLE:
             raise UsageError("an informational response after the final one")
         if head.status == 101:
             if not self._upgrade:
                 raise UsageError("101 without an upgrade request")
             self.reader.state = _SWITCHED
-            self._writer.state = _W_DONE
-            headers = _hop_by_hop_stripped(head.headers, keep_upgrade=True)
+            self._writer.state = W_DONE
         else:
-            headers = _hop_by_hop_stripped(head.headers, keep_upgrade=False)
             self._continue = False
-        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
-        return _Writer.head_bytes(line, headers)
+        return informational_head(head.status, head.reason or b"", head.headers)
 
     def send_response(self, head: ResponseHead) -> bytes:
         writer = self._writer
-        if writer.state != _W_IDLE:
+        if writer.state != W_IDLE:
             raise UsageError("a response is already being sent")
         self._continue = False
         self._upgrade = False
-        status = head.status
-        headers = _hop_by_hop_stripped(head.headers, keep_upgrade=False)
-        if self._request_method == b"HEAD" or status in (204, 304):
-            writer.framing = _W_NONE
-        else:
-            reader_state, length = _framing(headers, is_request=False)
-            if reader_state == _BODY_LENGTH:
-                writer.framing = _W_LENGTH
-                writer.remaining = length
-            elif self._http10:
-                # An HTTP/1.0 client knows no chunked coding (RFC 9112 6.1): the body ends
-                # when the connection does.
-                headers = [
-                    (n, v)
-                    for n, v in headers
-                    if n != b"content-length"
-                    and not (n == b"transfer-encoding" and v.strip().lower() == b"chunked")
-                ]
-                writer.framing = _W_CLOSE
-                self._close_after = True
-            else:
-                # Chunked, or of unknown length (chunk it, so the connection can be reused).
-                # Transfer-Encoding overrides Content-Length (RFC 9112 6.3), which must go.
-                codings = b", ".join(v for n, v in headers if n == b"transfer-encoding")
-                headers = [
-                    (n, v) for n, v in headers if n not in (b"transfer-encoding", b"content-length")
-                ]
-                if reader_state != _BODY_CHUNKED:
-                    codings = codings + b", chunked" if codings else b"chunked"
-                headers.append((b"transfer-encoding", codings))
-                writer.framing = _W_CHUNKED
-        if self.reader.state not in (_DONE, _DONE_PENDING):
-            # Answering before the request body was read: the rest of it cannot be
-            # skipped reliably, so this connection ends with the response.
+        headers, close_delimited = frame_response(
+            writer, head.headers, head.status, self._request_method == b"HEAD", self._http10
+        )
+        if close_delimited or self.reader.state not in (_DONE, _DONE_PENDING):
+            # Close-delimited, or answering before the request body was read: the rest of
+            # it cannot be skipped reliably, so this connection ends with the response.
             self._close_after = True
         if self._close_after:
             headers.append((b"connection", b"close"))
         elif self._http10:
             headers.append((b"connection", b"keep-alive"))  # 1.0 clients wait for it
-        writer.state = _W_BODY
-        line = b"HTTP/1.1 %d %s" % (status, head.reason or b"")
-        return _Writer.head_bytes(line, headers)
+        writer.state = W_BODY
+        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
+        return Writer.head_bytes(line, headers)
 
     def send_data(self, data: bytes) -> bytes:
         return self._writer.data(data)
@@ -529,7 +397,7 @@ class NativeVisitorConnection:
 
     def start_next_cycle(self) -> bool:
         reader = self.reader
-        if self._close_after or reader.state != _DONE or self._writer.state != _W_DONE:
+        if self._close_after or reader.state != _DONE or self._writer.state != W_DONE:
             return False
         reader.state = _HEAD
         return True
@@ -543,34 +411,23 @@ class NativeOriginConnection:
     def __init__(self, max_header_bytes: int) -> None:
         self.reader = _Reader(max_header_bytes)
         self.reader.state = _DONE  # nothing to read before a request goes out
-        self._writer = _Writer()
+        self._writer = Writer()
         self._close_after = False
         self._method = b""
         self._upgrade = False
 
     def send_request(self, head: RequestHead) -> bytes:
         writer = self._writer
-        if writer.state != _W_IDLE:
+        if writer.state != W_IDLE:
             raise UsageError("a request is already being sent")
-        tokens = _connection_tokens(head.headers)
-        self._upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in head.headers)
-        headers = _hop_by_hop_stripped(head.headers, keep_upgrade=self._upgrade)
-        state, length = _framing(headers, is_request=True)
-        if state == _BODY_LENGTH:
-            writer.framing = _W_LENGTH
-            writer.remaining = length
-        elif state == _BODY_CHUNKED:
-            writer.framing = _W_CHUNKED
-        else:
-            writer.framing = _W_NONE
-        writer.state = _W_BODY
+        wire, self._upgrade = frame_request(writer, head)
         self._method = head.method
         self._close_after = False
         self.reader.state = _HEAD
-        return _Writer.head_bytes(head.method + b" " + head.target + b" HTTP/1.1", headers)
+        return wire
 
     def send_data(self, data: bytes) -> bytes:
-        if self._writer.framing == _W_NONE and data:
+        if self._writer.framing == W_NONE and data:
             raise UsageError("the request has no body framing")
         return self._writer.data(data)
 
@@ -629,12 +486,12 @@ class NativeOriginConnection:
                 reader.state = _SWITCHED
             # Other 1xx: the final response follows; stay in HEAD.
             return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
-        tokens = _connection_tokens(headers)
+        tokens = connection_tokens(headers)
         self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
         if self._method == b"HEAD" or status in (204, 304):
             state, length = _DONE_PENDING, 0
         else:
-            state, length = _framing(headers, is_request=False)
+            state, length = message_framing(headers, is_request=False)
             if state == _BODY_LENGTH and length == 0:
                 state = _DONE_PENDING
         if state == _BODY_CLOSE:
@@ -645,7 +502,7 @@ class NativeOriginConnection:
         return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
 
     def start_next_cycle(self) -> bool:
-        if self._close_after or self.reader.state != _DONE or self._writer.state != _W_DONE:
+        if self._close_after or self.reader.state != _DONE or self._writer.state != W_DONE:
             return False
-        self._writer.state = _W_IDLE
+        self._writer.state = W_IDLE
         return True

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
-from edge.http1 import IMPLEMENTATIONS, OriginConnection, VisitorConnection
+from edge.http1 import HAVE_HTTPTOOLS, IMPLEMENTATIONS, OriginConnection, VisitorConnection
 from edge.http1.events import (
     NEED_DATA,
     PAUSED,
@@ -53,6 +53,10 @@ IMPLS: dict[str, Impl] = {
     "native": Impl("native", NativeVisitorConnection, NativeOriginConnection),
     "h11": Impl("h11", H11VisitorConnection, H11OriginConnection),
 }
+if HAVE_HTTPTOOLS:
+    from edge.http1.httptools_impl import HttptoolsOriginConnection, HttptoolsVisitorConnection
+
+    IMPLS["httptools"] = Impl("httptools", HttptoolsVisitorConnection, HttptoolsOriginConnection)
 assert set(IMPLS) == set(IMPLEMENTATIONS), "a new implementation must join the suite"
 
 

@@ -1,0 +1,198 @@
+"""Message framing and the writer half, shared by the implementations that frame their own
+output (``native`` and ``httptools``).
+
+Framing follows RFC 9112 section 6: a request with both Transfer-Encoding and Content-Length,
+several differing Content-Lengths, or a transfer coding other than a final ``chunked`` is
+refused (these are the request-smuggling shapes); a response without either is read until
+close. Hop-by-hop headers (RFC 9110 7.6.1: Connection, the names it lists, Keep-Alive,
+Proxy-Connection) are not relayed; the writer frames what it sends itself and says
+``connection: close`` when this connection will close after the message.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from edge.http1.events import Headers, ParseError, RequestHead, UsageError
+
+HOP_BY_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
+
+# How a message's body is delimited (``message_framing``). The values are native's reader
+# states for the same bodies, so its reader can take them as they are.
+BODY_LENGTH: Final = 1
+BODY_CHUNKED: Final = 2
+BODY_CLOSE: Final = 3
+BODY_NONE: Final = 7
+
+# Writer states.
+W_IDLE: Final = 0  # no message started
+W_BODY: Final = 1  # head sent, body may follow
+W_DONE: Final = 2
+
+# Writer framing.
+W_NONE: Final = 0  # no body may follow (HEAD, 1xx, 204, 304, bodiless request)
+W_LENGTH: Final = 1
+W_CHUNKED: Final = 2
+W_CLOSE: Final = 3  # body delimited by closing the connection
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def hop_by_hop_stripped(headers: Headers, keep_upgrade: bool) -> Headers:
+    """Drop hop-by-hop headers; with ``keep_upgrade`` keep ``connection: upgrade`` and
+    ``upgrade`` so a protocol switch can be relayed."""
+    listed = connection_tokens(headers)
+    if keep_upgrade:
+        listed.discard(b"upgrade")
+    else:
+        listed.add(b"upgrade")
+    out = [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in listed]
+    if keep_upgrade:
+        out.append((b"connection", b"upgrade"))
+    return out
+
+
+def message_framing(headers: Headers, is_request: bool) -> tuple[int, int]:
+    """(BODY_* kind, length) for a message with these headers (RFC 9112 6.3)."""
+    te: bytes | None = None
+    lengths: set[bytes] = set()
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            te = value if te is None else te + b"," + value
+        elif name == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+    if te is not None:
+        if lengths and is_request:
+            raise ParseError("both Transfer-Encoding and Content-Length")
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings[-1] == b"chunked":
+            if is_request and codings != [b"chunked"]:
+                raise ParseError("unsupported transfer coding", 501)
+            return BODY_CHUNKED, 0
+        if is_request:
+            raise ParseError("the final transfer coding of a request must be chunked")
+        return BODY_CLOSE, 0
+    if lengths:
+        if len(lengths) > 1:
+            raise ParseError("conflicting Content-Length values")
+        (value,) = lengths
+        if not value.isdigit() or len(value) > 18:
+            raise ParseError(f"bad Content-Length {value[:20]!r}")
+        return BODY_LENGTH, int(value)
+    return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
+
+
+class Writer:
+    """Frames our outgoing messages."""
+
+    __slots__ = ("framing", "remaining", "state")
+
+    def __init__(self) -> None:
+        self.framing = W_NONE
+        self.remaining = 0
+        self.state = W_IDLE
+
+    @staticmethod
+    def head_bytes(start_line: bytes, headers: Headers) -> bytes:
+        parts = [start_line]
+        for name, value in headers:
+            parts.append(name + b": " + value)
+        parts.append(b"\r\n")
+        return b"\r\n".join(parts)
+
+    def data(self, data: bytes) -> bytes:
+        if self.state != W_BODY:
+            raise UsageError("no message body is being sent")
+        if not data:
+            return b""
+        framing = self.framing
+        if framing == W_LENGTH:
+            if len(data) > self.remaining:
+                raise UsageError("more body than its Content-Length")
+            self.remaining -= len(data)
+            return data
+        if framing == W_CHUNKED:
+            return b"%x\r\n" % len(data) + data + b"\r\n"
+        if framing == W_CLOSE:
+            return data
+        return b""  # HEAD and bodiless responses: the body is not sent
+
+    def end(self, trailers: Headers | None) -> bytes:
+        if self.state != W_BODY:
+            raise UsageError("no message body is being sent")
+        self.state = W_DONE
+        if self.framing == W_CHUNKED:
+            if trailers:
+                return b"0\r\n" + self.head_bytes(b"", trailers)[2:]
+            return b"0\r\n\r\n"
+        if self.framing == W_LENGTH and self.remaining:
+            raise UsageError("body shorter than its Content-Length")
+        return b""
+
+
+def frame_response(
+    writer: Writer, headers: Headers, status: int, bodiless: bool, http10: bool
+) -> tuple[Headers, bool]:
+    """Set ``writer`` up for a final response. Returns the headers to send (hop-by-hop
+    stripped, framing rewritten) and whether the body ends by closing the connection.
+    ``bodiless``: the request was HEAD."""
+    headers = hop_by_hop_stripped(headers, keep_upgrade=False)
+    if bodiless or status in (204, 304):
+        writer.framing = W_NONE
+        return headers, False
+    kind, length = message_framing(headers, is_request=False)
+    if kind == BODY_LENGTH:
+        writer.framing = W_LENGTH
+        writer.remaining = length
+        return headers, False
+    if http10:
+        # An HTTP/1.0 client knows no chunked coding (RFC 9112 6.1): the body ends when the
+        # connection does.
+        headers = [
+            (n, v)
+            for n, v in headers
+            if n != b"content-length"
+            and not (n == b"transfer-encoding" and v.strip().lower() == b"chunked")
+        ]
+        writer.framing = W_CLOSE
+        return headers, True
+    # Chunked, or of unknown length (chunk it, so the connection can be reused).
+    # Transfer-Encoding overrides Content-Length (RFC 9112 6.3), which must go.
+    codings = b", ".join(v for n, v in headers if n == b"transfer-encoding")
+    headers = [(n, v) for n, v in headers if n not in (b"transfer-encoding", b"content-length")]
+    if kind != BODY_CHUNKED:
+        codings = codings + b", chunked" if codings else b"chunked"
+    headers.append((b"transfer-encoding", codings))
+    writer.framing = W_CHUNKED
+    return headers, False
+
+
+def informational_head(head_status: int, reason: bytes, headers: Headers) -> bytes:
+    """A 1xx head; a 101 keeps the upgrade headers."""
+    headers = hop_by_hop_stripped(headers, keep_upgrade=head_status == 101)
+    return Writer.head_bytes(b"HTTP/1.1 %d %s" % (head_status, reason), headers)
+
+
+def frame_request(writer: Writer, head: RequestHead) -> tuple[bytes, bool]:
+    """Set ``writer`` up for a request; returns its head bytes and whether it asks for an
+    upgrade."""
+    tokens = connection_tokens(head.headers)
+    upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in head.headers)
+    headers = hop_by_hop_stripped(head.headers, keep_upgrade=upgrade)
+    kind, length = message_framing(headers, is_request=True)
+    if kind == BODY_LENGTH:
+        writer.framing = W_LENGTH
+        writer.remaining = length
+    elif kind == BODY_CHUNKED:
+        writer.framing = W_CHUNKED
+    else:
+        writer.framing = W_NONE
+    writer.state = W_BODY
+    line = head.method + b" " + head.target + b" HTTP/1.1"
+    return Writer.head_bytes(line, headers), upgrade
