@@ -32,8 +32,13 @@ log = logging.getLogger("burrow.edge")
 
 
 def _hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``PORT`` to listen on; port 0 means any free port (printed)."""
+    text = text if ":" in text else f"127.0.0.1:{text}"
+    if text.endswith(":0"):
+        host, _ = parse_address(text[:-1] + "1")  # validate the host part the same way
+        return host, 0
     try:
-        return parse_address(text if ":" in text else f"127.0.0.1:{text}")
+        return parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

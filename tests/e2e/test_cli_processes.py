@@ -138,6 +138,7 @@ async def test_dev_edge_demo_and_agent_without_flags(tmp_path, service):
         dev = await Child.start(
             tmp_path, "burrowd", "-m", "edge.cli", "dev",
             "--http", f"127.0.0.1:{http_port}", "--agents", f"127.0.0.1:{agent_port}",
+            "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0",
             "--drain", str(DRAIN),
         )  # fmt: skip
         children.append(dev)
@@ -195,6 +196,7 @@ async def test_agent_reports_reconnecting_after_the_edge_drains_and_exits(tmp_pa
         dev = await Child.start(
             tmp_path, "burrowd", "-m", "edge.cli", "dev", "--no-demo",
             "--http", f"127.0.0.1:{http_port}", "--agents", f"127.0.0.1:{agent_port}",
+            "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0",
             "--drain", str(DRAIN),
         )  # fmt: skip
         children.append(dev)
