@@ -11,9 +11,9 @@ Proxy-Connection) are not relayed; the writer frames what it sends itself and sa
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from edge.http1.events import Headers, ParseError, RequestHead, UsageError
+from edge.http1.events import Headers, ParseError, RequestHead, ResponseHead, UsageError
 
 HOP_BY_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
 
@@ -196,3 +196,85 @@ def frame_request(writer: Writer, head: RequestHead) -> tuple[bytes, bool]:
     writer.state = W_BODY
     line = head.method + b" " + head.target + b" HTTP/1.1"
     return Writer.head_bytes(line, headers), upgrade
+
+
+# Reader states both parsing implementations use for a message's life (the values are
+# shared so the writing half below can read them).
+READ_HEAD: Final = 0
+READ_DONE: Final = 4
+READ_SWITCHED: Final = 5
+READ_DONE_PENDING: Final = 7
+
+
+class ResponseWriting:
+    """The server role's writing half, the same whichever parser reads the requests.
+
+    Subclasses hold the state in their slots and say how the reader starts on the next
+    message (``_next_message``).
+    """
+
+    __slots__ = (
+        "_close_after",
+        "_continue",
+        "_http10",
+        "_request_method",
+        "_upgrade",
+        "_writer",
+        "reader",
+    )
+
+    _writer: Writer
+    reader: Any
+    _upgrade: bool
+    _continue: bool
+    _close_after: bool
+    _http10: bool
+    _request_method: bytes
+
+    def _next_message(self) -> None:
+        raise NotImplementedError
+
+    def send_informational(self, head: ResponseHead) -> bytes:
+        if self._writer.state != W_IDLE:
+            raise UsageError("an informational response after the final one")
+        if head.status == 101:
+            if not self._upgrade:
+                raise UsageError("101 without an upgrade request")
+            self.reader.state = READ_SWITCHED
+            self._writer.state = W_DONE
+        else:
+            self._continue = False
+        return informational_head(head.status, head.reason or b"", head.headers)
+
+    def send_response(self, head: ResponseHead) -> bytes:
+        writer = self._writer
+        if writer.state != W_IDLE:
+            raise UsageError("a response is already being sent")
+        self._continue = False
+        self._upgrade = False
+        headers, close_delimited = frame_response(
+            writer, head.headers, head.status, self._request_method == b"HEAD", self._http10
+        )
+        if close_delimited or self.reader.state not in (READ_DONE, READ_DONE_PENDING):
+            # Close-delimited, or answering before the request body was read: the rest of
+            # it cannot be skipped reliably, so this connection ends with the response.
+            self._close_after = True
+        if self._close_after:
+            headers.append((b"connection", b"close"))
+        elif self._http10:
+            headers.append((b"connection", b"keep-alive"))  # 1.0 clients wait for it
+        writer.state = W_BODY
+        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
+        return Writer.head_bytes(line, headers)
+
+    def send_data(self, data: bytes) -> bytes:
+        return self._writer.data(data)
+
+    def send_end(self, trailers: Headers | None = None) -> bytes:
+        return self._writer.end(trailers)
+
+    def start_next_cycle(self) -> bool:
+        if self._close_after or self.reader.state != READ_DONE or self._writer.state != W_DONE:
+            return False
+        self._next_message()
+        return True

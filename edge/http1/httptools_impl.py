@@ -61,15 +61,17 @@ from edge.http1.framing import (
     BODY_CLOSE,
     BODY_LENGTH,
     BODY_NONE,
-    W_BODY,
+    READ_DONE,
+    READ_DONE_PENDING,
+    READ_HEAD,
+    READ_SWITCHED,
     W_DONE,
     W_IDLE,
     W_NONE,
+    ResponseWriting,
     Writer,
     connection_tokens,
     frame_request,
-    frame_response,
-    informational_head,
     message_framing,
 )
 
@@ -79,13 +81,13 @@ from edge.http1.framing import (
 _MAX_CHUNK_FRAMING: Final = 4096 + 16 * 1024
 
 # Reader states.
-_HEAD: Final = 0
+_HEAD: Final = READ_HEAD
 _BODY: Final = 1  # llhttp parses the body
 _BODY_CLOSE: Final = 3  # a response read until close, by us
-_DONE: Final = 4
-_SWITCHED: Final = 5
+_DONE: Final = READ_DONE
+_SWITCHED: Final = READ_SWITCHED
 _CLOSED: Final = 6
-_DONE_PENDING: Final = 7  # the message ended: EndOfMessage next
+_DONE_PENDING: Final = READ_DONE_PENDING  # the message ended: EndOfMessage next
 
 _CHUNKED: Final = -1  # _Reader.remaining while a chunked body is read
 
@@ -438,18 +440,10 @@ class _Reader:
         return EndOfMessage(trailers)
 
 
-class HttptoolsVisitorConnection:
+class HttptoolsVisitorConnection(ResponseWriting):
     """Server role: requests in, responses out."""
 
-    __slots__ = (
-        "_close_after",
-        "_continue",
-        "_http10",
-        "_request_method",
-        "_upgrade",
-        "_writer",
-        "reader",
-    )
+    __slots__ = ()  # the state lives in ResponseWriting's slots
 
     def __init__(self, max_header_bytes: int) -> None:
         self.reader = _Reader(max_header_bytes, is_request=True)
@@ -538,51 +532,8 @@ class HttptoolsVisitorConnection:
         self._writer.state = W_IDLE
         return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1")
 
-    def send_informational(self, head: ResponseHead) -> bytes:
-        if self._writer.state != W_IDLE:
-            raise UsageError("an informational response after the final one")
-        if head.status == 101:
-            if not self._upgrade:
-                raise UsageError("101 without an upgrade request")
-            self.reader.state = _SWITCHED
-            self._writer.state = W_DONE
-        else:
-            self._continue = False
-        return informational_head(head.status, head.reason or b"", head.headers)
-
-    def send_response(self, head: ResponseHead) -> bytes:
-        writer = self._writer
-        if writer.state != W_IDLE:
-            raise UsageError("a response is already being sent")
-        self._continue = False
-        self._upgrade = False
-        headers, close_delimited = frame_response(
-            writer, head.headers, head.status, self._request_method == b"HEAD", self._http10
-        )
-        if close_delimited or self.reader.state not in (_DONE, _DONE_PENDING):
-            # Close-delimited, or answering before the request body was read: the rest of
-            # it cannot be skipped reliably, so this connection ends with the response.
-            self._close_after = True
-        if self._close_after:
-            headers.append((b"connection", b"close"))
-        elif self._http10:
-            headers.append((b"connection", b"keep-alive"))  # 1.0 clients wait for it
-        writer.state = W_BODY
-        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
-        return Writer.head_bytes(line, headers)
-
-    def send_data(self, data: bytes) -> bytes:
-        return self._writer.data(data)
-
-    def send_end(self, trailers: Headers | None = None) -> bytes:
-        return self._writer.end(trailers)
-
-    def start_next_cycle(self) -> bool:
-        reader = self.reader
-        if self._close_after or reader.state != _DONE or self._writer.state != W_DONE:
-            return False
-        reader.next_message()
-        return True
+    def _next_message(self) -> None:
+        self.reader.next_message()
 
 
 class HttptoolsOriginConnection:
