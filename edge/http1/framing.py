@@ -278,3 +278,46 @@ class ResponseWriting:
             return False
         self._next_message()
         return True
+
+
+class RequestWriting:
+    """The client role's writing half, the same whichever parser reads the responses.
+
+    Subclasses say how the reader gets ready for the next response (``_next_message``).
+    """
+
+    __slots__ = ("_close_after", "_method", "_upgrade", "_writer", "reader")
+
+    _writer: Writer
+    reader: Any
+    _upgrade: bool
+    _close_after: bool
+    _method: bytes
+
+    def _next_message(self) -> None:
+        pass
+
+    def send_request(self, head: RequestHead) -> bytes:
+        writer = self._writer
+        if writer.state != W_IDLE:
+            raise UsageError("a request is already being sent")
+        wire, self._upgrade = frame_request(writer, head)
+        self._method = head.method
+        self._close_after = False
+        self.reader.state = READ_HEAD
+        return wire
+
+    def send_data(self, data: bytes) -> bytes:
+        if self._writer.framing == W_NONE and data:
+            raise UsageError("the request has no body framing")
+        return self._writer.data(data)
+
+    def send_end(self, trailers: Headers | None = None) -> bytes:
+        return self._writer.end(trailers)
+
+    def start_next_cycle(self) -> bool:
+        if self._close_after or self.reader.state != READ_DONE or self._writer.state != W_DONE:
+            return False
+        self._next_message()
+        self._writer.state = W_IDLE
+        return True

@@ -54,7 +54,6 @@ from edge.http1.events import (
     ParseError,
     RequestHead,
     ResponseHead,
-    UsageError,
 )
 from edge.http1.framing import (
     BODY_CHUNKED,
@@ -67,11 +66,10 @@ from edge.http1.framing import (
     READ_SWITCHED,
     W_DONE,
     W_IDLE,
-    W_NONE,
+    RequestWriting,
     ResponseWriting,
     Writer,
     connection_tokens,
-    frame_request,
     message_framing,
 )
 
@@ -536,10 +534,10 @@ class HttptoolsVisitorConnection(ResponseWriting):
         self.reader.next_message()
 
 
-class HttptoolsOriginConnection:
+class HttptoolsOriginConnection(RequestWriting):
     """Client role: requests out to the tunnelled service, responses in."""
 
-    __slots__ = ("_close_after", "_method", "_upgrade", "_writer", "reader")
+    __slots__ = ()  # the state lives in RequestWriting's slots
 
     def __init__(self, max_header_bytes: int) -> None:
         self.reader = _Reader(max_header_bytes, is_request=False)
@@ -549,23 +547,9 @@ class HttptoolsOriginConnection:
         self._method = b""
         self._upgrade = False
 
-    def send_request(self, head: RequestHead) -> bytes:
-        writer = self._writer
-        if writer.state != W_IDLE:
-            raise UsageError("a request is already being sent")
-        wire, self._upgrade = frame_request(writer, head)
-        self._method = head.method
-        self._close_after = False
-        self.reader.state = _HEAD
-        return wire
-
-    def send_data(self, data: bytes) -> bytes:
-        if self._writer.framing == W_NONE and data:
-            raise UsageError("the request has no body framing")
-        return self._writer.data(data)
-
-    def send_end(self, trailers: Headers | None = None) -> bytes:
-        return self._writer.end(trailers)
+    def _next_message(self) -> None:
+        self.reader.next_message()
+        self.reader.state = _DONE  # nothing to read until the next request goes out
 
     def receive_data(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -636,12 +620,3 @@ class HttptoolsOriginConnection:
             reader.start_body(kind, length)
         self._upgrade = False
         return ResponseHead(status, headers, msg.reason, b"1.0" if http10 else b"1.1")
-
-    def start_next_cycle(self) -> bool:
-        reader = self.reader
-        if self._close_after or reader.state != _DONE or self._writer.state != W_DONE:
-            return False
-        reader.next_message()
-        reader.state = _DONE  # nothing to read until the next request goes out
-        self._writer.state = W_IDLE
-        return True

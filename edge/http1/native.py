@@ -36,7 +36,6 @@ from edge.http1.events import (
     ParseError,
     RequestHead,
     ResponseHead,
-    UsageError,
 )
 from edge.http1.framing import (
     BODY_CHUNKED,
@@ -48,11 +47,10 @@ from edge.http1.framing import (
     READ_SWITCHED,
     W_DONE,
     W_IDLE,
-    W_NONE,
+    RequestWriting,
     ResponseWriting,
     Writer,
     connection_tokens,
-    frame_request,
     message_framing,
 )
 
@@ -353,10 +351,10 @@ class NativeVisitorConnection(ResponseWriting):
         self.reader.state = _HEAD
 
 
-class NativeOriginConnection:
+class NativeOriginConnection(RequestWriting):
     """Client role: requests out to the tunnelled service, responses in."""
 
-    __slots__ = ("_close_after", "_method", "_upgrade", "_writer", "reader")
+    __slots__ = ()  # the state lives in RequestWriting's slots
 
     def __init__(self, max_header_bytes: int) -> None:
         self.reader = _Reader(max_header_bytes)
@@ -365,24 +363,6 @@ class NativeOriginConnection:
         self._close_after = False
         self._method = b""
         self._upgrade = False
-
-    def send_request(self, head: RequestHead) -> bytes:
-        writer = self._writer
-        if writer.state != W_IDLE:
-            raise UsageError("a request is already being sent")
-        wire, self._upgrade = frame_request(writer, head)
-        self._method = head.method
-        self._close_after = False
-        self.reader.state = _HEAD
-        return wire
-
-    def send_data(self, data: bytes) -> bytes:
-        if self._writer.framing == W_NONE and data:
-            raise UsageError("the request has no body framing")
-        return self._writer.data(data)
-
-    def send_end(self, trailers: Headers | None = None) -> bytes:
-        return self._writer.end(trailers)
 
     def receive_data(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -450,9 +430,3 @@ class NativeOriginConnection:
         reader._remaining = length
         self._upgrade = False
         return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
-
-    def start_next_cycle(self) -> bool:
-        if self._close_after or self.reader.state != _DONE or self._writer.state != W_DONE:
-            return False
-        self._writer.state = W_IDLE
-        return True
