@@ -7,7 +7,10 @@ plane and implement the same interface.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +25,16 @@ class Identity:
     # Hostname patterns the agent may bind besides random names: "demo.example.com",
     # "*.example.com". Empty: any free name under the base domain.
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+    # (host pattern, "terminate" | "passthrough"): how the edge treats TLS for a host.
+    tls_modes: tuple[tuple[str, str], ...] = ()
+    # Basic-auth credentials visitors of this token's tunnels must present, each
+    # "user:salt:hash" as made by ``hash_basic_password``. Empty: no basic auth.
+    basic_auth: tuple[str, ...] = ()
+    # Visitor address rules (CIDR, v4 or v6). A non-empty allow list admits only matching
+    # addresses; deny wins over allow.
+    ip_allow: tuple[str, ...] = ()
+    ip_deny: tuple[str, ...] = ()
+    expires_at: float = 0.0  # unix seconds; 0: never
 
 
 class AuthError(Exception):
@@ -55,3 +68,31 @@ class StaticTokens:
                 "with a token from your Burrow operator"
             )
         return Identity(account=found, token_id=found)
+
+
+# PBKDF2 rounds for tunnel basic-auth passwords carried in tokens. The edge remembers the
+# header values it has accepted, so the cost is paid once per visitor credential, not per
+# request.
+BASIC_AUTH_ROUNDS = 100_000
+
+
+def hash_basic_password(user: str, password: str, salt: bytes | None = None) -> str:
+    """``user:salt:hash`` for a token's ``basic_auth`` list (salt and hash base64url)."""
+    if ":" in user or not user:
+        raise ValueError("a basic-auth user name must be non-empty and contain no ':'")
+    salt = salt if salt is not None else os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, BASIC_AUTH_ROUNDS)
+    b64 = base64.urlsafe_b64encode
+    return f"{user}:{b64(salt).decode().rstrip('=')}:{b64(digest).decode().rstrip('=')}"
+
+
+def check_basic_password(entry: str, user: str, password: str) -> bool:
+    """Whether ``user``/``password`` match one ``user:salt:hash`` entry."""
+    try:
+        want_user, salt_text, _ = entry.split(":", 2)
+        salt = base64.urlsafe_b64decode(salt_text + "=" * (-len(salt_text) % 4))
+    except ValueError:
+        return False
+    if not hmac.compare_digest(want_user.encode(), user.encode()):
+        return False
+    return hmac.compare_digest(hash_basic_password(user, password, salt), entry)

@@ -1,0 +1,162 @@
+"""What travels on the bus, as msgspec structs encoded with msgpack.
+
+Control -> edges, on ``ROUTING_CHANNEL``: ``RoutingEvent``. Every event carries ``seq``, a
+number control takes from one database sequence per change, so an edge that sees a jump
+(or a ``bus.base.Gap``) knows it missed something and loads a fresh ``RoutingSnapshot``.
+
+Edges -> control, on ``EDGE_REPORTS_STREAM``: ``EdgeReport``. An edge sends ``EdgeState``
+(its whole tunnel list) when it starts and every few seconds, and ``TunnelUp`` /
+``TunnelDown`` as they happen, so control's view heals after any loss.
+
+The tags are wire format between processes of different versions during a rolling upgrade:
+never rename them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# -- routing state (control -> edges) ------------------------------------------------------
+
+
+class NameClaim(msgspec.Struct, frozen=True):
+    """A reserved hostname (``app.<base domain>``) and the org that owns it."""
+
+    host: str
+    org: str
+
+
+class DomainRoute(msgspec.Struct, frozen=True):
+    """A custom domain an org added. Only verified domains may be bound or routed.
+
+    ``target``: the hostname of a tunnel (usually a reserved name) whose agents serve this
+    domain; empty when agents bind the domain itself.
+    """
+
+    host: str
+    org: str
+    verified: bool
+    tls_mode: str = "terminate"  # "terminate" | "passthrough"
+    target: str = ""
+
+
+class Revocation(msgspec.Struct, frozen=True):
+    token_id: str
+    until: float  # unix seconds: the token's own expiry; the entry can be dropped after it
+
+
+class VerifyKey(msgspec.Struct, frozen=True):
+    """A public Ed25519 key agent tokens are checked against, by key id."""
+
+    kid: str
+    public_key: bytes  # raw, 32 bytes
+
+
+class RoutingSnapshot(msgspec.Struct):
+    seq: int
+    names: list[NameClaim] = []
+    domains: list[DomainRoute] = []
+    revoked: list[Revocation] = []
+    keys: list[VerifyKey] = []
+
+
+class NameSet(msgspec.Struct, tag="name_set"):
+    seq: int
+    claim: NameClaim
+
+
+class NameRemoved(msgspec.Struct, tag="name_removed"):
+    seq: int
+    host: str
+
+
+class DomainSet(msgspec.Struct, tag="domain_set"):
+    seq: int
+    route: DomainRoute
+
+
+class DomainRemoved(msgspec.Struct, tag="domain_removed"):
+    seq: int
+    host: str
+
+
+class TokenRevoked(msgspec.Struct, tag="token_revoked"):
+    seq: int
+    revocation: Revocation
+
+
+class KeysSet(msgspec.Struct, tag="keys_set"):
+    """The full set of keys tokens may be signed with (after a rotation or retirement)."""
+
+    seq: int
+    keys: list[VerifyKey]
+
+
+class CertChanged(msgspec.Struct, tag="cert_changed"):
+    """A certificate for ``host`` was issued or renewed; edges reload it."""
+
+    seq: int
+    host: str
+
+
+RoutingEvent = (
+    NameSet | NameRemoved | DomainSet | DomainRemoved | TokenRevoked | KeysSet | CertChanged
+)
+
+# -- edge reports (edges -> control) -------------------------------------------------------
+
+
+class LiveTunnel(msgspec.Struct, frozen=True):
+    key: str  # "<session id>/<tunnel id>", unique across edges
+    org: str
+    token_id: str
+    protocol: str  # "http" | "tcp" | "tls"
+    url: str
+    hostname: str = ""
+    port: int = 0
+    session_id: str = ""
+    instance_id: str = ""
+    agent_version: str = ""
+    client_addr: str = ""
+    local: str = ""
+    started: float = 0.0  # unix seconds
+
+
+class EdgeState(msgspec.Struct, tag="edge_state"):
+    """Everything the edge serves now; replaces what control knew of this edge."""
+
+    edge_id: str
+    at: float
+    started: float
+    tunnels: list[LiveTunnel]
+    version: str = ""
+    draining: bool = False
+
+
+class TunnelUp(msgspec.Struct, tag="tunnel_up"):
+    edge_id: str
+    at: float
+    tunnel: LiveTunnel
+
+
+class TunnelDown(msgspec.Struct, tag="tunnel_down"):
+    edge_id: str
+    at: float
+    key: str
+
+
+class EdgeStopped(msgspec.Struct, tag="edge_stopped"):
+    edge_id: str
+    at: float
+
+
+EdgeReport = EdgeState | TunnelUp | TunnelDown | EdgeStopped
+
+_encoder = msgspec.msgpack.Encoder()
+routing_decoder = msgspec.msgpack.Decoder(RoutingEvent)
+snapshot_decoder = msgspec.msgpack.Decoder(RoutingSnapshot)
+report_decoder = msgspec.msgpack.Decoder(EdgeReport)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
