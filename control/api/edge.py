@@ -1,0 +1,31 @@
+"""What edges fetch from control: the routing snapshot (msgpack), behind an edge key."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from bus.events import encode
+from control.errors import ApiError
+from control.keys import CONFIG, OUTBOX
+from control.openapi import describe
+
+routes = web.RouteTableDef()
+
+
+def require_edge(request: web.Request) -> None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    given = value.strip().encode()
+    keys = request.app[CONFIG].edge_keys
+    ok = scheme.lower() == "bearer" and any(hmac.compare_digest(k.encode(), given) for k in keys)
+    if not ok:
+        raise ApiError(401, "unauthorized", "this endpoint is for edges: send the edge key")
+
+
+@routes.get("/v1/edge/routing")
+@describe("The routing snapshot edges enforce (msgpack).", auth="edge")
+async def routing_snapshot(request: web.Request) -> web.Response:
+    require_edge(request)
+    snapshot = await request.app[OUTBOX].snapshot()
+    return web.Response(body=encode(snapshot), content_type="application/x-msgpack")

@@ -1,0 +1,106 @@
+"""Reserved names: ``<name>.<base domain>`` held by one org, bindable by its agents only."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from aiohttp import web
+
+from bus.events import NameClaim, NameRemoved, NameSet
+from control import principals
+from control.bodies import read_json, to_json, to_json_status
+from control.errors import ApiError, not_found
+from control.ids import new_id
+from control.keys import CONFIG, DB, OUTBOX
+from control.openapi import describe
+from control.store.accounts import audit
+
+routes = web.RouteTableDef()
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_NAMES_PER_ORG = 100
+
+
+class NameBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+def host_for(name: str, base_domain: str) -> str:
+    """``app`` or ``app.<base>`` -> ``app.<base>``; 422 for anything else."""
+    text = name.strip().lower().rstrip(".")
+    suffix = "." + base_domain
+    label = text[: -len(suffix)] if text.endswith(suffix) else text
+    if not _LABEL.match(label):
+        raise ApiError(
+            422,
+            "invalid",
+            f"{name[:80]!r} is not a valid name: use 1-63 letters, digits and hyphens "
+            f"(it becomes <name>.{base_domain})",
+        )
+    return label + suffix
+
+
+_COLUMNS = "id, host, created_at"
+
+
+@routes.get("/v1/names")
+@describe("Names reserved by the organization.")
+async def list_names(request: web.Request) -> web.Response:
+    who = await principals.principal(request)
+    rows = await request.app[DB].all(
+        f"SELECT {_COLUMNS} FROM reserved_names WHERE org_id = %s ORDER BY host", (who.org_id,)
+    )
+    return to_json({"names": rows})
+
+
+@routes.post("/v1/names")
+@describe("Reserve a name under the base domain for the organization.", body=NameBody, status=201)
+async def reserve_name(request: web.Request) -> web.Response:
+    who = await principals.principal(request)
+    who.require("admin")
+    host = host_for((await read_json(request, NameBody)).name, request.app[CONFIG].base_domain)
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        count = await q.value(
+            "SELECT count(*) FROM reserved_names WHERE org_id = %s", (who.org_id,)
+        )
+        if count >= MAX_NAMES_PER_ORG:
+            raise ApiError(409, "limit", f"an organization may reserve {MAX_NAMES_PER_ORG} names")
+        row = await q.one(
+            f"INSERT INTO reserved_names (id, org_id, host) VALUES (%s, %s, %s)"
+            f" ON CONFLICT (host) DO NOTHING RETURNING {_COLUMNS}",
+            (new_id("name"), who.org_id, host),
+        )
+        if row is None:
+            raise ApiError(409, "taken", f"{host} is already reserved")
+        claim = NameClaim(host, who.org_id)
+        await outbox.record(q, lambda seq: NameSet(seq=seq, claim=claim))
+        await audit(q, who.org_id, who.actor, "name.reserve", host)
+    outbox.changed()
+    return to_json_status(row, 201)
+
+
+@routes.delete("/v1/names/{name_id}")
+@describe("Release a reserved name.")
+async def release_name(request: web.Request) -> web.Response:
+    who = await principals.principal(request)
+    who.require("admin")
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        row = await q.one(
+            f"DELETE FROM reserved_names WHERE id = %s AND org_id = %s RETURNING {_COLUMNS}",
+            (request.match_info["name_id"][:64], who.org_id),
+        )
+        if row is None:
+            raise not_found("reserved name")
+        # Domains routed to this name stop being routed.
+        await q.execute(
+            "UPDATE domains SET target_name = NULL WHERE org_id = %s AND target_name = %s",
+            (who.org_id, row["host"]),
+        )
+        host = row["host"]
+        await outbox.record(q, lambda seq: NameRemoved(seq=seq, host=host))
+        await audit(q, who.org_id, who.actor, "name.release", host)
+    outbox.changed()
+    return to_json(row)

@@ -1,0 +1,119 @@
+"""The control service: ``create_app(config)`` builds the aiohttp application with its
+database, bus and background workers tied to the app's lifetime through ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from control import __version__
+from control.api import accounts, api_keys, edge, names, orgs, tokens
+from control.bodies import to_json
+from control.config import ControlConfig
+from control.db import Database
+from control.embedded_db import start_embedded
+from control.errors import json_errors
+from control.keys import BUS, CONFIG, DB, OUTBOX, PASSWORDS, SIGNING
+from control.migrate import migrate
+from control.openapi import build_document, describe
+from control.passwords import Passwords
+from control.routing_outbox import RoutingOutbox
+from control.secret_box import SecretBox
+from control.signing_keys import SigningKeys
+
+log = logging.getLogger("burrow.control")
+
+
+async def database_dsn(config: ControlConfig) -> str:
+    if config.database_url:
+        return config.database_url
+    data_dir = Path(config.data_dir or Path.home() / ".local/share/burrow") / "postgres"
+    return await start_embedded(data_dir)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    db = await Database.connect(await database_dsn(config))
+    applied = await migrate(db)
+    if applied:
+        log.info("database migrated: %s", ", ".join(applied))
+    app[DB] = db
+    yield
+    await db.close()
+
+
+async def _bus(app: web.Application) -> AsyncIterator[None]:
+    if BUS not in app:  # burrowd dev hands in the bus its edge uses
+        from bus.connect import open_bus
+
+        app[BUS] = open_bus(app[CONFIG].redis_url, app[CONFIG].bus_prefix)
+    yield
+    await app[BUS].close()
+
+
+async def _routing(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if not config.secret_key:
+        raise RuntimeError(
+            "set BURROW_SECRET_KEY (any long random string, kept safe): agent-token signing "
+            "keys are encrypted with it"
+        )
+    outbox = RoutingOutbox(app[DB], app[BUS])
+    app[OUTBOX] = outbox
+    app[SIGNING] = SigningKeys(app[DB], SecretBox.from_secret(config.secret_key), outbox)
+    await app[SIGNING].ensure()
+    task = asyncio.get_running_loop().create_task(outbox.run(), name="routing-outbox")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/openapi.json")
+@describe("This document.", auth="none")
+async def openapi(request: web.Request) -> web.Response:
+    return to_json(build_document(request.app, __version__))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[DB].value("SELECT 1")
+    except Exception as exc:  # any failure means not ready; say which
+        return web.Response(status=503, text=f"database: {exc}\n")
+    return web.Response(text="ready\n")
+
+
+def create_app(config: ControlConfig, *, bus: object | None = None) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+    app[CONFIG] = config
+    app[PASSWORDS] = Passwords(config.passwords)
+    if bus is not None:
+        app[BUS] = bus  # type: ignore[assignment]
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_bus)
+    app.cleanup_ctx.append(_routing)
+    for table in (
+        routes,
+        accounts.routes,
+        orgs.routes,
+        api_keys.routes,
+        tokens.routes,
+        names.routes,
+        edge.routes,
+    ):
+        app.add_routes(table)
+    return app

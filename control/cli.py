@@ -1,0 +1,115 @@
+"""``burrowd control`` and ``burrowd migrate``: flags and environment to ControlConfig."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from control.app import create_app, database_dsn
+from control.config import ControlConfig
+from control.db import Database, DatabaseUnavailable
+from control.embedded_db import EmbeddedPostgresError
+from control.migrate import migrate
+
+log = logging.getLogger("burrow.control")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    control = sub.add_parser("control", help="run the control service (REST API /v1)")
+    control.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0: any)")
+    _store_flags(control)
+    control.add_argument("--base-domain", default=os.environ.get("BURROW_BASE_DOMAIN", "localhost"))
+    control.add_argument(
+        "--edge-target",
+        default=os.environ.get("BURROW_EDGE_TARGET", ""),
+        help="hostname custom domains may CNAME to (default edge.BASE-DOMAIN)",
+    )
+    control.add_argument(
+        "--agent-server",
+        default=os.environ.get("BURROW_AGENT_SERVER", ""),
+        help="the edge address agents dial, printed with new tokens",
+    )
+    control.add_argument("--closed-signup", action="store_true", help="only admins add users")
+    control.add_argument("--secure-cookies", action="store_true", help="control is behind HTTPS")
+    control.add_argument(
+        "--dns", action="append", default=[], help="DNS server for domain checks (repeat)"
+    )
+    migrate_cmd = sub.add_parser("migrate", help="apply database migrations and exit")
+    _store_flags(migrate_cmd)
+
+
+def _store_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL URL (default $DATABASE_URL; unset: the embedded PostgreSQL)",
+    )
+    sp.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default $REDIS_URL")
+    sp.add_argument("--bus-prefix", default="burrow:")
+    sp.add_argument(
+        "--data-dir",
+        default=os.environ.get("BURROW_DATA_DIR", ""),
+        help="where the embedded PostgreSQL keeps its data",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ControlConfig:
+    edge_keys = tuple(k for k in os.environ.get("BURROW_EDGE_KEYS", "").split(",") if k.strip())
+    return ControlConfig(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        bus_prefix=args.bus_prefix,
+        data_dir=args.data_dir,
+        base_domain=getattr(args, "base_domain", "localhost"),
+        edge_target=getattr(args, "edge_target", ""),
+        secret_key=os.environ.get("BURROW_SECRET_KEY", ""),
+        edge_keys=edge_keys,
+        signup_open=not getattr(args, "closed_signup", False),
+        secure_cookies=getattr(args, "secure_cookies", False),
+        dns_nameservers=getattr(args, "dns", []),
+        agent_server=getattr(args, "agent_server", ""),
+    )
+
+
+async def run_migrate(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        db = await Database.connect(await database_dsn(config), maxsize=1)
+    except (DatabaseUnavailable, EmbeddedPostgresError) as exc:
+        print(f"burrowd: {exc}")
+        return 1
+    try:
+        applied = await migrate(db)
+    finally:
+        await db.close()
+    print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
+    return 0
+
+
+async def run_control(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if not config.edge_keys:
+        log.warning("BURROW_EDGE_KEYS is unset: no edge can fetch routing state")
+    host, _, port = args.listen.rpartition(":")
+    runner = web.AppRunner(create_app(config), access_log=None)
+    try:
+        await runner.setup()
+    except (DatabaseUnavailable, EmbeddedPostgresError, RuntimeError) as exc:
+        print(f"burrowd: {exc}")
+        return 1
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    await site.start()
+    bound = runner.addresses[0]
+    print(f"control API on http://{bound[0]}:{bound[1]}/v1 (OpenAPI: /v1/openapi.json)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0

@@ -1,0 +1,54 @@
+"""Control-plane settings: where its database and bus are, the names it hands out, and the
+secrets it signs and encrypts with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class PasswordCost:
+    """argon2id parameters for user passwords (RFC 9106's second recommended profile)."""
+
+    time_cost: int = 3
+    memory_kib: int = 64 * 1024
+    parallelism: int = 2
+
+
+@dataclass(slots=True)
+class ControlConfig:
+    # None: the embedded PostgreSQL under ``data_dir``.
+    database_url: str | None = None
+    # None: the in-memory bus (one process: edge and control together, as in ``burrowd dev``).
+    redis_url: str | None = None
+    bus_prefix: str = "burrow:"
+    data_dir: str = ""
+    base_domain: str = "localhost"
+    # The hostname custom domains may CNAME to in relaxed verification mode.
+    edge_target: str = ""
+    # The operator's secret: signing keys (and later certificate keys) are encrypted with a
+    # key derived from it. Losing it means every agent token must be reissued.
+    secret_key: str = ""
+    # Keys edges present to fetch routing snapshots (Authorization: Bearer ...).
+    edge_keys: tuple[str, ...] = ()
+    signup_open: bool = True
+    session_seconds: int = 14 * 24 * 3600
+    secure_cookies: bool = False  # set when control is served over HTTPS
+    # Largest request body the API reads; larger ones get 413.
+    max_body_bytes: int = 64 * 1024
+    # DNS servers for domain verification (host or IP); empty: the system's resolver.
+    dns_nameservers: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    dns_timeout: float = 5.0
+    # Agent token lifetime when a request asks for none; 0: tokens do not expire.
+    default_token_days: int = 0
+    # Where agents connect, shown with new tokens ("burrow config add-authtoken ...").
+    agent_server: str = ""
+    passwords: PasswordCost = field(default_factory=PasswordCost)
+    # Seconds after which an edge that has not reported is taken to be gone, and its tunnels
+    # are no longer listed.
+    edge_stale_seconds: float = 45.0
+
+    @property
+    def cname_target(self) -> str:
+        return self.edge_target or f"edge.{self.base_domain}"

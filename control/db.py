@@ -1,0 +1,102 @@
+"""PostgreSQL access through aiopg: one pool per process, dict rows, explicit transactions.
+
+Every query is parameterized (``%(name)s`` or ``%s``); SQL text never contains user input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import aiopg
+import psycopg2
+import psycopg2.extras
+
+Params = Sequence[Any] | Mapping[str, Any] | None
+Row = dict[str, Any]
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached or refused the connection."""
+
+
+class Queries:
+    """Query helpers over one cursor (a transaction, or a single autocommit statement)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cur = cursor
+
+    async def execute(self, sql: str, params: Params = None) -> int:
+        await self._cur.execute(sql, params)
+        return int(self._cur.rowcount)
+
+    async def one(self, sql: str, params: Params = None) -> Row | None:
+        await self._cur.execute(sql, params)
+        row = await self._cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        await self._cur.execute(sql, params)
+        return [dict(r) for r in await self._cur.fetchall()]
+
+    async def value(self, sql: str, params: Params = None) -> Any:
+        row = await self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+class Database:
+    def __init__(self, pool: aiopg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, minsize: int = 1, maxsize: int = 10) -> Database:
+        try:
+            pool = await aiopg.create_pool(dsn, minsize=minsize, maxsize=maxsize, timeout=10)
+        except (psycopg2.OperationalError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        self.pool.close()
+        await self.pool.wait_closed()
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[Any]:
+        async with (
+            self.pool.acquire() as conn,
+            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+        ):
+            yield cur
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        async with self._cursor() as cur:
+            await cur.execute("BEGIN")
+            try:
+                yield Queries(cur)
+            except BaseException:
+                await cur.execute("ROLLBACK")
+                raise
+            await cur.execute("COMMIT")
+
+    async def execute(self, sql: str, params: Params = None) -> int:
+        async with self._cursor() as cur:
+            return await Queries(cur).execute(sql, params)
+
+    async def one(self, sql: str, params: Params = None) -> Row | None:
+        async with self._cursor() as cur:
+            return await Queries(cur).one(sql, params)
+
+    async def all(self, sql: str, params: Params = None) -> list[Row]:
+        async with self._cursor() as cur:
+            return await Queries(cur).all(sql, params)
+
+    async def value(self, sql: str, params: Params = None) -> Any:
+        async with self._cursor() as cur:
+            return await Queries(cur).value(sql, params)
+
+
+def json_param(value: Any) -> psycopg2.extras.Json:
+    return psycopg2.extras.Json(value)

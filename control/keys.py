@@ -1,0 +1,23 @@
+"""The control app's typed keys: the resources every handler reaches through ``request.app``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from bus.base import Bus
+from control.config import ControlConfig
+from control.db import Database
+from control.passwords import Passwords
+
+if TYPE_CHECKING:
+    pass
+
+CONFIG = web.AppKey("config", ControlConfig)
+DB = web.AppKey("db", Database)
+BUS = web.AppKey("bus", Bus)
+PASSWORDS = web.AppKey("passwords", Passwords)
+SIGNING = web.AppKey("signing", "SigningKeys")
+OUTBOX = web.AppKey("outbox", "RoutingOutbox")
+VERIFIER = web.AppKey("verifier", "DomainVerifier")

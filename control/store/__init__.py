@@ -1,0 +1,1 @@
+"""SQL for the control plane, one module per kind of row. Handlers never write SQL."""
