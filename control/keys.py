@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from bus.base import Bus
 from control.config import ControlConfig
 from control.db import Database
+from control.dns_check import DomainVerifier
 from control.passwords import Passwords
-
-if TYPE_CHECKING:
-    pass
+from control.routing_outbox import RoutingOutbox
+from control.signing_keys import SigningKeys
 
 CONFIG = web.AppKey("config", ControlConfig)
 DB = web.AppKey("db", Database)
 BUS = web.AppKey("bus", Bus)
 PASSWORDS = web.AppKey("passwords", Passwords)
-SIGNING = web.AppKey("signing", "SigningKeys")
-OUTBOX = web.AppKey("outbox", "RoutingOutbox")
-VERIFIER = web.AppKey("verifier", "DomainVerifier")
+SIGNING = web.AppKey("signing", SigningKeys)
+OUTBOX = web.AppKey("outbox", RoutingOutbox)
+VERIFIER = web.AppKey("verifier", DomainVerifier)

@@ -34,7 +34,7 @@ class Principal:
             )
 
 
-_PRINCIPAL = web.RequestKey("principal", "Principal")
+_PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 UNAUTHENTICATED = ApiError(
     401,
