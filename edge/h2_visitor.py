@@ -57,6 +57,7 @@ from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
 from edge.pages import error_page
 from edge.request_ids import request_id_for
 from edge.routing import normalize_host
+from edge.visitor_policy import OPEN, Refusal, challenge
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
@@ -462,7 +463,15 @@ class H2Visitor(asyncio.Protocol):
             )
             return
         try:
-            tunnel = route(edge, normalize_host(authority.decode("latin-1")))
+            host = normalize_host(authority.decode("latin-1"))
+            tunnel = route(edge, host)
+            policy = tunnel.session.policy
+            if policy is not OPEN:
+                screened = policy.screen(self.client[0], headers)
+                if isinstance(screened, Refusal):
+                    self._turn_away(stream, screened, host)
+                    return
+                headers = screened
             exchange = stream.exchange = OriginExchange(stream, tunnel, self.client)
         except (RouteRefused, StreamUnavailable) as exc:
             self._respond_error(stream, exc.status, exc.detail)
@@ -638,8 +647,17 @@ class H2Visitor(asyncio.Protocol):
             self.conn.acknowledge_received_data(n, stream.stream_id)
             self._flush()
 
-    def _respond_error(self, stream: _VisitorStream, status: int, detail: str) -> None:
-        """An error page as the stream's response (no response head has gone out)."""
+    def _turn_away(self, stream: _VisitorStream, refusal: Refusal, host: str) -> None:
+        """Answer a request the tunnel's visitor policy refuses; the connection goes on."""
+        self.edge.metrics.refused(refusal.reason)
+        extra = [(b"www-authenticate", challenge(host))] if refusal.status == 401 else None
+        self._respond_error(stream, refusal.status, refusal.detail, extra)
+
+    def _respond_error(
+        self, stream: _VisitorStream, status: int, detail: str, extra: Headers | None = None
+    ) -> None:
+        """An error page as the stream's response (no response head has gone out);
+        ``extra``: more response header fields."""
         self.edge.metrics.h2.status(status)
         stream.head_sent = True
         stream.status = status
@@ -663,6 +681,8 @@ class H2Visitor(asyncio.Protocol):
             (b"x-burrow-error", b"1"),
             (b"x-request-id", stream.request_id),
         ]
+        if extra:
+            headers.extend(extra)
         try:
             self.conn.send_headers(stream.stream_id, headers)
         except h2.exceptions.ProtocolError:

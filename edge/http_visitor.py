@@ -50,6 +50,7 @@ from edge.http1.events import (
 from edge.pages import TITLES, error_page
 from edge.request_ids import new_request_id, request_id_for
 from edge.routing import normalize_host
+from edge.visitor_policy import OPEN, Refusal, challenge
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
@@ -64,6 +65,7 @@ _PHASE_BODY = 2  # head sent upstream, reading the visitor's body
 _PHASE_WAIT = 3  # request complete, waiting for the response head
 _PHASE_RESPONSE = 4  # response streaming
 _PHASE_RAW = 5  # switched protocols
+_PHASE_REFUSED = 6  # the visitor policy answered; the request's end is next
 
 _CONTINUE = ResponseHead(100, [])
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -235,6 +237,8 @@ class HttpVisitor(asyncio.Protocol):
                 if self.phase == _PHASE_BODY:  # the response has not started early
                     self.phase = _PHASE_WAIT
                     self._arm(self.edge.config.limits.response_timeout)
+                elif self.phase == _PHASE_REFUSED:
+                    self._after_refusal()
             elif event is NEED_DATA:
                 return
             elif event is PAUSED:
@@ -284,6 +288,13 @@ class HttpVisitor(asyncio.Protocol):
         self.host = host
         try:
             tunnel = route(self.edge, host)
+            policy = tunnel.session.policy
+            if policy is not OPEN:
+                screened = policy.screen(self.client[0], headers)
+                if isinstance(screened, Refusal):
+                    self._refuse(screened, headers)
+                    return
+                headers = screened
             exchange = self.exchange
             if exchange is None or exchange.tunnel is not tunnel or not exchange.open:
                 self._drop_exchange("a new tunnel was chosen")
@@ -469,10 +480,32 @@ class HttpVisitor(asyncio.Protocol):
             self.exchange = None
             exchange.release(reason)
 
-    def _fail(self, status: int, detail: str) -> None:
-        """Write an error page (if no response has started) and close the connection."""
+    def _fail(self, status: int, detail: str, extra: Headers | None = None) -> None:
+        """Write an error page (if no response has started) and close the connection.
+        ``extra``: more response header fields."""
         if self.closing or self.transport is None:
             return
+        rid = self._report(status, detail)
+        self.exchange_flush()
+        if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
+            page = error_page(status, detail)
+            body = b"" if self.method == b"HEAD" else page
+            head = (
+                f"HTTP/1.1 {status} {TITLES.get(status, 'Error')}\r\n"
+                "content-type: text/html; charset=utf-8\r\n"
+                f"content-length: {len(page)}\r\n"
+                "cache-control: no-store\r\n"
+                "x-burrow-error: 1\r\n"
+                f"x-request-id: {rid}\r\n"
+                "connection: close\r\n"
+            ).encode()
+            if extra:
+                head += b"".join(name + b": " + value + b"\r\n" for name, value in extra)
+            self.transport.write(head + b"\r\n" + body)
+        self.close()
+
+    def _report(self, status: int, detail: str) -> str:
+        """Count, log and access-log an answer of the edge's own; returns the request id."""
         self.edge.metrics.http1.status(status)
         if not self.request_id:  # the request's head never arrived whole
             self.request_id = new_request_id()
@@ -488,21 +521,57 @@ class HttpVisitor(asyncio.Protocol):
         )
         if access.isEnabledFor(INFO):
             self._log_access(status, None)
+        return rid
+
+    def _refuse(self, refusal: Refusal, headers: Headers) -> None:
+        """Answer a request the tunnel's visitor policy turns away. A request without a body
+        keeps the connection: a browser asks again on it, with the credentials."""
+        self.edge.metrics.refused(refusal.reason)
+        # Whatever stream the previous request used is not this request's to use.
+        self._drop_exchange("the tunnel's visitor policy refused a request")
+        status = refusal.status
+        extra: Headers = []
+        if status == 401:
+            extra.append((b"www-authenticate", challenge(self.host)))
+        if _has_body(headers):
+            # Its body would have to be read and thrown away before the next request.
+            self._fail(status, refusal.detail, extra)
+            return
+        rid = self._report(status, refusal.detail)
+        page = error_page(status, refusal.detail)
+        head = ResponseHead(
+            status,
+            [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", b"%d" % len(page)),
+                (b"cache-control", b"no-store"),
+                (b"x-burrow-error", b"1"),
+                (b"x-request-id", rid.encode()),
+                *extra,
+            ],
+            TITLES[status].encode(),
+        )
+        visitor = self.visitor
+        try:
+            self._write(visitor.send_response(head))
+            if self.method != b"HEAD":
+                self._write(visitor.send_data(page))
+            self._write(visitor.send_end())
+        except UsageError as exc:
+            self._abort_response(f"the refusal cannot be sent: {exc}")
+            return
         self.exchange_flush()
-        if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
-            page = error_page(status, detail)
-            body = b"" if self.method == b"HEAD" else page
-            head = (
-                f"HTTP/1.1 {status} {TITLES.get(status, 'Error')}\r\n"
-                "content-type: text/html; charset=utf-8\r\n"
-                f"content-length: {len(page)}\r\n"
-                "cache-control: no-store\r\n"
-                "x-burrow-error: 1\r\n"
-                f"x-request-id: {rid}\r\n"
-                "connection: close\r\n\r\n"
-            ).encode()
-            self.transport.write(head + body)
-        self.close()
+        self.phase = _PHASE_REFUSED
+
+    def _after_refusal(self) -> None:
+        """The refused request has ended: on to the next one, if the connection goes on."""
+        self.request_id = b""
+        if self.visitor.start_next_cycle() and not self.edge.draining:
+            self.phase = _PHASE_IDLE
+            self._idle_since = time.monotonic()
+            self._arm(self.edge.config.limits.idle_timeout)
+        else:
+            self.close()
 
     def close(self) -> None:
         if self.closing:
@@ -574,6 +643,8 @@ class HttpVisitor(asyncio.Protocol):
             self._fail(408, "The request head did not arrive in time.")
         elif phase == _PHASE_BODY:
             self._fail(408, "The request body stopped arriving.")
+        elif phase == _PHASE_REFUSED:
+            self.close()  # the refused request never ended
         elif phase == _PHASE_WAIT:
             self.edge.metrics.refused("response_timeout")
             if self.exchange is not None:
@@ -584,3 +655,11 @@ class HttpVisitor(asyncio.Protocol):
                 f"The tunnel's local service did not answer within "
                 f"{limits.response_timeout:g} seconds.",
             )
+
+
+def _has_body(headers: Headers) -> bool:
+    """Whether a request's head announces a body (RFC 9112 6.3)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False

@@ -53,6 +53,9 @@ REFUSAL_REASONS = (
     "response_timeout",  # no response head from the local service in time (504)
     "h2_abuse",  # an HTTP/2 visitor was cut off with ENHANCE_YOUR_CALM
     "tls_hello_timeout",  # no TLS ClientHello in time
+    "ip_denied",  # the tunnel's token does not admit the visitor's address (403, or closed)
+    "auth_required",  # the tunnel asks for basic auth, missing or wrong (401)
+    "auth_rate",  # too many fresh basic-auth passwords for one tunnel's checks (429)
 )
 # Seconds. Requests through a tunnel take from well under a millisecond (local service on
 # the agent's machine, agent near the edge) to the 60 s response timeout.

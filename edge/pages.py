@@ -13,6 +13,8 @@ h1{{font-size:1.4em}}code{{background:#f2f2f2;padding:0 .3em}}small{{color:#777}
 
 TITLES = {
     400: "Bad Request",
+    401: "Authentication Required",
+    403: "Forbidden",
     404: "Tunnel Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",

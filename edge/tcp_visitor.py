@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from edge.agent_session import StreamUnavailable
+from edge.visitor_policy import OPEN
 from relay.stream import SocketRelay
 
 if TYPE_CHECKING:
@@ -36,6 +37,14 @@ class TcpVisitor(SocketRelay):
             self.transport.close()
             return
         peer = self.transport.get_extra_info("peername") or ("", 0)
+        policy = tunnel.session.policy
+        if policy is not OPEN and not policy.allows(peer[0]):
+            # A raw TCP visitor has no page to read: the connection just ends.
+            self.edge.metrics.refused("ip_denied")
+            log.debug("tcp visitor %s on port %d: address not allowed", peer[0], self.port)
+            self.done = True
+            self.transport.close()
+            return
         try:
             self.stream_id = tunnel.session.open_visitor_stream(
                 tunnel, "tcp", (peer[0], peer[1]), self

@@ -23,6 +23,7 @@ from edge.agent_session import StreamUnavailable
 from edge.pages import error_page
 from edge.tls.clienthello import ClientHello, ClientHelloError, ClientHelloReader, NotTLSError
 from edge.tls.terminator import TlsTerminator
+from edge.visitor_policy import OPEN
 from relay.session import set_nodelay
 from relay.stream import SocketRelay
 
@@ -47,6 +48,14 @@ class PassthroughVisitor(SocketRelay):
     def start(self, transport: asyncio.Transport, tunnel: Tunnel, first: bytes) -> bool:
         self.connection_made(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
+        policy = tunnel.session.policy
+        if policy is not OPEN and not policy.allows(peer[0]):
+            # The TLS is the local service's: no page can be shown, the connection just ends.
+            self.edge.metrics.refused("ip_denied")
+            log.debug("passthrough visitor %s: address not allowed", peer[0])
+            self.done = True
+            transport.close()
+            return False
         try:
             self.stream_id = tunnel.session.open_visitor_stream(
                 tunnel, "tls", (peer[0], peer[1]), self
