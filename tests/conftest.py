@@ -7,6 +7,8 @@ import pytest
 import uvloop
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.postgres"]
+
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
