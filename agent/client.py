@@ -4,7 +4,8 @@ Reconnects use exponential backoff with full jitter (0.25 s doubling to 30 s), r
 link has been welcomed. Every reconnect asks for the names and ports the edge gave before,
 with the same ``instance_id``, so the edge hands them back at once. A ``GoAway`` from a
 draining edge starts a new link immediately while the old one finishes its streams.
-A refused token is final: retrying cannot fix it.
+A refused token is final, at Hello or later on a live link (revoked, expired): retrying
+cannot fix it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ class Agent:
                 woken.cancel()
                 if self._stopping:
                     break
+                if link.refused is not None:
+                    # Refused on a live link: the token was revoked or expired meanwhile.
+                    # Reconnecting with it cannot work, so stop and say why.
+                    self.connected = False
+                    self.last_error = link.refused.message
+                    link.close()
+                    raise AgentRefused(link.refused.message)
                 # The link died, or the edge asked us to move (GoAway): either way the
                 # tunnels are not served by a live link until the next one is welcomed.
                 self.connected = False

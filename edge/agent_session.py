@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from edge.auth import AuthError, Identity
 from edge.routing import Tunnel
+from edge.visitor_policy import OPEN, VisitorPolicy
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import (
     Bind,
@@ -87,6 +88,8 @@ class AgentSession(LinkSession):
         )
         self.edge = edge
         self.identity: Identity | None = None
+        # What visitors of this session's tunnels must pass; set from the token at Hello.
+        self.policy: VisitorPolicy = OPEN
         self.session_id = new_id()
         self.instance_id = ""
         self.agent_version = ""
@@ -158,6 +161,14 @@ class AgentSession(LinkSession):
             log.info("agent link %s refused: %s", self.peer, exc)
             self._refuse("auth", str(exc))
             return
+        try:
+            self.policy = VisitorPolicy.from_identity(identity)
+        except ValueError as exc:
+            log.warning("agent link %s refused: its token's visitor policy: %s", self.peer, exc)
+            self._refuse(
+                "auth", f"the authtoken's visitor policy is not valid ({exc}); ask your operator"
+            )
+            return
         self.identity = identity
         self.instance_id = hello.instance_id[:64]
         self.agent_version = hello.agent_version[:32]
@@ -225,3 +236,17 @@ class AgentSession(LinkSession):
         if not self.closed and not self.going_away:
             self.going_away = True
             self.send(GoAway(reason=reason, drain_ms=int(drain * 1000)))
+
+    def end_refused(self, code: str, message: str) -> None:
+        """End a live session the edge no longer accepts (its token was revoked or has
+        expired). The agent is told why exactly as it would be at Hello, so it stops
+        instead of reconnecting with the same token; its tunnels are released."""
+        if self.closed:
+            return
+        log.info(
+            "agent link %s (%s) ended: %s",
+            self.peer,
+            self.identity.account if self.identity is not None else "?",
+            message,
+        )
+        self._refuse(code, message)

@@ -112,13 +112,20 @@ class RouteTable:
         *,
         lease_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        reserved: Callable[[str], bool] | None = None,
+        alias: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
+        """``reserved``: whether a name belongs to some org (never handed out at random).
+        ``alias``: for a custom domain routed to another tunnel, (that tunnel's hostname,
+        the domain's org); see ``edge.ownership.HostOwnership``."""
         self.base_domain = base_domain.lower().strip(".")
         self.lease_seconds = lease_seconds
         self.hosts: dict[str, TunnelPool] = {}
         self.ports: dict[int, TunnelPool] = {}
         self._leases: dict[Any, tuple[str, float]] = {}
         self._clock = clock
+        self._reserved = reserved
+        self._alias = alias
 
     # -- names ----------------------------------------------------------------------------
 
@@ -154,6 +161,8 @@ class RouteTable:
         for _ in range(100):
             label = "".join(secrets.choice(_ALPHABET) for _ in range(8))
             host = f"{label}.{self.base_domain}"
+            if self._reserved is not None and self._reserved(host):
+                continue
             if host not in self.hosts and not self._leased_to_other(host, ""):
                 return host
         raise BindError("exhausted", "no free random name; try again")
@@ -233,6 +242,14 @@ class RouteTable:
         pool = self.hosts.get(host)
         if pool is not None:
             return pool
+        if self._alias is not None:
+            # A custom domain routed to another tunnel; only to a pool of the domain's own
+            # org, so nobody can put another account's service under their domain.
+            routed = self._alias(host)
+            if routed is not None:
+                pool = self.hosts.get(routed[0])
+                if pool is not None and pool.account == routed[1]:
+                    return pool
         # Wildcard routes: a tunnel bound to "*.example.com" serves "a.example.com".
         dot = host.find(".")
         while dot != -1:

@@ -9,6 +9,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from certs.selfsigned import LocalCA
@@ -19,6 +20,7 @@ from edge.auth import Authenticator
 from edge.config import EdgeConfig
 from edge.http_visitor import HttpVisitor
 from edge.metrics import EdgeMetrics, EdgeState
+from edge.ownership import HostOwnership
 from edge.routing import BindError, RouteTable, Tunnel
 from edge.tcp_visitor import TcpVisitor
 from edge.tls.listener import AGENT_ALPN, TlsVisitor
@@ -28,10 +30,28 @@ log = logging.getLogger("burrow.edge")
 
 
 class Edge:
-    def __init__(self, config: EdgeConfig, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        authenticator: Authenticator,
+        ownership: HostOwnership | None = None,
+    ) -> None:
+        """``ownership``: reserved names and custom domains from control (kept current by
+        ``edge.control_sync.RoutingSync``); none: every free name is anyone's, as without
+        a control plane."""
         self.config = config
         self.authenticator = authenticator
-        self.routes = RouteTable(config.base_domain, lease_seconds=config.name_lease_seconds)
+        self.ownership = ownership if ownership is not None else HostOwnership()
+        self.routes = RouteTable(
+            config.base_domain,
+            lease_seconds=config.name_lease_seconds,
+            reserved=self.ownership.is_reserved,
+            alias=self.ownership.alias_route,
+        )
+        # Told of every tunnel installed and released (``edge.tunnel_reports``); they must
+        # return at once and never raise.
+        self.on_tunnel_up: Callable[[Tunnel], None] | None = None
+        self.on_tunnel_down: Callable[[Tunnel], None] | None = None
         self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
         self.agent_instances = AgentInstances(config.name_lease_seconds)
         self.sessions: set[AgentSession] = set()
@@ -200,10 +220,14 @@ class Edge:
 
     def _bind_host(self, session: AgentSession, bind: Bind) -> None:
         """An HTTP tunnel, or a TLS-passthrough one: both are routed by hostname."""
-        assert session.identity is not None
+        identity = session.identity
+        assert identity is not None
         routes = self.routes
         if bind.name:
-            hostname = routes.hostname_for(bind.name, session.identity.allowed_hosts)
+            ownership = self.ownership
+            allowed = ownership.allowed_for(identity.account, identity.allowed_hosts, bind.name)
+            hostname = routes.hostname_for(bind.name, allowed)
+            ownership.check_bind(identity.account, hostname, bind.protocol)
         else:
             hostname = routes.random_hostname()
         if bind.protocol == "tls" and self.config.https_port is None:
@@ -307,11 +331,17 @@ class Edge:
                 tunnel.hostname or tunnel.port,
             )
             old.session.tunnel_taken(old, "the agent reconnected on a new link")
+            if self.on_tunnel_down is not None:
+                self.on_tunnel_down(old)
+        if self.on_tunnel_up is not None:
+            self.on_tunnel_up(tunnel)
 
     # -- releases -------------------------------------------------------------------------
 
     def release(self, tunnel: Tunnel) -> None:
         self.routes.release(tunnel)
+        if self.on_tunnel_down is not None:
+            self.on_tunnel_down(tunnel)
         if tunnel.port and tunnel.port not in self.routes.ports:
             server = self.tcp_listeners.pop(tunnel.port, None)
             if server is not None:

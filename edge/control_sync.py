@@ -1,0 +1,507 @@
+"""Keeping the edge's routing state and token keyring current: ``RoutingSync``.
+
+Theory of operation. Control is the truth; the edge holds a copy (``HostOwnership`` for
+names and domains, a ``TokenKeyring`` for verify keys and revocations) and decides binds and
+logins from it offline, so neither Redis nor control is on the path of an agent or a visitor.
+
+- At start the edge asks control for a ``RoutingSnapshot`` (bounded wait). If control cannot
+  be reached it loads the last snapshot it wrote to its cache file, so an edge restarted
+  during a control outage still knows who owns what and which tokens are revoked.
+- It subscribes to ``ROUTING_CHANNEL`` and applies events strictly in ``seq`` order. A
+  ``Gap`` from the subscription, or a seq jump, means events were missed: the events after
+  the hole are held, a fresh snapshot is fetched, and the held events past the snapshot's seq
+  are applied on top. A revocation is acted on at once even out of order: locking a token
+  out early is always safe.
+- A fresh snapshot is also fetched every ``resync_interval`` as a safety net, and every
+  ``outage_interval`` while the bus does not answer, so revocations still reach this edge
+  within seconds through control when Redis is down. Failed fetches retry with backoff.
+- Revoked tokens (from an event or a snapshot) and expired ones (checked periodically) end
+  the agent sessions that use them, with ``Refused(code="auth")`` so the agent stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import aiohttp
+import msgspec
+
+from bus.base import ROUTING_CHANNEL, Bus, Gap, Subscription
+from bus.events import (
+    CertChanged,
+    KeysSet,
+    Revocation,
+    RoutingEvent,
+    RoutingSnapshot,
+    TokenRevoked,
+    VerifyKey,
+    encode,
+    routing_decoder,
+    snapshot_decoder,
+)
+
+if TYPE_CHECKING:
+    from edge.ownership import HostOwnership
+    from edge.server import Edge
+
+log = logging.getLogger("burrow.edge.sync")
+
+RETRY_START = 0.5  # seconds before the first retry of a failed snapshot fetch; doubles
+RETRY_MAX = 30.0
+MAX_HELD_EVENTS = 10_000  # events held across a hole; past this the snapshot covers them
+
+REVOKED_MESSAGE = (
+    "authtoken revoked: create a new one in the Burrow console or ask your operator, then "
+    "run `burrow config add-authtoken TOKEN`"
+)
+EXPIRED_MESSAGE = (
+    "authtoken expired: create a new one in the Burrow console or ask your operator, then "
+    "run `burrow config add-authtoken TOKEN`"
+)
+
+
+class TokenKeyring(Protocol):
+    """Where verify keys and revocations go (``edge.token_auth.SignedTokens``)."""
+
+    def set_keys(self, keys: list[VerifyKey]) -> None: ...
+
+    def revoke(self, revocation: Revocation) -> None: ...
+
+    def set_revocations(self, revocations: list[Revocation]) -> None: ...
+
+
+class SnapshotUnavailable(Exception):
+    """Control could not give a routing snapshot now; the message says why, in one line."""
+
+
+class SnapshotSource(Protocol):
+    async def fetch(self) -> RoutingSnapshot: ...
+
+
+class HttpSnapshotSource:
+    """``GET {control_url}/v1/edge/routing`` with the edge's key; a msgpack snapshot back."""
+
+    def __init__(self, control_url: str, edge_key: str, *, timeout: float = 10.0) -> None:
+        self.url = control_url.rstrip("/") + "/v1/edge/routing"
+        self._edge_key = edge_key
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
+
+    async def fetch(self) -> RoutingSnapshot:
+        session = self._session
+        if session is None:
+            session = self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        headers = {
+            "Authorization": f"Bearer {self._edge_key}",
+            "Accept": "application/x-msgpack",
+        }
+        try:
+            async with session.get(self.url, headers=headers) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise SnapshotUnavailable(f"cannot reach control at {self.url}: {reason}") from None
+        if status in (401, 403):
+            raise SnapshotUnavailable(
+                f"control refused this edge's key ({status}): check --edge-key or "
+                "BURROW_EDGE_KEY against the key control was given"
+            )
+        if status != 200:
+            detail = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
+            raise SnapshotUnavailable(f"control answered {status} for {self.url}: {detail}")
+        try:
+            return snapshot_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise SnapshotUnavailable(
+                f"control sent a routing snapshot this edge cannot read: {exc}"
+            ) from None
+
+    async def close(self) -> None:
+        session = self._session
+        self._session = None
+        if session is not None:
+            await session.close()
+
+
+def read_cache(path: Path) -> RoutingSnapshot | None:
+    """The cached snapshot, or None if there is none or it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read the routing cache %s: %s", path, exc)
+        return None
+    try:
+        return snapshot_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        log.warning("ignoring the routing cache %s: %s", path, exc)
+        return None
+
+
+def write_cache(path: Path, data: bytes) -> None:
+    """Replace the cache atomically: a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".routing-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class RoutingSync:
+    """Keeps ``edge.ownership`` and ``keyring`` current from ``source`` and ``bus``.
+
+    ``bus`` None: no events, the snapshot is polled every ``outage_interval``.
+    ``on_cert_changed``: called with the host of a ``CertChanged`` event.
+    """
+
+    def __init__(
+        self,
+        edge: Edge,
+        source: SnapshotSource,
+        bus: Bus | None = None,
+        keyring: TokenKeyring | None = None,
+        *,
+        cache_path: str | Path | None = None,
+        resync_interval: float = 60.0,
+        outage_interval: float = 5.0,
+        start_timeout: float = 5.0,
+        fetch_timeout: float = 15.0,
+        expiry_interval: float = 5.0,
+        on_cert_changed: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.edge = edge
+        self.ownership: HostOwnership = edge.ownership
+        self.source = source
+        self.bus = bus
+        self.keyring = keyring
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        self.resync_interval = resync_interval
+        self.outage_interval = outage_interval
+        self.start_timeout = start_timeout
+        self.fetch_timeout = fetch_timeout
+        self.expiry_interval = expiry_interval
+        self.on_cert_changed = on_cert_changed
+        self._clock = clock
+        # What the keyring was given, so the cache holds the whole current state.
+        self._keys: list[VerifyKey] = []
+        self._revoked: dict[str, Revocation] = {}
+        self._held: dict[int, RoutingEvent] = {}  # events past a hole, by seq
+        self.loaded_from = ""  # "control" or "cache" once routing state is loaded
+        self.fetches = 0  # snapshots loaded from the source
+        self.bus_up = bus is not None
+        self._failures = 0
+        self._fetch_failing = False
+        self._wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscription: Subscription | None = None
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._saving: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load routing state (from control, else the cache), then keep it current in the
+        background. Returns within about ``start_timeout`` even if control is down."""
+        loop = asyncio.get_running_loop()
+        if self.bus is not None:
+            # Subscribed before the first fetch, so nothing published meanwhile is missed.
+            try:
+                self._subscription = self.bus.subscribe([ROUTING_CHANNEL])
+            except Exception as exc:
+                log.warning("cannot subscribe to routing events yet: %s", exc)
+            self._tasks.append(loop.create_task(self._follow_bus(self.bus)))
+            self._tasks.append(loop.create_task(self._watch_bus(self.bus)))
+        if not await self._fetch(self.start_timeout):
+            cached = None
+            if self.cache_path is not None:
+                cached = await asyncio.to_thread(read_cache, self.cache_path)
+            if cached is not None and not self.ownership.loaded:
+                log.warning(
+                    "serving from the cached routing state (seq %d) until control answers",
+                    cached.seq,
+                )
+                self._load(cached, "cache")
+            elif not self.ownership.loaded:
+                log.warning(
+                    "no routing state yet (control unreachable, no cache): reserved names and "
+                    "custom domains are not enforced until control answers"
+                )
+        self._tasks.append(loop.create_task(self._resync_loop()))
+        self._tasks.append(loop.create_task(self._expiry_loop()))
+
+    async def close(self) -> None:
+        # The loops wait with asyncio.timeout, never wait_for, which on Python 3.11 can
+        # swallow this cancel and leave close() waiting for ever.
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        subscription = self._subscription
+        self._subscription = None
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                await subscription.close()
+        unsaved = self._save_handle is not None
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
+        if unsaved and self.cache_path is not None:
+            await self._write(self.cache_path, encode(self.current_snapshot()))
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+    def request_resync(self) -> None:
+        self._wanted.set()
+
+    @property
+    def in_sync(self) -> bool:
+        """Loaded, and no events are held across a hole."""
+        return self.ownership.loaded and not self._held
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def _fetch(self, within: float) -> bool:
+        """Fetch and load a snapshot; whether the edge is in sync afterwards."""
+        try:
+            async with asyncio.timeout(within):
+                snapshot = await self.source.fetch()
+        except TimeoutError:
+            return self._fetch_failed(f"control did not answer within {within:g}s")
+        except SnapshotUnavailable as exc:
+            return self._fetch_failed(str(exc))
+        except Exception as exc:  # a source's bug must not end the resync loop
+            return self._fetch_failed(f"{type(exc).__name__}: {exc}")
+        if self._fetch_failing:
+            log.info("routing snapshot from control loaded again (seq %d)", snapshot.seq)
+        self._fetch_failing = False
+        self.fetches += 1
+        self._load(snapshot, "control")
+        if self._held:
+            # Control's snapshot is behind what the bus already said: try again shortly.
+            self._failures += 1
+            return False
+        self._failures = 0
+        return True
+
+    def _fetch_failed(self, reason: str) -> bool:
+        if not self._fetch_failing:
+            log.warning("routing snapshot unavailable, retrying: %s", reason)
+        self._fetch_failing = True
+        self._failures += 1
+        return False
+
+    def _load(self, snapshot: RoutingSnapshot, origin: str) -> None:
+        self.ownership.load(snapshot)
+        self.loaded_from = origin
+        self._keys = list(snapshot.keys)
+        now = self._clock()
+        self._revoked = {r.token_id: r for r in snapshot.revoked if r.until <= 0 or r.until > now}
+        if self.keyring is not None:
+            self.keyring.set_keys(list(self._keys))
+            self.keyring.set_revocations(list(self._revoked.values()))
+        self._end_sessions(set(self._revoked), REVOKED_MESSAGE)
+        held = sorted(self._held.items())
+        self._held = {}
+        for _, event in held:
+            self._on_event(event)
+        if origin == "control":
+            self._save_soon()
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _follow_bus(self, bus: Bus) -> None:
+        failing = False
+        while True:
+            subscription = self._subscription
+            if subscription is None:
+                try:
+                    subscription = self._subscription = bus.subscribe([ROUTING_CHANNEL])
+                except Exception as exc:
+                    if not failing:
+                        log.warning("cannot subscribe to routing events (%s); retrying", exc)
+                    failing = True
+                    await asyncio.sleep(self.outage_interval)
+                    continue
+            try:
+                async for item in subscription:
+                    failing = False
+                    if isinstance(item, Gap):
+                        log.info("routing events may have been missed: loading a snapshot")
+                        self.request_resync()
+                        continue
+                    try:
+                        event = routing_decoder.decode(item.payload)
+                    except msgspec.DecodeError as exc:
+                        log.warning("unreadable routing event (%s): loading a snapshot", exc)
+                        self.request_resync()
+                        continue
+                    self._on_event(event)
+            except Exception as exc:
+                if not failing:
+                    log.warning("routing subscription failed (%s); subscribing again", exc)
+                failing = True
+            # The subscription ended (closed under us, or failed): whatever was published
+            # meanwhile is lost, so resync once subscribed again.
+            self._subscription = None
+            with contextlib.suppress(Exception):
+                await subscription.close()
+            self.request_resync()
+            await asyncio.sleep(self.outage_interval)
+
+    def _on_event(self, event: RoutingEvent) -> None:
+        ownership = self.ownership
+        if event.seq <= ownership.seq:
+            return  # seen already (an event the snapshot includes, or a duplicate)
+        if self._held or not ownership.apply(event):
+            if len(self._held) >= MAX_HELD_EVENTS:
+                self._held.pop(min(self._held))
+            self._held[event.seq] = event
+            if isinstance(event, TokenRevoked):
+                self._revoke(event.revocation)
+            if len(self._held) == 1:
+                log.info(
+                    "routing event seq %d after %d: events were missed, loading a snapshot",
+                    event.seq,
+                    ownership.seq,
+                )
+            self.request_resync()
+            return
+        if isinstance(event, TokenRevoked):
+            self._revoke(event.revocation)
+        elif isinstance(event, KeysSet):
+            self._keys = list(event.keys)
+            if self.keyring is not None:
+                self.keyring.set_keys(list(event.keys))
+        elif isinstance(event, CertChanged) and self.on_cert_changed is not None:
+            try:
+                self.on_cert_changed(event.host)
+            except Exception:
+                log.exception("reloading the certificate for %s failed", event.host)
+        self._save_soon()
+
+    def _revoke(self, revocation: Revocation) -> None:
+        self._revoked[revocation.token_id] = revocation
+        if self.keyring is not None:
+            self.keyring.revoke(revocation)
+        self._end_sessions({revocation.token_id}, REVOKED_MESSAGE)
+
+    def _end_sessions(self, token_ids: set[str], message: str) -> None:
+        if not token_ids:
+            return
+        for session in list(self.edge.sessions):
+            identity = session.identity
+            if identity is not None and identity.token_id in token_ids:
+                session.end_refused("auth", message)
+
+    # -- background loops -----------------------------------------------------------------
+
+    async def _resync_loop(self) -> None:
+        while True:
+            if self._failures:
+                delay = min(RETRY_MAX, RETRY_START * 2 ** (self._failures - 1))
+                if not self.bus_up:
+                    delay = min(delay, self.outage_interval)
+                # A request for a resync does not cut a backoff short: control is struggling.
+                await asyncio.sleep(delay)
+            else:
+                delay = self.resync_interval if self.bus_up else self.outage_interval
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wanted.wait()
+            self._wanted.clear()
+            await self._fetch(self.fetch_timeout)
+
+    async def _watch_bus(self, bus: Bus) -> None:
+        """Notice when the bus stops answering, so the snapshot is polled often meanwhile."""
+        while True:
+            try:
+                async with asyncio.timeout(self.outage_interval):
+                    up = await bus.ping()
+            except Exception:
+                up = False
+            if up != self.bus_up:
+                self.bus_up = up
+                if up:
+                    log.info("routing bus is back")
+                else:
+                    log.warning(
+                        "routing bus unreachable: polling control every %gs meanwhile",
+                        self.outage_interval,
+                    )
+                self.request_resync()
+            await asyncio.sleep(self.outage_interval)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.expiry_interval)
+            self.end_expired()
+
+    def end_expired(self) -> None:
+        """End sessions whose token has expired, and forget revocations past their token's
+        own expiry."""
+        now = self._clock()
+        for session in list(self.edge.sessions):
+            identity = session.identity
+            if identity is not None and identity.expires_at and identity.expires_at <= now:
+                session.end_refused("auth", EXPIRED_MESSAGE)
+        gone = [tid for tid, r in self._revoked.items() if 0 < r.until <= now]
+        for token_id in gone:
+            del self._revoked[token_id]
+
+    # -- the cache ------------------------------------------------------------------------
+
+    def current_snapshot(self) -> RoutingSnapshot:
+        snapshot = self.ownership.snapshot()
+        snapshot.keys = list(self._keys)
+        snapshot.revoked = list(self._revoked.values())
+        return snapshot
+
+    def _save_soon(self) -> None:
+        """Write the cache shortly: a burst of events costs one write."""
+        if self.cache_path is None or self._save_handle is not None:
+            return
+        self._save_handle = asyncio.get_running_loop().call_later(0.2, self._save_now)
+
+    def _save_now(self) -> None:
+        self._save_handle = None
+        path = self.cache_path
+        if path is None:
+            return
+        if self._saving is not None and not self._saving.done():
+            self._save_soon()  # one write at a time; this state goes out after it
+            return
+        data = encode(self.current_snapshot())
+        self._saving = asyncio.get_running_loop().create_task(self._write(path, data))
+
+    async def _write(self, path: Path, data: bytes) -> None:
+        try:
+            await asyncio.to_thread(write_cache, path, data)
+        except OSError as exc:
+            log.warning("cannot write the routing cache %s: %s", path, exc)

@@ -1,0 +1,174 @@
+"""Who owns which hostname: the edge's copy of control's routing state.
+
+Control owns reserved names (``app.<base domain>`` kept for one org) and custom domains
+(``shop.example.com`` or ``*.example.com``, verified by DNS, with a TLS mode and an optional
+target tunnel). The edge decides every bind offline against this copy: it is loaded from a
+``RoutingSnapshot``, then kept current by ``RoutingEvent``s applied strictly in ``seq`` order.
+An event whose seq is not the next one means events were missed; the caller loads a fresh
+snapshot instead of guessing (see ``edge.control_sync``).
+
+An empty ``HostOwnership`` claims nothing, so an edge without a control plane binds exactly
+as before: any free name under the base domain, custom domains only from the token's list.
+"""
+
+from __future__ import annotations
+
+from bus.events import (
+    DomainRemoved,
+    DomainRoute,
+    DomainSet,
+    NameClaim,
+    NameRemoved,
+    NameSet,
+    RoutingEvent,
+    RoutingSnapshot,
+)
+from edge.routing import BindError, normalize_host
+
+
+def _host(host: str) -> str:
+    return normalize_host(host) if host else host
+
+
+class HostOwnership:
+    """Reserved names (host -> org) and custom domains (host or ``*.domain`` -> route)."""
+
+    __slots__ = ("_domains", "_names", "_targets", "loaded", "seq")
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+        self._domains: dict[str, DomainRoute] = {}
+        self._targets = 0  # domains with a target: lookups skip alias work when there are none
+        self.seq = 0
+        self.loaded = False  # a snapshot (from control or its cache) has been loaded
+
+    # -- state ----------------------------------------------------------------------------
+
+    def load(self, snapshot: RoutingSnapshot) -> None:
+        """Replace everything with ``snapshot``."""
+        self._names = {_host(claim.host): claim.org for claim in snapshot.names}
+        self._domains = {}
+        self._targets = 0
+        for route in snapshot.domains:
+            self._set_domain(route)
+        self.seq = snapshot.seq
+        self.loaded = True
+
+    def apply(self, event: RoutingEvent) -> bool:
+        """Apply the next event. False if ``event.seq`` shows events were missed (nothing is
+        applied; load a snapshot). Events at or below ``seq`` were seen already and are
+        ignored. Events about keys, tokens and certificates only advance ``seq`` here."""
+        if event.seq <= self.seq:
+            return True
+        if event.seq != self.seq + 1:
+            return False
+        if isinstance(event, NameSet):
+            self._names[_host(event.claim.host)] = event.claim.org
+        elif isinstance(event, NameRemoved):
+            self._names.pop(_host(event.host), None)
+        elif isinstance(event, DomainSet):
+            self._remove_domain(event.route.host)
+            self._set_domain(event.route)
+        elif isinstance(event, DomainRemoved):
+            self._remove_domain(event.host)
+        self.seq = event.seq
+        return True
+
+    def snapshot(self) -> RoutingSnapshot:
+        """Names and domains as a snapshot (keys and revocations are not kept here)."""
+        return RoutingSnapshot(
+            seq=self.seq,
+            names=[NameClaim(host=h, org=o) for h, o in self._names.items()],
+            domains=list(self._domains.values()),
+        )
+
+    def _set_domain(self, route: DomainRoute) -> None:
+        host = _host(route.host)
+        self._domains[host] = route
+        if route.target:
+            self._targets += 1
+
+    def _remove_domain(self, host: str) -> None:
+        old = self._domains.pop(_host(host), None)
+        if old is not None and old.target:
+            self._targets -= 1
+
+    # -- questions ------------------------------------------------------------------------
+
+    def owner_of_name(self, host: str) -> str | None:
+        return self._names.get(host)
+
+    def domain_for(self, host: str) -> DomainRoute | None:
+        """The custom domain covering ``host``: its exact entry, else the most specific
+        ``*.domain`` entry above it."""
+        domains = self._domains
+        if not domains:
+            return None
+        route = domains.get(host)
+        if route is not None:
+            return route
+        dot = host.find(".")
+        while dot != -1:
+            route = domains.get("*" + host[dot:])
+            if route is not None:
+                return route
+            dot = host.find(".", dot + 1)
+        return None
+
+    def is_reserved(self, host: str) -> bool:
+        """Whether ``host`` belongs to some org, so it is never handed out as a random name."""
+        return host in self._names or self.domain_for(host) is not None
+
+    def allowed_for(self, org: str, token_hosts: tuple[str, ...], name: str) -> tuple[str, ...]:
+        """The host patterns besides base-domain names that a bind of ``name`` may name.
+
+        A token's own list, when it has one, is the limit. Otherwise a custom domain control
+        knows of and that covers ``name`` passes here, so that ``check_bind`` gives the real
+        answer: the org's own verified domain binds, an unverified one is "unverified",
+        another org's is "taken"."""
+        if token_hosts:
+            return token_hosts
+        route = self.domain_for(normalize_host(name)) if name else None
+        return (_host(route.host),) if route is not None else ()
+
+    def check_bind(self, org: str, hostname: str, protocol: str) -> None:
+        """Raise ``BindError`` unless ``org`` may bind ``hostname`` for ``protocol``."""
+        owner = self._names.get(hostname)
+        if owner is not None and owner != org:
+            raise BindError("taken", f"{hostname} is reserved by another account")
+        route = self.domain_for(hostname)
+        if route is None:
+            return
+        if route.org != org:
+            raise BindError("taken", f"{hostname} is a custom domain of another account")
+        if not route.verified:
+            raise BindError(
+                "unverified",
+                f"verify {route.host} in the console or with the API before binding it",
+            )
+        if protocol == "tls" and route.tls_mode != "passthrough":
+            raise BindError(
+                "tls_mode",
+                f"{route.host} has its TLS terminated at the edge; set its TLS mode to "
+                "passthrough in the console or with the API to open a TLS tunnel on it",
+            )
+        if protocol == "http" and route.tls_mode == "passthrough":
+            raise BindError(
+                "tls_mode",
+                f"{route.host} is set to TLS passthrough: open it with `burrow tls`, or set "
+                "its TLS mode to terminate in the console or with the API",
+            )
+
+    def alias_route(self, host: str) -> tuple[str, str] | None:
+        """(target hostname, org) when visitors of ``host`` go to another tunnel's pool."""
+        if not self._targets:
+            return None
+        route = self.domain_for(host)
+        if route is None or not route.verified or not route.target:
+            return None
+        return _host(route.target), route.org
+
+    def alias_for(self, host: str) -> str | None:
+        """The hostname whose tunnels serve visitors of the custom domain ``host``."""
+        routed = self.alias_route(host)
+        return routed[0] if routed is not None else None
