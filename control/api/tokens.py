@@ -116,9 +116,11 @@ async def create_token(request: web.Request) -> web.Response:
         await audit(q, who.org_id, who.actor, "token.create", token_id)
     assert row is not None
     command = f"burrow config add-authtoken {text}"
+    extra: dict[str, str] = {"command": command}
     if config.agent_server:
-        command += f" --server {config.agent_server}"
-    return to_json_status({**_public(row), "token": text, "command": command}, 201)
+        extra["agent_server"] = config.agent_server
+        extra["run"] = f"burrow http 3000 --server {config.agent_server}"
+    return to_json_status({**_public(row), "token": text, **extra}, 201)
 
 
 @routes.get("/v1/tokens")

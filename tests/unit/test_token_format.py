@@ -70,8 +70,8 @@ def _replace_part(index: int, value: str) -> str:
     [
         ("", "empty"),
         ("   \n", "empty"),
-        ("tok-acme-1", "not a Burrow signed authtoken"),
-        ("eyJhbGciOi.eyJzdWIiOi.c2ln", "not a Burrow signed authtoken"),
+        ("tok-acme-1", "not a Burrow authtoken"),
+        ("eyJhbGciOi.eyJzdWIiOi.c2ln", "not a Burrow authtoken"),
         ("bt2.k1.AAAA.AAAA", "newer Burrow"),
         ("bt1.k1.AAAA", "4 parts"),
         (TOKEN + ".extra", "4 parts"),
