@@ -164,7 +164,7 @@ class LinkSession(asyncio.Protocol):
     def flush(self) -> None:
         out = self.mux.data_to_send()
         if out and self.transport is not None and not self.closed:
-            self.bytes_out += sum(len(b) for b in out)
+            self.bytes_out += sum(map(len, out))  # once per request: no generator frame
             self.transport.writelines(out)
 
     def flush_soon(self) -> None:
@@ -190,7 +190,14 @@ class LinkSession(asyncio.Protocol):
 
     def write(self, stream_id: int, data: bytes) -> bool:
         ok = self.mux.send_data(stream_id, data)
-        self.flush_soon()
+        if self._dispatching:
+            return ok  # goes out with the rest of the dispatch's frames
+        # Stream bytes go out at once rather than at the end of the loop pass: the peer
+        # starts on each request (or response) while this side still parses the next ones.
+        # Held to the end of the pass, the link moved requests in bursts and the two ends
+        # took turns: 1 KiB requests at 50 connections ran 15-20% slower for the syscalls
+        # saved, with a third of the CPU idle.
+        self.flush()
         return ok
 
     def end(self, stream_id: int) -> None:

@@ -66,7 +66,10 @@ def message_framing(headers: Headers, is_request: bool) -> tuple[int, int]:
         if name == b"transfer-encoding":
             te = value if te is None else te + b"," + value
         elif name == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            if b"," in value:
+                lengths.update(v.strip() for v in value.split(b","))
+            else:
+                lengths.add(value.strip())  # the usual single value: no generator
     if te is not None:
         if lengths and is_request:
             raise ParseError("both Transfer-Encoding and Content-Length")

@@ -45,9 +45,16 @@ async def test_unreachable_database_is_a_clear_error() -> None:
         await Database.connect("postgresql://postgres@127.0.0.1:1/none", maxsize=1)
 
 
-async def test_embedded_postgres_starts_and_migrates() -> None:
+def _shared_folder() -> Path:
+    """Not under pytest's private temporary folder: the embedded server runs as its own
+    unprivileged user when the tests run as root."""
     folder = Path(tempfile.mkdtemp(prefix="burrow-embedded-"))
     folder.chmod(0o755)
+    return folder
+
+
+async def test_embedded_postgres_starts_and_migrates() -> None:
+    folder = _shared_folder()
     dsn = await start_embedded(folder / "data", "burrow")
     db = await Database.connect(dsn, maxsize=1)
     try:

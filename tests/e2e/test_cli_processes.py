@@ -18,8 +18,8 @@ from typing import IO
 
 import pytest
 
-from tests.e2e.client import Visitor, get
 from tests.control.conftest import TEST_SECRET
+from tests.e2e.client import Visitor, get
 from tests.e2e.conftest import wait_for
 
 START_TIMEOUT = 15.0  # interpreter start and imports on a slow CI machine

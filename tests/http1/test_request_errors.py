@@ -7,6 +7,8 @@ bytes arrive. Cases where the implementations legitimately disagree are in
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from edge.http1.events import ParseError
@@ -92,3 +94,12 @@ def test_head_within_limit_in_pieces_is_accepted(impl: Impl) -> None:
         conn.receive_data(wire[i : i + 16])
         events += pull(conn)
     assert [e[0] for e in events if e[0] not in ("need_data", "paused")] == ["request", "end"]
+
+
+def test_header_of_blanks_ending_in_nul_is_refused_at_once(impl: Impl) -> None:
+    # A value pattern that backtracks took minutes on this line, holding the edge's loop.
+    wire = b"GET / HTTP/1.1\r\n" + HOST + b"X-A:" + b" " * 15_000 + b"\x00\r\n\r\n"
+    started = time.monotonic()
+    exc = parse_error(impl.visitor(), wire)
+    assert 400 <= exc.status < 600
+    assert time.monotonic() - started < 1.0
