@@ -11,14 +11,18 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bus.base import Bus
 from control import __version__
-from control.api import accounts, api_keys, edge, names, orgs, tokens
+from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
 from control.bodies import to_json
 from control.config import ControlConfig
 from control.db import Database
+from control.dns_check import DomainVerifier
+from control.edge_reports import EdgeReportConsumer
 from control.embedded_db import start_embedded
 from control.errors import json_errors
-from control.keys import BUS, CONFIG, DB, OUTBOX, PASSWORDS, SIGNING
+from control.keys import BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
+from control.metrics import ControlMetrics
 from control.migrate import migrate
 from control.openapi import build_document, describe
 from control.passwords import Passwords
@@ -64,10 +68,20 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
             "keys are encrypted with it"
         )
     outbox = RoutingOutbox(app[DB], app[BUS])
+    outbox.report_pending = app[METRICS].routing_pending.set
     app[OUTBOX] = outbox
     app[SIGNING] = SigningKeys(app[DB], SecretBox.from_secret(config.secret_key), outbox)
     await app[SIGNING].ensure()
     task = asyncio.get_running_loop().create_task(outbox.run(), name="routing-outbox")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _edge_reports(app: web.Application) -> AsyncIterator[None]:
+    consumer = EdgeReportConsumer(app[DB], app[BUS])
+    task = asyncio.get_running_loop().create_task(consumer.run(), name="edge-reports")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -81,6 +95,12 @@ routes = web.RouteTableDef()
 @describe("This document.", auth="none")
 async def openapi(request: web.Request) -> web.Response:
     return to_json(build_document(request.app, __version__))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 @routes.get("/healthz")
@@ -97,15 +117,29 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
-def create_app(config: ControlConfig, *, bus: object | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body_bytes)
+def create_app(
+    config: ControlConfig, *, bus: Bus | None = None, verifier: DomainVerifier | None = None
+) -> web.Application:
+    counted = ControlMetrics()
+    app = web.Application(
+        middlewares=[counted.middleware(), json_errors], client_max_size=config.max_body_bytes
+    )
+    app[METRICS] = counted
     app[CONFIG] = config
     app[PASSWORDS] = Passwords(config.passwords)
+    # Tests hand in a verifier that asks their own DNS server.
+    app[VERIFIER] = verifier or DomainVerifier(
+        config.dns_nameservers or None,
+        config.dns_port,
+        config.dns_timeout,
+        edge_target=config.cname_target,
+    )
     if bus is not None:
-        app[BUS] = bus  # type: ignore[assignment]
+        app[BUS] = bus
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)
+    app.cleanup_ctx.append(_edge_reports)
     for table in (
         routes,
         accounts.routes,
@@ -114,6 +148,9 @@ def create_app(config: ControlConfig, *, bus: object | None = None) -> web.Appli
         tokens.routes,
         names.routes,
         edge.routes,
+        domains.routes,
+        tunnels.routes,
+        admin.routes,
     ):
         app.add_routes(table)
     return app

@@ -8,6 +8,7 @@ from bus.base import Bus
 from control.config import ControlConfig
 from control.db import Database
 from control.dns_check import DomainVerifier
+from control.metrics import ControlMetrics
 from control.passwords import Passwords
 from control.routing_outbox import RoutingOutbox
 from control.signing_keys import SigningKeys
@@ -19,3 +20,4 @@ PASSWORDS = web.AppKey("passwords", Passwords)
 SIGNING = web.AppKey("signing", SigningKeys)
 OUTBOX = web.AppKey("outbox", RoutingOutbox)
 VERIFIER = web.AppKey("verifier", DomainVerifier)
+METRICS = web.AppKey("metrics", ControlMetrics)

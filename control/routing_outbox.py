@@ -40,6 +40,8 @@ class RoutingOutbox:
         self.bus = bus
         self._wake = asyncio.Event()
         self.published_seq = 0
+        # Told how many committed events wait for the bus (a metrics gauge's ``set``).
+        self.report_pending: Callable[[int], None] = lambda n: None
 
     async def record(self, q: Queries, make: Callable[[int], RoutingEvent]) -> int:
         """Record the event ``make(seq)`` in the caller's transaction; its seq."""
@@ -60,8 +62,10 @@ class RoutingOutbox:
             "SELECT seq, payload FROM routing_events WHERE published_at IS NULL"
             " ORDER BY seq LIMIT 500"
         )
-        for row in rows:
+        self.report_pending(len(rows))
+        for left, row in enumerate(rows, 1):
             await self.bus.publish(ROUTING_CHANNEL, bytes(row["payload"]))
+            self.report_pending(len(rows) - left)
             await self.db.execute(
                 "UPDATE routing_events SET published_at = now() WHERE seq = %s", (row["seq"],)
             )

@@ -41,3 +41,20 @@ async def test_unknown_routes_and_methods_answer_json(control: TestClient) -> No
     resp = await control.get("/v1/tokens")
     assert resp.status == 401
     assert "API key" in (await resp.json())["error"]["message"]
+
+
+async def test_metrics_count_requests_by_route_template(control: TestClient) -> None:
+    for _ in range(3):
+        await control.get("/v1/tokens/tok_nothing")
+    body = await (await control.get("/metrics")).text()
+    line = next(
+        row
+        for row in body.splitlines()
+        if row.startswith("burrow_control_requests_total{")
+        and 'route="/v1/tokens/{token_id}"' in row
+    )
+    assert 'status_class="4xx"' in line
+    assert float(line.rsplit(" ", 1)[1]) == 3.0
+    assert "tok_nothing" not in body
+    assert (await control.get("/healthz")).status == 200
+    assert (await control.get("/readyz")).status == 200

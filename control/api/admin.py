@@ -1,0 +1,224 @@
+"""The operator's API under /v1/admin: every user, org, domain, edge and tunnel of the
+installation, and the keys agent tokens are signed with.
+
+Only a signed-in operator (``users.is_admin``) may call it. API keys belong to one
+organization and never act for the installation, whoever created them.
+
+Lists page by id: ``?limit=`` (1-1000, default 100) and ``?after=<last id seen>``; a full page
+carries ``next_after`` to ask for the next one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from control import principals
+from control.api import tunnels
+from control.bodies import read_json, to_json, to_json_status
+from control.db import Row
+from control.errors import ApiError
+from control.keys import CONFIG, DB, SIGNING
+from control.openapi import describe
+from control.principals import Principal
+from control.signing_keys import SigningKeyError
+from control.store.accounts import audit
+
+routes = web.RouteTableDef()
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class UserPatch(msgspec.Struct, forbid_unknown_fields=True):
+    disabled: bool | msgspec.UnsetType = msgspec.UNSET
+    is_admin: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+async def operator(request: web.Request) -> Principal:
+    who = await principals.principal(request)
+    if who.via != "session":
+        raise ApiError(
+            403,
+            "forbidden",
+            "the admin API takes a signed-in operator; API keys belong to one organization",
+        )
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "this needs an operator of this Burrow installation")
+    return who
+
+
+def page(request: web.Request) -> dict[str, Any]:
+    """``limit`` and ``after`` from the query string, as SQL parameters; 422 when bad."""
+    text = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise ApiError(
+            422, "invalid", f"limit must be a whole number from 1 to {MAX_LIMIT}, not {text[:20]!r}"
+        )
+    after = request.query.get("after", "")
+    if len(after) > 200 or any(ord(c) < 32 for c in after):
+        raise ApiError(422, "invalid", "after must be an id from a previous page")
+    return {"limit": int(text), "after": after}
+
+
+def paged(name: str, rows: list[Row], params: dict[str, Any], key: str = "id") -> web.Response:
+    more = rows[-1][key] if len(rows) == params["limit"] else None
+    return to_json({name: rows, "next_after": more})
+
+
+@routes.get("/v1/admin/users")
+@describe("Every user of the installation.", auth="admin")
+async def admin_users(request: web.Request) -> web.Response:
+    await operator(request)
+    params = page(request)
+    rows = await request.app[DB].all(
+        "SELECT u.id, u.email, u.name, u.is_admin, u.disabled_at, u.created_at,"
+        " (SELECT count(*) FROM memberships m WHERE m.user_id = u.id) AS org_count"
+        " FROM users u WHERE u.id > %(after)s ORDER BY u.id LIMIT %(limit)s",
+        params,
+    )
+    return paged("users", rows, params)
+
+
+@routes.patch("/v1/admin/users/{user_id}")
+@describe(
+    "Disable or enable a user (disabling signs them out everywhere), or make or unmake an "
+    "operator.",
+    body=UserPatch,
+    auth="admin",
+)
+async def admin_update_user(request: web.Request) -> web.Response:
+    who = await operator(request)
+    body = await read_json(request, UserPatch)
+    user_id = request.match_info["user_id"][:64]
+    if user_id == who.user_id and (body.disabled is True or body.is_admin is False):
+        raise ApiError(
+            409,
+            "own_account",
+            "you cannot disable or demote your own account; ask another operator",
+        )
+    async with request.app[DB].transaction() as q:
+        row = await q.one(
+            "UPDATE users SET"
+            " disabled_at = CASE WHEN %(disabled)s IS NULL THEN disabled_at"
+            "   WHEN %(disabled)s THEN coalesce(disabled_at, now()) ELSE NULL END,"
+            " is_admin = coalesce(%(is_admin)s, is_admin)"
+            " WHERE id = %(id)s"
+            " RETURNING id, email, name, is_admin, disabled_at, created_at",
+            {
+                "disabled": None if body.disabled is msgspec.UNSET else body.disabled,
+                "is_admin": None if body.is_admin is msgspec.UNSET else body.is_admin,
+                "id": user_id,
+            },
+        )
+        if row is None:
+            raise ApiError(404, "not_found", "no user with that id")
+        if body.disabled is True:
+            await q.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
+        if body.disabled is not msgspec.UNSET:
+            action = "user.disable" if body.disabled else "user.enable"
+            await audit(q, None, who.actor, action, user_id)
+        if body.is_admin is not msgspec.UNSET:
+            action = "user.make_admin" if body.is_admin else "user.remove_admin"
+            await audit(q, None, who.actor, action, user_id)
+    return to_json(row)
+
+
+@routes.get("/v1/admin/orgs")
+@describe("Every organization, with its member, token and domain counts.", auth="admin")
+async def admin_orgs(request: web.Request) -> web.Response:
+    await operator(request)
+    params = page(request)
+    rows = await request.app[DB].all(
+        "SELECT o.id, o.name, o.created_at,"
+        " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS member_count,"
+        " (SELECT count(*) FROM agent_tokens t WHERE t.org_id = o.id AND t.revoked_at IS NULL)"
+        "   AS token_count,"
+        " (SELECT count(*) FROM domains d WHERE d.org_id = o.id) AS domain_count"
+        " FROM orgs o WHERE o.id > %(after)s ORDER BY o.id LIMIT %(limit)s",
+        params,
+    )
+    return paged("orgs", rows, params)
+
+
+@routes.get("/v1/admin/domains")
+@describe("Every custom domain, with its verification and TLS state.", auth="admin")
+async def admin_domains(request: web.Request) -> web.Response:
+    await operator(request)
+    params = page(request)
+    rows = await request.app[DB].all(
+        "SELECT d.id, d.host, d.org_id, o.name AS org_name, d.strict, d.verified_at,"
+        " d.verified_by, d.last_check_at, d.last_check_error, d.target_name AS target,"
+        " d.tls_mode, d.tls_status, d.tls_not_after, d.tls_last_checked_at, d.tls_last_error,"
+        " d.created_at"
+        " FROM domains d JOIN orgs o ON o.id = d.org_id"
+        " WHERE d.id > %(after)s ORDER BY d.id LIMIT %(limit)s",
+        params,
+    )
+    return paged("domains", rows, params)
+
+
+@routes.get("/v1/admin/edges")
+@describe("Every edge that has reported: its tunnel count, and whether it is stale.", auth="admin")
+async def admin_edges(request: web.Request) -> web.Response:
+    await operator(request)
+    params = {**page(request), "stale": request.app[CONFIG].edge_stale_seconds}
+    rows = await request.app[DB].all(
+        "SELECT e.id, e.version, e.started_at, e.last_seen_at, e.draining, e.stopped_at,"
+        " (SELECT count(*) FROM live_tunnels t WHERE t.edge_id = e.id) AS tunnel_count,"
+        " e.last_seen_at < now() - make_interval(secs => %(stale)s) AS stale"
+        " FROM edges e WHERE e.id > %(after)s ORDER BY e.id LIMIT %(limit)s",
+        params,
+    )
+    return paged("edges", rows, params)
+
+
+@routes.get("/v1/admin/tunnels")
+@describe("Every tunnel online now, on edges that are not stale.", auth="admin")
+async def admin_tunnels(request: web.Request) -> web.Response:
+    await operator(request)
+    params = {**page(request), "stale": request.app[CONFIG].edge_stale_seconds}
+    rows = await request.app[DB].all(
+        f"SELECT {tunnels.COLUMNS} {tunnels.LIVE} AND t.key > %(after)s"
+        " ORDER BY t.key LIMIT %(limit)s",
+        params,
+    )
+    return paged("tunnels", rows, params, key="key")
+
+
+@routes.get("/v1/admin/signing-keys")
+@describe("The keys agent tokens are signed with; the newest active one signs.", auth="admin")
+async def admin_signing_keys(request: web.Request) -> web.Response:
+    await operator(request)
+    return to_json({"signing_keys": await request.app[SIGNING].list()})
+
+
+@routes.post("/v1/admin/signing-keys/rotate")
+@describe(
+    "Make a new signing key; new tokens use it, tokens already issued keep working.",
+    auth="admin",
+    status=201,
+)
+async def admin_rotate_key(request: web.Request) -> web.Response:
+    who = await operator(request)
+    key = await request.app[SIGNING].rotate()
+    await audit(request.app[DB], None, who.actor, "signing_key.rotate", key.kid)
+    row = next(r for r in await request.app[SIGNING].list() if r["kid"] == key.kid)
+    return to_json_status(row, 201)
+
+
+@routes.post("/v1/admin/signing-keys/{kid}/retire")
+@describe("Retire a signing key: every token it signed stops working at every edge.", auth="admin")
+async def admin_retire_key(request: web.Request) -> web.Response:
+    who = await operator(request)
+    kid = request.match_info["kid"][:64]
+    try:
+        row = await request.app[SIGNING].retire(kid)
+    except SigningKeyError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    if row is None:
+        raise ApiError(404, "not_found", "no active signing key with that id")
+    await audit(request.app[DB], None, who.actor, "signing_key.retire", kid)
+    return to_json(row)

@@ -1,0 +1,211 @@
+"""The whole multi-tenant path on real sockets: the control service on PostgreSQL, a bus on
+Redis, an edge that fetches its routing state over HTTP and follows the bus, and agents
+with tokens control signed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.client import AgentRefused
+from agent.tunnels import TunnelSpec
+from bus.redis_bus import RedisBus
+from control.app import create_app
+from edge.control_sync import HttpSnapshotSource, RoutingSync
+from edge.server import Edge
+from edge.token_auth import SignedTokens
+from edge.tunnel_reports import TunnelReporter
+from tests.control.conftest import PASSWORD, control_config
+from tests.e2e.client import get
+from tests.e2e.conftest import AgentRunner, edge_config, wait_for
+from tests.e2e.origin import LocalService
+from tests.fixtures.redis import PrivateRedis
+
+EDGE_KEY = "edge-key-1"
+
+
+class ControlProcess:
+    """The control app served on a real port, restartable on the same port."""
+
+    def __init__(self, database_url: str, redis_url: str, prefix: str) -> None:
+        self.config = control_config(
+            database_url, redis_url=redis_url, bus_prefix=prefix, edge_stale_seconds=30.0
+        )
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(create_app(self.config))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Stack:
+    control: ControlProcess
+    edge: Edge
+    sync: RoutingSync
+    http: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, key: str, status: int = 200, **kw: Any) -> Any:
+        async with self.http.request(
+            method, self.control.url + path, headers={"Authorization": f"Bearer {key}"}, **kw
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == status, (resp.status, body)
+            return body
+
+    async def signup(self, email: str) -> dict[str, Any]:
+        """A user with their own org, and an admin API key for it."""
+        async with self.http.post(
+            self.control.url + "/v1/signup", json={"email": email, "password": PASSWORD}
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            user: dict[str, Any] = await resp.json()
+        async with self.http.post(
+            self.control.url + "/v1/api-keys", json={}, headers={"X-Requested-With": "t"}
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            user["key"] = (await resp.json())["key"]
+        self.http.cookie_jar.clear()
+        return user
+
+
+async def _stack(database_url: str, redis_url: str, prefix: str) -> AsyncIterator[Stack]:
+    control = ControlProcess(database_url, redis_url, prefix)
+    await control.start()
+    keyring = SignedTokens([])
+    edge = Edge(edge_config(base_domain="tunnels.test"), keyring)
+    bus = RedisBus(redis_url, prefix)
+    sync = RoutingSync(
+        edge, HttpSnapshotSource(control.url, EDGE_KEY), bus, keyring, outage_interval=0.5
+    )
+    await sync.start()
+    await edge.start()
+    reporter = TunnelReporter(edge, bus, interval=0.5)
+    reporter.start()
+    # unsafe: keep cookies for an IP-address host (the control runs on 127.0.0.1).
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        yield Stack(control, edge, sync, http)
+    finally:
+        await http.close()
+        await reporter.close()
+        await sync.close()
+        await edge.shutdown(drain=0.5)
+        await bus.close()
+        await control.stop()
+
+
+@pytest.fixture
+async def stack(database_url: str, redis_url: str, bus_prefix: str) -> AsyncIterator[Stack]:
+    async for s in _stack(database_url, redis_url, bus_prefix):
+        yield s
+
+
+async def test_signup_token_bind_refuse_revoke(
+    stack: Stack, service: LocalService, agents: AgentRunner
+) -> None:
+    acme = await stack.signup("owner@acme.example")
+    globex = await stack.signup("owner@globex.example")
+    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "shop"})
+    acme_token = await stack.call("POST", "/v1/tokens", acme["key"], status=201, json={})
+    globex_token = await stack.call("POST", "/v1/tokens", globex["key"], status=201, json={})
+
+    spec = TunnelSpec("http", "127.0.0.1", service.port, name="shop")
+    agent = await agents.start(stack.edge, spec, token=acme_token["token"])
+    assert agent.tunnels[0].url.startswith("http://shop.tunnels.test")
+    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    assert resp.status == 200
+
+    # Another org's agent is refused the name, with a reason its user can act on.
+    other = await agents.start(stack.edge, spec, token=globex_token["token"], wait=False)
+    await wait_for(lambda: bool(other.tunnels[0].error), what="bind refusal")
+    assert "reserved by another account" in other.tunnels[0].error
+    assert not other.tunnels[0].url
+
+    # The live tunnel shows up in the org's list, not in the other org's.
+    async def listed(key: str) -> list[dict[str, Any]]:
+        return list((await stack.call("GET", "/v1/tunnels", key))["tunnels"])
+
+    for _ in range(100):
+        if await listed(acme["key"]):
+            break
+        await asyncio.sleep(0.05)
+    rows = await listed(acme["key"])
+    assert [r["hostname"] for r in rows] == ["shop.tunnels.test"]
+    assert rows[0]["edge_id"] == stack.edge.config.edge_id
+    assert await listed(globex["key"]) == []
+
+    # Revocation: the live agent is cut off and its reconnects are refused.
+    running = agents.running[0][1]
+    await stack.call("DELETE", f"/v1/tokens/{acme_token['id']}", acme["key"])
+    await wait_for(running.done, timeout=5, what="revoked agent to stop")
+    with pytest.raises(AgentRefused, match="revoked"):
+        running.result()
+    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    assert resp.status == 404
+    again = await agents.start(stack.edge, spec, token=acme_token["token"], wait=False)
+    task = agents.running[-1][1]
+    await wait_for(task.done, timeout=5, what="refusal of a revoked token")
+    with pytest.raises(AgentRefused, match="revoked"):
+        task.result()
+    assert again.last_error
+
+
+async def test_tunnels_survive_control_and_redis_restarts(
+    database_url: str,
+    private_redis: PrivateRedis,
+    bus_prefix: str,
+    service: LocalService,
+    agents: AgentRunner,
+) -> None:
+    async for stack in _stack(database_url, private_redis.url, bus_prefix):
+        user = await stack.signup("owner@initech.example")
+        made = await stack.call("POST", "/v1/tokens", user["key"], status=201, json={})
+        spec = TunnelSpec("http", "127.0.0.1", service.port, name="initech")
+        agent = await agents.start(stack.edge, spec, token=made["token"])
+        port = stack.edge.config.http_port
+        host = agent.tunnels[0].url.split("//")[1].split(":")[0]
+        assert (await get(port, host, "/hello")).status == 200
+
+        # Control goes away: traffic flows, the established link stays.
+        await stack.control.stop()
+        for _ in range(5):
+            assert (await get(port, host, "/hello")).status == 200
+        # Redis goes away too.
+        private_redis.stop()
+        await asyncio.sleep(1.0)
+        for _ in range(5):
+            assert (await get(port, host, "/hello")).status == 200
+        assert agent.tunnels[0].url and len(agents.running) == 1
+        assert not agents.running[0][1].done()
+
+        # Both come back; a revocation made now still reaches the edge and cuts the agent.
+        private_redis.start()
+        await stack.control.start()
+        await stack.call("DELETE", f"/v1/tokens/{made['id']}", user["key"])
+        task = agents.running[0][1]
+        await wait_for(task.done, timeout=10, what="revocation after the restarts")
+        with pytest.raises(AgentRefused, match="revoked"):
+            task.result()
+        with contextlib.suppress(Exception):
+            await agents.stop_all()
