@@ -215,6 +215,8 @@ class RoutingSync:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
         self._save_handle: asyncio.TimerHandle | None = None
+        self._synced_at = 0.0  # monotonic time of the last snapshot loaded from control
+        edge.metrics.bus_lag.set_function(self.lag)
         self._saving: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -280,6 +282,15 @@ class RoutingSync:
     def request_resync(self) -> None:
         self._wanted.set()
 
+    def lag(self) -> float:
+        """Seconds the routing state may be behind control: 0 while the bus is followed and
+        nothing is missing, else the time since the last snapshot from control loaded."""
+        if self.bus_up and self.in_sync and self.loaded_from == "control":
+            return 0.0
+        if not self._synced_at:
+            return float("inf") if self.edge.listening else 0.0
+        return max(0.0, time.monotonic() - self._synced_at)
+
     @property
     def in_sync(self) -> bool:
         """Loaded, and no events are held across a hole."""
@@ -303,6 +314,7 @@ class RoutingSync:
         self._fetch_failing = False
         self.fetches += 1
         self._load(snapshot, "control")
+        self._synced_at = time.monotonic()
         if self._held:
             # Control's snapshot is behind what the bus already said: try again shortly.
             self._failures += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -192,11 +193,15 @@ async def test_tunnels_survive_control_and_redis_restarts(
         for _ in range(5):
             assert (await get(port, host, "/hello")).status == 200
         # Redis goes away too.
+        assert stack.sync.lag() == 0.0
         private_redis.stop()
         await asyncio.sleep(1.0)
         for _ in range(5):
             assert (await get(port, host, "/hello")).status == 200
         assert agent.tunnels[0].url and len(agents.running) == 1
+        # The edge knows its routing state may be stale, and says so on /metrics.
+        lagging = functools.partial(lambda sync: sync.lag() > 0, stack.sync)
+        await wait_for(lagging, timeout=10, what="bus lag to show")
         assert not agents.running[0][1].done()
 
         # Both come back; a revocation made now still reaches the edge and cuts the agent.
