@@ -72,12 +72,20 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
-        async with self._cursor() as cur:
+        async with (
+            self.pool.acquire() as conn,
+            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+        ):
             await cur.execute("BEGIN")
             try:
                 yield Queries(cur)
             except BaseException:
-                await cur.execute("ROLLBACK")
+                # The original error (a cancellation, often) is what the caller must see,
+                # not a failed ROLLBACK on a connection the cancellation broke.
+                try:
+                    await cur.execute("ROLLBACK")
+                except Exception:
+                    conn.close()  # the pool drops a closed connection
                 raise
             await cur.execute("COMMIT")
 

@@ -92,10 +92,12 @@ class RoutingOutbox:
                         "DELETE FROM routing_events WHERE published_at < now() - interval '1 day'"
                     )
             except BusUnavailable as exc:
+                _stop_if_cancelled()
                 log.warning("routing events wait for the bus: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:
+                _stop_if_cancelled()
                 log.exception("publishing routing events failed; retrying")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -131,6 +133,14 @@ class RoutingOutbox:
                 )
             ]
         return RoutingSnapshot(seq=seq, names=names, domains=domains, revoked=revoked, keys=keys)
+
+
+def _stop_if_cancelled() -> None:
+    """Some client libraries turn a cancellation into their own error; a retry loop must
+    not carry on past one."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def domain_route(row: dict[str, object]) -> DomainRoute:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import msgspec
 from aiohttp import web
 
-from bus.events import NameClaim, NameRemoved, NameSet
+from bus.events import DomainRoute, DomainSet, NameClaim, NameRemoved, NameSet
 from control import principals
 from control.bodies import read_json, to_json, to_json_status
 from control.errors import ApiError, not_found
 from control.ids import new_id
 from control.keys import CONFIG, DB, OUTBOX
 from control.openapi import describe
+from control.routing_outbox import domain_route
 from control.store.accounts import audit
 
 routes = web.RouteTableDef()
@@ -24,6 +26,10 @@ MAX_NAMES_PER_ORG = 100
 
 class NameBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
+
+
+def _domain_set(route: DomainRoute, seq: int) -> DomainSet:
+    return DomainSet(seq=seq, route=route)
 
 
 def host_for(name: str, base_domain: str) -> str:
@@ -94,11 +100,14 @@ async def release_name(request: web.Request) -> web.Response:
         )
         if row is None:
             raise not_found("reserved name")
-        # Domains routed to this name stop being routed.
-        await q.execute(
-            "UPDATE domains SET target_name = NULL WHERE org_id = %s AND target_name = %s",
+        # Domains routed to this name stop being routed, on the edges too.
+        untargeted = await q.all(
+            "UPDATE domains SET target_name = NULL WHERE org_id = %s AND target_name = %s"
+            " RETURNING host, org_id, verified_at, tls_mode, target_name",
             (who.org_id, row["host"]),
         )
+        for domain in untargeted:
+            await outbox.record(q, functools.partial(_domain_set, domain_route(domain)))
         host = row["host"]
         await outbox.record(q, lambda seq: NameRemoved(seq=seq, host=host))
         await audit(q, who.org_id, who.actor, "name.release", host)

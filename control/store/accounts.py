@@ -151,9 +151,13 @@ async def api_key_for_secret(db: Database, text: str) -> Row | None:
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX or len(text) > 200:
         return None
     row = await db.one(
-        "UPDATE api_keys SET last_used_at = now()"
-        " WHERE id = %s AND secret_hash = %s AND revoked_at IS NULL"
-        " RETURNING id, org_id, role, created_by",
+        "UPDATE api_keys k SET last_used_at = now()"
+        " WHERE k.id = %s AND k.secret_hash = %s AND k.revoked_at IS NULL"
+        # A key stops working with the user who made it: disabled, or no longer a member.
+        " AND (k.created_by IS NULL OR EXISTS (SELECT 1 FROM users u JOIN memberships m"
+        "  ON m.user_id = u.id AND m.org_id = k.org_id"
+        "  WHERE u.id = k.created_by AND u.disabled_at IS NULL))"
+        " RETURNING k.id, k.org_id, k.role, k.created_by",
         (parts[1], _sha256(parts[2])),
     )
     return row

@@ -108,3 +108,32 @@ async def test_members_roles_and_last_owner(api: Api) -> None:
     )
     await api.call("DELETE", f"/v1/members/{added['user_id']}", owner["key"])
     await api.call("DELETE", f"/v1/members/{added['user_id']}", owner["key"], status=404)
+
+
+async def test_api_keys_stop_working_when_their_maker_leaves(api: Api) -> None:
+    owner = await api.signup()
+    other = await api.signup()
+    await api.call(
+        "POST",
+        "/v1/members",
+        owner["key"],
+        status=201,
+        json={"email": other["user"]["email"], "role": "admin"},
+    )
+    # The new admin signs in, switches to the owner's org and makes a key there.
+    resp = await api.client.post(
+        "/v1/login", json={"email": other["user"]["email"], "password": PASSWORD}
+    )
+    assert resp.status == 200
+    resp = await api.client.post(
+        "/v1/api-keys",
+        json={},
+        headers={"X-Requested-With": "t", "Burrow-Org": owner["org"]["id"]},
+    )
+    assert resp.status == 201, await resp.text()
+    made = (await resp.json())["key"]
+    api.client.session.cookie_jar.clear()
+    assert (await api.call("GET", "/v1/me", made))["org_id"] == owner["org"]["id"]
+    await api.call("DELETE", f"/v1/members/{other['user']['id']}", owner["key"])
+    resp = await api.client.get("/v1/me", headers=api.bearer(made))
+    assert resp.status == 401

@@ -385,3 +385,33 @@ async def test_malformed_requests(api: Api) -> None:
     # The table is intact and the domain unchanged.
     listed = await api.call("GET", "/v1/domains", user["key"])
     assert [(d["id"], d["tls_mode"]) for d in listed["domains"]] == [(made["id"], "terminate")]
+
+
+async def test_releasing_a_name_unroutes_its_domains_on_the_edges(
+    api: Api, dns_server: DnsServer
+) -> None:
+    user = await api.signup()
+    label = f"gone-{secrets.token_hex(3)}"
+    name = await api.call("POST", "/v1/names", user["key"], status=201, json={"name": label})
+    host = fresh_domain()
+    made = await add(api, user["key"], host)
+    dns_server.set_txt(f"_burrow-challenge.{host}", f"burrow-verify={made['verification_token']}")
+    await verify(api, user["key"], made["id"])
+    await api.call("PATCH", f"/v1/domains/{made['id']}", user["key"], json={"target": label})
+    subscription = api.client.app[BUS].subscribe([ROUTING_CHANNEL])  # type: ignore[index]
+    try:
+        await api.call("DELETE", f"/v1/names/{name['id']}", user["key"])
+        async with asyncio.timeout(5):
+            async for item in subscription:
+                assert isinstance(item, Published)
+                event = routing_decoder.decode(item.payload)
+                # (The routing set by the PATCH may still be on its way out first.)
+                if (
+                    isinstance(event, DomainSet)
+                    and event.route.host == host
+                    and event.route.target == ""
+                ):
+                    break
+    finally:
+        await subscription.close()
+    assert (await domains_in_snapshot(api))[host].target == ""
