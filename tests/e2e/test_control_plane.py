@@ -117,8 +117,10 @@ async def _stack(database_url: str, redis_url: str, prefix: str) -> AsyncIterato
 
 
 @pytest.fixture
-async def stack(database_url: str, redis_url: str, bus_prefix: str) -> AsyncIterator[Stack]:
-    async for s in _stack(database_url, redis_url, bus_prefix):
+async def stack(database_url: str, redis_url: str, redis_cleanup: str) -> AsyncIterator[Stack]:
+    # redis_cleanup (the key prefix) is torn down after the stack, so nothing the control
+    # service still wrote while stopping is left behind in the shared Redis.
+    async for s in _stack(database_url, redis_url, redis_cleanup):
         yield s
 
 
