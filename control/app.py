@@ -81,6 +81,7 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
 
 async def _edge_reports(app: web.Application) -> AsyncIterator[None]:
     consumer = EdgeReportConsumer(app[DB], app[BUS])
+    consumer.on_applied = app[METRICS].report_applied
     task = asyncio.get_running_loop().create_task(consumer.run(), name="edge-reports")
     yield
     task.cancel()

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 import psycopg2
@@ -158,6 +158,8 @@ class EdgeReportConsumer:
         self.consumer = consumer or consumer_name()
         self.block = block
         self.applied = 0  # reports applied since start, for health checks and tests
+        # Told of every report applied (the metrics count them and the bus lag).
+        self.on_applied: Callable[[EdgeReport], None] = lambda report: None
 
     async def run(self) -> None:
         """Read, apply and acknowledge reports until cancelled."""
@@ -216,4 +218,5 @@ class EdgeReportConsumer:
                 log.exception("dropping edge report %s from %s", entry_id, report.edge_id)
                 return
             self.applied += 1
+            self.on_applied(report)
             return

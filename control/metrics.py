@@ -19,6 +19,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
+from bus.events import EdgeReport
 from edge.metrics import multiprocess_dir
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -69,6 +70,10 @@ class ControlMetrics:
 
             self._exposed = CollectorRegistry()
             MultiProcessCollector(self._exposed, directory)
+
+    def report_applied(self, report: EdgeReport) -> None:
+        self.reports.labels(type(report).__struct_config__.tag).inc()
+        self.report_lag.set(max(0.0, time.time() - report.at))
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         encode, content_type = choose_encoder(accept)

@@ -157,6 +157,15 @@ async def test_signup_token_bind_refuse_revoke(
     assert [r["hostname"] for r in rows] == ["shop.tunnels.test"]
     assert rows[0]["edge_id"] == stack.edge.config.edge_id
     assert await listed(globex["key"]) == []
+    async with stack.http.get(stack.control.url + "/metrics") as resp:
+        exposed = await resp.text()
+    applied = [
+        line
+        for line in exposed.splitlines()
+        if line.startswith('burrow_control_edge_reports_total{kind="tunnel_up"}')
+    ]
+    assert applied and float(applied[0].rsplit(" ", 1)[1]) >= 1, exposed[:2000]
+    assert "burrow_control_edge_report_lag_seconds" in exposed
 
     # Revocation: the live agent is cut off and its reconnects are refused.
     running = agents.running[0][1]
