@@ -130,7 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="run the edge")
     edge_flags(edge, "0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:4443", "127.0.0.1:9090")
     edge.add_argument(
-        "--token", action="append", default=[], help="TOKEN or TOKEN=ACCOUNT (repeat)"
+        "--token",
+        action="append",
+        default=[],
+        help="static shared-secret token, TOKEN or TOKEN=ACCOUNT (repeat); for development "
+        "and single-operator edges without control: no expiry, revocation or reserved names",
     )
     edge.add_argument("--tokens-file", help="file with one TOKEN or TOKEN=ACCOUNT per line")
     edge.add_argument("--edge-id", default="edge-1")
@@ -372,6 +376,11 @@ async def _edge(args: argparse.Namespace) -> int:
             ChainedAuthenticator(keyring, StaticTokens(tokens)) if tokens else keyring
         )
     else:
+        log.warning(
+            "agents are checked against static shared-secret tokens (development or a "
+            "single-operator edge): no expiry, no revocation, no reserved names; use "
+            "--control-url for signed tokens"
+        )
         authenticator = StaticTokens(tokens)
     try:
         bus: Bus | None = open_bus(redis_url, args.bus_prefix) if redis_url else None
