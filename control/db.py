@@ -5,6 +5,7 @@ Every query is parameterized (``%(name)s`` or ``%s``); SQL text never contains u
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -104,6 +105,15 @@ class Database:
     async def value(self, sql: str, params: Params = None) -> Any:
         async with self._cursor() as cur:
             return await Queries(cur).value(sql, params)
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to stop. A cancellation that lands in a database
+    or bus call can come out as another error (a ROLLBACK on the connection aiopg closed
+    raises InterfaceError; a client library may retry), so a retry loop asks first rather
+    than carrying on forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def json_param(value: Any) -> psycopg2.extras.Json:

@@ -33,7 +33,7 @@ from bus.events import (
     TunnelUp,
     report_decoder,
 )
-from control.db import Database, DatabaseUnavailable, Queries, json_param
+from control.db import Database, DatabaseUnavailable, Queries, cancel_requested, json_param
 
 log = logging.getLogger("burrow.control.edge_reports")
 
@@ -46,14 +46,6 @@ _TRANSIENT = (
     TimeoutError,
 )
 MAX_BACKOFF = 5.0
-
-
-def _cancel_requested() -> bool:
-    """Whether this task was asked to stop. A cancellation that lands in a database call can
-    come out as another error (the rollback after aiopg closed the connection raises
-    InterfaceError instead), so every retry asks first rather than looping on forever."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def consumer_name() -> str:
@@ -165,7 +157,7 @@ class EdgeReportConsumer:
         """Read, apply and acknowledge reports until cancelled."""
         delay = 0.2
         while True:
-            if _cancel_requested():  # a cancellation some library call swallowed
+            if cancel_requested():  # a cancellation some library call swallowed
                 raise asyncio.CancelledError
             try:
                 entries = await self.bus.read_group(
@@ -178,13 +170,13 @@ class EdgeReportConsumer:
                     )
                 delay = 0.2
             except BusUnavailable as exc:
-                if _cancel_requested():
+                if cancel_requested():
                     raise asyncio.CancelledError from exc
                 log.warning("edge reports wait for the bus: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
             except Exception as exc:
-                if _cancel_requested():
+                if cancel_requested():
                     raise asyncio.CancelledError from exc
                 log.exception("reading edge reports failed; retrying")
                 await asyncio.sleep(delay)
@@ -206,14 +198,14 @@ class EdgeReportConsumer:
                 async with self.db.transaction() as q:
                     await apply_report(q, report)
             except _TRANSIENT as exc:
-                if _cancel_requested():
+                if cancel_requested():
                     raise asyncio.CancelledError from exc
                 log.warning("edge report %s waits for the database: %s", entry_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
             except Exception as exc:
-                if _cancel_requested():
+                if cancel_requested():
                     raise asyncio.CancelledError from exc
                 log.exception("dropping edge report %s from %s", entry_id, report.edge_id)
                 return

@@ -25,7 +25,7 @@ from bus.events import (
     VerifyKey,
     encode,
 )
-from control.db import Database, Queries
+from control.db import Database, Queries, cancel_requested
 
 log = logging.getLogger("burrow.control.routing")
 
@@ -92,12 +92,14 @@ class RoutingOutbox:
                         "DELETE FROM routing_events WHERE published_at < now() - interval '1 day'"
                     )
             except BusUnavailable as exc:
-                _stop_if_cancelled()
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.warning("routing events wait for the bus: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception:
-                _stop_if_cancelled()
+            except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.exception("publishing routing events failed; retrying")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -133,14 +135,6 @@ class RoutingOutbox:
                 )
             ]
         return RoutingSnapshot(seq=seq, names=names, domains=domains, revoked=revoked, keys=keys)
-
-
-def _stop_if_cancelled() -> None:
-    """Some client libraries turn a cancellation into their own error; a retry loop must
-    not carry on past one."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def domain_route(row: dict[str, object]) -> DomainRoute:
