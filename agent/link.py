@@ -135,7 +135,9 @@ class AgentLink(LinkSession):
         elif isinstance(message, Unbind):
             gone = self.by_tunnel_id.pop(message.tunnel_id, None)
             if gone is not None:
-                log.info("edge closed tunnel %s: %s", gone.url, message.reason)
+                # The state is shared with the agent's newer link when this Unbind is a
+                # reconnect's takeover, so it is only logged here.
+                log.warning("edge closed tunnel %s: %s", gone.url, message.reason)
         elif isinstance(message, GoAway):
             self.agent.go_away(self, message)
         elif isinstance(message, Notice):

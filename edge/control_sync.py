@@ -37,7 +37,9 @@ import msgspec
 from bus.base import ROUTING_CHANNEL, Bus, Gap, Subscription
 from bus.events import (
     CertChanged,
+    DomainSet,
     KeysSet,
+    NameSet,
     Revocation,
     RoutingEvent,
     RoutingSnapshot,
@@ -61,6 +63,10 @@ MAX_HELD_EVENTS = 10_000  # events held across a hole; past this the snapshot co
 REVOKED_MESSAGE = (
     "authtoken revoked: create a new one in the Burrow console or ask your operator, then "
     "run `burrow config add-authtoken TOKEN`"
+)
+TAKEN_MESSAGE = (
+    "this name now belongs to another account (it was reserved or verified as their "
+    "domain); pick another name"
 )
 EXPIRED_MESSAGE = (
     "authtoken expired: create a new one in the Burrow console or ask your operator, then "
@@ -339,6 +345,10 @@ class RoutingSync:
             self.keyring.set_keys(list(self._keys))
             self.keyring.set_revocations(list(self._revoked.values()))
         self._end_sessions(set(self._revoked), REVOKED_MESSAGE)
+        for claim in snapshot.names:
+            self.edge.evict_others(claim.host, claim.org, TAKEN_MESSAGE)
+        for route in snapshot.domains:
+            self.edge.evict_others(route.host, route.org, TAKEN_MESSAGE)
         held = sorted(self._held.items())
         self._held = {}
         for _, event in held:
@@ -407,6 +417,10 @@ class RoutingSync:
             return
         if isinstance(event, TokenRevoked):
             self._revoke(event.revocation)
+        elif isinstance(event, NameSet):
+            self.edge.evict_others(event.claim.host, event.claim.org, TAKEN_MESSAGE)
+        elif isinstance(event, DomainSet):
+            self.edge.evict_others(event.route.host, event.route.org, TAKEN_MESSAGE)
         elif isinstance(event, KeysSet):
             self._keys = list(event.keys)
             if self.keyring is not None:

@@ -236,6 +236,19 @@ class RouteTable:
                 del table[key]
                 self._leases[key] = (tunnel.account, self._clock() + self.lease_seconds)
 
+    def evict_others(self, host: str, owner: str) -> list[Tunnel]:
+        """``host`` now belongs to ``owner`` (control reserved it, or verified it as their
+        domain): drop another account's tunnels on it, and its lease, without leasing the
+        name back to that account. The tunnels dropped."""
+        lease = self._leases.get(host)
+        if lease is not None and lease[0] != owner:
+            del self._leases[host]
+        pool = self.hosts.get(host)
+        if pool is None or pool.account == owner:
+            return []
+        del self.hosts[host]
+        return list(pool.members)
+
     # -- lookups --------------------------------------------------------------------------
 
     def lookup_host(self, host: str) -> TunnelPool | None:

@@ -347,6 +347,15 @@ class Edge:
             if server is not None:
                 server.close()
 
+    def evict_others(self, host: str, owner: str, reason: str) -> None:
+        """Control gave ``host`` to ``owner``: another account's agents on it lose it now,
+        and are told why, rather than keeping it until they reconnect."""
+        for tunnel in self.routes.evict_others(host, owner):
+            log.info("tunnel %s of %s ended: %s", host, tunnel.account, reason)
+            if self.on_tunnel_down is not None:
+                self.on_tunnel_down(tunnel)
+            tunnel.session.tunnel_taken(tunnel, reason)
+
     def session_closed(self, session: AgentSession) -> None:
         self.sessions.discard(session)
         if session.identity is not None:  # counted as an agent's while it was open

@@ -225,3 +225,28 @@ async def test_tunnels_survive_control_and_redis_restarts(
             task.result()
         with contextlib.suppress(Exception):
             await agents.stop_all()
+
+
+async def test_a_name_reserved_by_another_org_is_taken_from_its_live_tunnel(
+    stack: Stack, service: LocalService, agents: AgentRunner
+) -> None:
+    squatter = await stack.signup("early@squat.example")
+    owner = await stack.signup("owner@brand.example")
+    squat_token = await stack.call("POST", "/v1/tokens", squatter["key"], status=201, json={})
+    spec = TunnelSpec("http", "127.0.0.1", service.port, name="brand")
+    await agents.start(stack.edge, spec, token=squat_token["token"])
+    port = stack.edge.config.http_port
+    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+
+    # The brand's owner reserves the name: the squatter's tunnel loses it at once, and the
+    # owner's agent can bind it straight away (no lease kept for the squatter).
+    await stack.call("POST", "/v1/names", owner["key"], status=201, json={"name": "brand"})
+    for _ in range(100):
+        if (await get(port, "brand.tunnels.test", "/hello")).status == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await get(port, "brand.tunnels.test", "/hello")).status == 404
+    owner_token = await stack.call("POST", "/v1/tokens", owner["key"], status=201, json={})
+    mine = await agents.start(stack.edge, spec, token=owner_token["token"])
+    assert mine.tunnels[0].url.startswith("http://brand.tunnels.test")
+    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200

@@ -363,3 +363,30 @@ def test_port_reconnect_replaces_stale_tunnel(routes: RouteTable) -> None:
     with pytest.raises(BindError) as info:
         routes.claim_port(20002, tunnel("acme", "i-2", protocol="tcp"))
     assert info.value.code == "in_use"
+
+
+def test_evict_others_drops_another_accounts_tunnels_and_lease(routes: RouteTable) -> None:
+    host = "brand.localhost"
+    squatter = tunnel("squatter")
+    routes.claim_host(host, squatter)
+    assert routes.evict_others(host, "owner") == [squatter]
+    assert routes.lookup_host(host) is None
+    # No lease is left for the squatter: the owner binds at once.
+    routes.claim_host(host, tunnel("owner"))
+    assert routes.lookup_host(host) is not None
+
+
+def test_evict_others_keeps_the_owners_tunnels_and_drops_a_stale_lease(
+    routes: RouteTable,
+) -> None:
+    mine = tunnel("owner")
+    routes.claim_host("mine.localhost", mine)
+    assert routes.evict_others("mine.localhost", "owner") == []
+    assert routes.lookup_host("mine.localhost") is not None
+    gone = tunnel("squatter")
+    routes.claim_host("left.localhost", gone)
+    routes.release(gone)  # leased to the squatter for a while
+    with pytest.raises(BindError):
+        routes.claim_host("left.localhost", tunnel("owner"))
+    routes.evict_others("left.localhost", "owner")
+    routes.claim_host("left.localhost", tunnel("owner"))
