@@ -91,6 +91,44 @@ def message_framing(headers: Headers, is_request: bool) -> tuple[int, int]:
     return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
 
 
+class ReceiveBuffer:
+    """The incoming bytes of one connection: a bytearray with a read offset, compacted only
+    when most of it has been consumed, so parsing stays linear in the bytes received."""
+
+    __slots__ = ("_buf", "_eof", "_max_head", "_pos", "_scanned")
+
+    def __init__(self, max_head: int) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._scanned = 0  # bytes after _pos already searched for the end of a head
+        self._max_head = max_head
+        self._eof = False
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            return
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        elif self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[: self._pos]
+            self._pos = 0
+        buf += data
+
+    def rest(self) -> bytes:
+        data = bytes(self._buf[self._pos :])
+        self._pos = len(self._buf)
+        return data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+
 class Writer:
     """Frames our outgoing messages."""
 

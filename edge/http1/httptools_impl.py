@@ -66,6 +66,7 @@ from edge.http1.framing import (
     READ_SWITCHED,
     W_DONE,
     W_IDLE,
+    ReceiveBuffer,
     RequestWriting,
     ResponseWriting,
     Writer,
@@ -147,20 +148,15 @@ class _Message:
         self.complete = True
 
 
-class _Reader:
+class _Reader(ReceiveBuffer):
     """Our buffer, one llhttp parser and the message boundaries between them."""
 
     __slots__ = (
-        "_buf",
         "_chunk_framing",
         "_crlf_only",
         "_dirty",
-        "_eof",
         "_error",
         "_is_request",
-        "_max_head",
-        "_pos",
-        "_scanned",
         "_tail",
         "head_start",
         "method",
@@ -172,11 +168,7 @@ class _Reader:
     )
 
     def __init__(self, max_head: int, is_request: bool) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self._scanned = 0  # bytes after _pos already searched for the end of a head
-        self._max_head = max_head
-        self._eof = False
+        super().__init__(max_head)
         self._is_request = is_request
         self.msg = _Message()
         self._crlf_only = False  # the parser takes no bare LF (reading a chunked body)
@@ -213,30 +205,6 @@ class _Reader:
         )
         self._crlf_only = False
         return parser
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            self._eof = True
-            return
-        if self._eof:
-            return
-        buf = self._buf
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(buf):
-            del buf[: self._pos]
-            self._pos = 0
-        buf += data
-
-    def rest(self) -> bytes:
-        data = bytes(self._buf[self._pos :])
-        self._pos = len(self._buf)
-        return data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
 
     @property
     def drained(self) -> bool:

@@ -47,6 +47,7 @@ from edge.http1.framing import (
     READ_SWITCHED,
     W_DONE,
     W_IDLE,
+    ReceiveBuffer,
     RequestWriting,
     ResponseWriting,
     Writer,
@@ -85,51 +86,17 @@ _CHUNK_CRLF: Final = 2
 _CHUNK_TRAILERS: Final = 3
 
 
-class _Reader:
+class _Reader(ReceiveBuffer):
     """Parses one role's incoming messages; subclasses parse the start line."""
 
-    __slots__ = (
-        "_buf",
-        "_chunk_state",
-        "_eof",
-        "_max_head",
-        "_pos",
-        "_remaining",
-        "_scanned",
-        "_trailers",
-        "state",
-    )
+    __slots__ = ("_chunk_state", "_remaining", "_trailers", "state")
 
     def __init__(self, max_head: int) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self._scanned = 0  # bytes after _pos already searched for the end of a head
-        self._max_head = max_head
-        self._eof = False
+        super().__init__(max_head)
         self._remaining = 0
         self._chunk_state = _CHUNK_SIZE_LINE
         self._trailers: Headers = []
         self.state = _HEAD
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            self._eof = True
-            return
-        if self._eof:
-            return
-        buf = self._buf
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(buf):
-            del buf[: self._pos]
-            self._pos = 0
-        buf += data
-
-    def rest(self) -> bytes:
-        data = bytes(self._buf[self._pos :])
-        self._pos = len(self._buf)
-        return data
 
     def _head_lines(self) -> list[bytes] | None:
         buf = self._buf
@@ -289,7 +256,7 @@ class NativeVisitorConnection(ResponseWriting):
 
     @property
     def buffered(self) -> int:
-        return len(self.reader._buf) - self.reader._pos
+        return self.reader.buffered
 
     @property
     def trailing_data(self) -> bytes:
