@@ -23,7 +23,15 @@ from pathlib import Path
 import uvloop
 
 from bench.loadgen import LoadResult
-from bench.stack import BurrowStack, Child, ProcessUsage, StackError, python_module
+from bench.stack import (
+    BurrowStack,
+    Child,
+    ProcessUsage,
+    StackError,
+    load_trouble,
+    process_troubles,
+    python_module,
+)
 from bench.wrk import run_wrk, wrk_path
 
 
@@ -193,23 +201,11 @@ def run_http_bench(settings: HttpBenchSettings, log_dir: Path) -> HttpBenchRun:
 
 def check_run(run: HttpBenchRun, stack: BurrowStack) -> None:
     """Add a note for every sign of trouble and set ``run.troubled``."""
-    problems: list[str] = []
-    for name, code in run.exit_codes.items():
-        if code not in (0, None):
-            problems.append(f"{name} exited with status {code} when stopped")
-    for name in ("edge", "agent", "origin"):
-        child = stack.children.get(name)
-        lines = child.log_lines() if child is not None else []
-        if lines:
-            problems.append(f"{name} logged {len(lines)} line(s), first: {lines[0][:160]}")
+    problems = process_troubles(run.exit_codes, stack, ("edge", "agent", "origin"))
     for m in run.measurements:
-        r = m.result
-        if r.errors or r.disconnects or r.connect_failures:
-            problems.append(
-                f"{m.scenario.title} {m.target}: {r.errors} error responses, "
-                f"{r.disconnects} dropped connections, {r.connect_failures} failed connects "
-                f"(statuses {r.statuses})"
-            )
+        trouble = load_trouble(f"{m.scenario.title} {m.target}", m.result)
+        if trouble:
+            problems.append(trouble)
     run.notes += problems
     run.troubled = bool(problems)
 

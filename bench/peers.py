@@ -39,7 +39,14 @@ from bench.loadgen import LoadResult
 from bench.peer_pagekite import PageKiteTunnel
 from bench.peer_process import PeerUnavailable
 from bench.peer_ssh import SshReverseTunnel
-from bench.stack import BurrowStack, Child, StackError, python_module
+from bench.stack import (
+    BurrowStack,
+    Child,
+    StackError,
+    load_trouble,
+    process_troubles,
+    python_module,
+)
 
 _SCENARIOS = ("small", "download")
 _NOT_TUNNEL = ("origin", "loadgen")  # busy keys left out of "tunnel CPU"
@@ -314,23 +321,11 @@ def measure(
 
 
 def _check(run: PeersRun, stack: BurrowStack, codes: dict[str, int | None]) -> None:
-    problems: list[str] = []
-    for name, code in codes.items():
-        if code not in (0, None):
-            problems.append(f"{name} exited with status {code} when stopped")
-    for name in ("edge", "agent", "origin"):
-        child = stack.children.get(name)
-        lines = child.log_lines() if child is not None else []
-        if lines:
-            problems.append(f"{name} logged {len(lines)} line(s), first: {lines[0][:160]}")
+    problems = process_troubles(codes, stack, ("edge", "agent", "origin"))
     for m in run.measurements:
-        r = m.result
-        if r.errors or r.disconnects or r.connect_failures:
-            problems.append(
-                f"{m.scenario.title} {m.target}: {r.errors} error responses, "
-                f"{r.disconnects} dropped connections, {r.connect_failures} failed connects "
-                f"(statuses {r.statuses})"
-            )
+        trouble = load_trouble(f"{m.scenario.title} {m.target}", m.result)
+        if trouble:
+            problems.append(trouble)
     for target in run.targets:
         for key, why in target.failures.items():
             problems.append(f"{target.name} {key}: no figures: {why}")

@@ -38,7 +38,15 @@ from types import FrameType
 import uvloop
 
 from bench.loadgen import LoadResult
-from bench.stack import BurrowStack, Child, ProcessUsage, StackError, python_module
+from bench.stack import (
+    BurrowStack,
+    Child,
+    ProcessUsage,
+    StackError,
+    load_trouble,
+    process_troubles,
+    python_module,
+)
 
 _MIB = 1024 * 1024
 LATENCIES = ("p50", "p99", "p99.9")
@@ -409,25 +417,14 @@ def _measure(
 
 def _check(report: RunReport, stack: BurrowStack) -> None:
     """A note for every sign of trouble; ``report.troubled`` if there was any."""
-    problems: list[str] = []
-    for name, code in report.exit_codes.items():
-        if code not in (0, None):
-            problems.append(f"{name} exited with status {code} when stopped")
-    for name, child in stack.children.items():
-        lines = child.log_lines()
-        if lines:
-            problems.append(f"{name} logged {len(lines)} line(s), first: {lines[0][:160]}")
+    problems = process_troubles(report.exit_codes, stack)
     for s in report.scenarios:
         for side in (s.direct, s.burrow):
             label = f"{s.scenario.name} {side.target}"
-            r = side.result
-            if r is None:
+            if side.result is None:
                 problems.append(f"{label} failed: {side.error.splitlines()[0][:300]}")
-            elif r.errors or r.disconnects or r.connect_failures:
-                problems.append(
-                    f"{label}: {r.errors} errors, {r.disconnects} dropped connections, "
-                    f"{r.connect_failures} failed connects (statuses {r.statuses})"
-                )
+            elif trouble := load_trouble(label, side.result):
+                problems.append(trouble)
     report.notes += problems
     report.troubled = bool(problems)
     for s in report.scenarios:

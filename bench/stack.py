@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bench.certificates import BenchCertificates
+    from bench.loadgen import LoadResult
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STOP_GRACE = 5.0
@@ -306,3 +307,35 @@ def _port(ready: dict[str, object], key: str) -> int:
     if not isinstance(value, int) or not 0 < value < 65536:
         raise StackError(f"a component reported {key}={value!r}, not a port")
     return value
+
+
+# -- signs of trouble in a run ----------------------------------------------------------------
+
+
+def process_troubles(
+    exit_codes: dict[str, int | None], stack: BurrowStack, names: tuple[str, ...] | None = None
+) -> list[str]:
+    """A line for every process that exited badly or logged anything (``names``: only
+    those processes; None: every child of the stack)."""
+    problems = [
+        f"{name} exited with status {code} when stopped"
+        for name, code in exit_codes.items()
+        if code not in (0, None)
+    ]
+    for name in names if names is not None else tuple(stack.children):
+        child = stack.children.get(name)
+        lines = child.log_lines() if child is not None else []
+        if lines:
+            problems.append(f"{name} logged {len(lines)} line(s), first: {lines[0][:160]}")
+    return problems
+
+
+def load_trouble(label: str, result: LoadResult) -> str | None:
+    """A line when a load run saw error responses, dropped or failed connections."""
+    r = result
+    if not (r.errors or r.disconnects or r.connect_failures):
+        return None
+    return (
+        f"{label}: {r.errors} error responses, {r.disconnects} dropped connections, "
+        f"{r.connect_failures} failed connects (statuses {r.statuses})"
+    )
