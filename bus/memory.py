@@ -112,15 +112,11 @@ class Inbox:
         self._ready.set()
 
 
-class MemorySubscription:
-    """A ``bus.base.Subscription`` on a ``MemoryBus``. It is live as soon as it exists."""
+class InboxIteration:
+    """Iterating a subscription: what its inbox holds, until the inbox is closed."""
 
-    __slots__ = ("_bus", "_inbox", "channels")
-
-    def __init__(self, bus: MemoryBus, channels: tuple[str, ...], inbox: Inbox) -> None:
-        self._bus = bus
-        self._inbox = inbox
-        self.channels = channels
+    __slots__ = ()
+    _inbox: Inbox
 
     def __aiter__(self) -> AsyncIterator[Published | Gap]:
         return self
@@ -130,6 +126,18 @@ class MemorySubscription:
         if item is None:
             raise StopAsyncIteration
         return item
+
+
+class MemorySubscription(InboxIteration):
+    """A ``bus.base.Subscription`` on a ``MemoryBus``. It is live as soon as it exists."""
+
+    __slots__ = ("_bus", "_inbox", "channels")
+
+    def __init__(self, bus: MemoryBus, channels: tuple[str, ...], inbox: Inbox) -> None:
+        self._bus = bus
+        self._inbox = inbox
+        self.channels = channels
+
 
     def deliver(self, item: Published | Gap) -> None:
         self._inbox.put(item)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -36,7 +36,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from bus.base import BusUnavailable, Gap, Published, StreamEntry
-from bus.memory import INBOX_BYTES, INBOX_MESSAGES, Inbox, check_channels, check_maxlen
+from bus.memory import (
+    INBOX_BYTES,
+    INBOX_MESSAGES,
+    Inbox,
+    InboxIteration,
+    check_channels,
+    check_maxlen,
+)
 
 log = logging.getLogger("burrow.bus")
 
@@ -94,7 +101,7 @@ def _backoff(delay: float) -> tuple[float, float]:
     return delay * random.uniform(0.5, 1.0), min(delay * 2, RECONNECT_CAP)
 
 
-class RedisSubscription:
+class RedisSubscription(InboxIteration):
     """A ``bus.base.Subscription`` on Redis; it starts connecting when created."""
 
     def __init__(self, bus: RedisBus, channels: tuple[str, ...], inbox: Inbox, prefix: str) -> None:
@@ -106,14 +113,6 @@ class RedisSubscription:
             self._run(), name=f"bus subscription {','.join(channels)}"
         )
 
-    def __aiter__(self) -> AsyncIterator[Published | Gap]:
-        return self
-
-    async def __anext__(self) -> Published | Gap:
-        item = await self._inbox.get()
-        if item is None:
-            raise StopAsyncIteration
-        return item
 
     async def close(self) -> None:
         if self._inbox.closed:

@@ -39,7 +39,6 @@ class RoutingOutbox:
         self.db = db
         self.bus = bus
         self._wake = asyncio.Event()
-        self.published_seq = 0
         # Told how many committed events wait for the bus (a metrics gauge's ``set``).
         self.report_pending: Callable[[int], None] = lambda n: None
 
@@ -69,7 +68,6 @@ class RoutingOutbox:
             await self.db.execute(
                 "UPDATE routing_events SET published_at = now() WHERE seq = %s", (row["seq"],)
             )
-            self.published_seq = row["seq"]
         return len(rows)
 
     async def run(self) -> None:

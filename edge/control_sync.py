@@ -213,7 +213,6 @@ class RoutingSync:
         self._revoked: dict[str, Revocation] = {}
         self._held: dict[int, RoutingEvent] = {}  # events past a hole, by seq
         self.loaded_from = ""  # "control" or "cache" once routing state is loaded
-        self.fetches = 0  # snapshots loaded from the source
         self.bus_up = bus is not None
         self._failures = 0
         self._fetch_failing = False
@@ -318,7 +317,6 @@ class RoutingSync:
         if self._fetch_failing:
             log.info("routing snapshot from control loaded again (seq %d)", snapshot.seq)
         self._fetch_failing = False
-        self.fetches += 1
         self._load(snapshot, "control")
         self._synced_at = time.monotonic()
         if self._held:

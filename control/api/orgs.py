@@ -8,6 +8,7 @@ from aiohttp import web
 from control import principals
 from control.api.accounts import _name
 from control.bodies import read_json, to_json, to_json_status
+from control.db import Queries
 from control.errors import ApiError, not_found
 from control.keys import DB
 from control.openapi import describe
@@ -40,6 +41,17 @@ async def _session_user(request: web.Request) -> principals.Principal:
     if who.via != "session" or who.user_id is None:
         raise ApiError(403, "forbidden", "this needs a signed-in user, not an API key")
     return who
+
+
+async def _locked_role(q: Queries, org_id: str, user_id: str) -> str:
+    """The member's role, locked for the rest of the transaction; 404 if not a member."""
+    role = await q.value(
+        "SELECT role FROM memberships WHERE org_id = %s AND user_id = %s FOR UPDATE",
+        (org_id, user_id),
+    )
+    if role is None:
+        raise not_found("member")
+    return str(role)
 
 
 @routes.get("/v1/orgs")
@@ -108,12 +120,7 @@ async def change_role(request: web.Request) -> web.Response:
     role = _role((await read_json(request, RoleBody)).role)
     user_id = request.match_info["user_id"]
     async with request.app[DB].transaction() as q:
-        current = await q.value(
-            "SELECT role FROM memberships WHERE org_id = %s AND user_id = %s FOR UPDATE",
-            (who.org_id, user_id),
-        )
-        if current is None:
-            raise not_found("member")
+        current = await _locked_role(q, who.org_id, user_id)
         if "owner" in (role, current):
             who.require("owner")
             if (
@@ -138,12 +145,7 @@ async def remove_member(request: web.Request) -> web.Response:
     if user_id != who.user_id:  # anyone may leave
         who.require("admin")
     async with request.app[DB].transaction() as q:
-        current = await q.value(
-            "SELECT role FROM memberships WHERE org_id = %s AND user_id = %s FOR UPDATE",
-            (who.org_id, user_id),
-        )
-        if current is None:
-            raise not_found("member")
+        current = await _locked_role(q, who.org_id, user_id)
         if current == "owner":
             if user_id != who.user_id:
                 who.require("owner")
