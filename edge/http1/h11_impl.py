@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 import h11
+from h11._readers import ChunkedReader
 
 from edge.http1.events import (
     NEED_DATA,
@@ -18,11 +22,22 @@ from edge.http1.events import (
     UsageError,
 )
 
+# h11's header-line pattern (``[ \t]*`` around an optional value) backtracks quadratically
+# when a long run of blanks ends in a byte no line may hold: 15,000 blanks then a NUL held
+# the loop for 1.8 s. Those bytes fail h11's patterns anyway, so a head holding one is
+# refused here first, in one linear scan, with the verdict h11 would have reached.
+_NEVER_IN_HEAD: Final = re.compile(rb"[\x00\x0b\x0c]|\r(?!\n)")
+_HEAD_END: Final = b"\r\n\r\n"
+# The zero-size chunk that ends a chunked body; its trailer lines follow (RFC 9112 7.1).
+_LAST_CHUNK: Final = re.compile(rb"0+(?:;[^\r\n]*)?[ \t]*\r\n")
+
 
 class _H11Base:
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_head_state")
 
     _conn: h11.Connection
+    # Their state while a head is awaited: IDLE for a server, SEND_RESPONSE for a client.
+    _head_state: object
 
     def receive_data(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -82,7 +97,39 @@ class _H11Base:
             )
         raise UsageError(f"unexpected h11 event {event!r}")
 
+    def _lines_start(self, buffered: bytes) -> int:
+        """Where in the buffer the header lines h11 reads next begin, or -1 if it reads none.
+
+        That is the head while one is awaited, and the trailer section of a chunked body
+        once the zero-size chunk is next.
+        """
+        conn = self._conn
+        if conn.their_state is self._head_state:
+            return 0
+        reader = conn._reader
+        if type(reader) is not ChunkedReader or reader._bytes_in_chunk:
+            return -1
+        if reader._reading_trailer:
+            return 0
+        last_chunk = _LAST_CHUNK.match(buffered, len(reader._bytes_to_discard))
+        return -1 if last_chunk is None else last_chunk.end()
+
+    def _refuse_unreadable_lines(self) -> None:
+        buffered = self._conn.trailing_data[0]
+        if not buffered:
+            return
+        start = self._lines_start(buffered)
+        if start < 0:
+            return
+        if buffered.startswith(b"\r\n", start):
+            return  # no trailer lines
+        # h11 reads no header line before the blank line arrives, so a partial head waits.
+        end = buffered.find(_HEAD_END, start)
+        if end >= 0 and _NEVER_IN_HEAD.search(buffered, start, end) is not None:
+            raise ParseError("a header line holds a byte no header line may contain", 400)
+
     def next_event(self) -> Event:
+        self._refuse_unreadable_lines()
         try:
             return self._convert(self._conn.next_event())
         except h11.RemoteProtocolError as exc:
@@ -95,6 +142,7 @@ class H11VisitorConnection(_H11Base):
 
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._head_state = h11.IDLE
 
     @property
     def waiting_for_continue(self) -> bool:
@@ -118,6 +166,7 @@ class H11OriginConnection(_H11Base):
 
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        self._head_state = h11.SEND_RESPONSE
 
     def send_request(self, head: RequestHead) -> bytes:
         return self._send(h11.Request(method=head.method, target=head.target, headers=head.headers))

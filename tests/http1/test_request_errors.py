@@ -103,3 +103,14 @@ def test_header_of_blanks_ending_in_nul_is_refused_at_once(impl: Impl) -> None:
     exc = parse_error(impl.visitor(), wire)
     assert 400 <= exc.status < 600
     assert time.monotonic() - started < 1.0
+
+
+def test_trailer_of_blanks_ending_in_nul_is_refused_at_once(impl: Impl) -> None:
+    wire = (
+        b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-A:" + b" " * 15_000 + b"\x00\r\n\r\n"
+    )
+    started = time.monotonic()
+    exc = parse_error(impl.visitor(), wire)
+    assert 400 <= exc.status < 600
+    assert time.monotonic() - started < 1.0
