@@ -138,7 +138,6 @@ class MemorySubscription(InboxIteration):
         self._inbox = inbox
         self.channels = channels
 
-
     def deliver(self, item: Published | Gap) -> None:
         self._inbox.put(item)
 

@@ -113,7 +113,6 @@ class RedisSubscription(InboxIteration):
             self._run(), name=f"bus subscription {','.join(channels)}"
         )
 
-
     async def close(self) -> None:
         if self._inbox.closed:
             return

@@ -306,9 +306,7 @@ async def _dev(args: argparse.Namespace) -> int:
             print(f"  curl --cacert {ca_file} https://demo.localhost:{config.https_port}/")
         if not args.no_demo:
             tasks.append(await _demo_tunnel(config, token, ca_file))
-        print(
-            "Expose your own service from another terminal with:\n  burrow http 8000", flush=True
-        )
+        print("Expose your own service from another terminal with:\n  burrow http 8000", flush=True)
         await _run_until_signal(edge)
     finally:
         for task in tasks:
@@ -372,9 +370,7 @@ async def _edge(args: argparse.Namespace) -> int:
     if control_url:
         # Keys and revocations arrive from control; static tokens only if asked for too.
         keyring = SignedTokens([])
-        authenticator = (
-            ChainedAuthenticator(keyring, StaticTokens(tokens)) if tokens else keyring
-        )
+        authenticator = ChainedAuthenticator(keyring, StaticTokens(tokens)) if tokens else keyring
     else:
         log.warning(
             "agents are checked against static shared-secret tokens (development or a "

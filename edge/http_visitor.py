@@ -311,10 +311,13 @@ class HttpVisitor(asyncio.Protocol):
             # should not stall on them. The header is not forwarded.
             self._write(self.visitor.send_informational(_CONTINUE))
             self.exchange_flush()
+        # The forwarded headers add none that frame the body or go hop by hop: the parser's
+        # reading of the request holds for them.
         forwarded = RequestHead(
             request.method,
             request.target,
             forward_headers(headers, host_header, self.client[0], self.scheme, request_id),
+            framing=request.framing,
         )
         if not exchange.send_request(forwarded):
             self._pause_reading()

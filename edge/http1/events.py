@@ -13,33 +13,54 @@ from typing import Final
 Headers = list[tuple[bytes, bytes]]
 
 
+Framing = tuple[int, int]
+"""How a body is delimited: (``BODY_*`` kind from ``edge.http1.framing``, length)."""
+
+
 class RequestHead:
-    __slots__ = ("headers", "http_version", "method", "target")
+    """A request head. ``framing`` is set by a parser when the headers hold no hop-by-hop
+    field: they may then be sent on as they are, framed the same way, and a writer need not
+    read them again (each pass over the headers costs on every request)."""
+
+    __slots__ = ("framing", "headers", "http_version", "method", "target")
 
     def __init__(
-        self, method: bytes, target: bytes, headers: Headers, http_version: bytes = b"1.1"
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        http_version: bytes = b"1.1",
+        framing: Framing | None = None,
     ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.http_version = http_version
+        self.framing = framing
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method!r}, {self.target!r}, {len(self.headers)} headers)"
 
 
 class ResponseHead:
-    """A final (>= 200) or informational (1xx) response head."""
+    """A final (>= 200) or informational (1xx) response head; ``framing`` as for
+    ``RequestHead``."""
 
-    __slots__ = ("headers", "http_version", "reason", "status")
+    __slots__ = ("framing", "headers", "http_version", "reason", "status")
 
     def __init__(
-        self, status: int, headers: Headers, reason: bytes = b"", http_version: bytes = b"1.1"
+        self,
+        status: int,
+        headers: Headers,
+        reason: bytes = b"",
+        http_version: bytes = b"1.1",
+        framing: Framing | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.reason = reason
         self.http_version = http_version
+        self.framing = framing
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.status}, {len(self.headers)} headers)"

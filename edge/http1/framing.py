@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from edge.http1.events import Headers, ParseError, RequestHead, ResponseHead, UsageError
+from edge.http1.events import (
+    Framing,
+    Headers,
+    ParseError,
+    RequestHead,
+    ResponseHead,
+    UsageError,
+)
 
 HOP_BY_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
 
@@ -58,18 +65,21 @@ def hop_by_hop_stripped(headers: Headers, keep_upgrade: bool) -> Headers:
     return out
 
 
-def message_framing(headers: Headers, is_request: bool) -> tuple[int, int]:
+def message_framing(headers: Headers, is_request: bool) -> Framing:
     """(BODY_* kind, length) for a message with these headers (RFC 9112 6.3)."""
     te: bytes | None = None
-    lengths: set[bytes] = set()
+    lengths: list[bytes] = []
     for name, value in headers:
         if name == b"transfer-encoding":
             te = value if te is None else te + b"," + value
         elif name == b"content-length":
-            if b"," in value:
-                lengths.update(v.strip() for v in value.split(b","))
-            else:
-                lengths.add(value.strip())  # the usual single value: no generator
+            lengths.append(value)
+    return body_framing(te, lengths, is_request)
+
+
+def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Framing:
+    """The framing of a message from its Transfer-Encoding values joined by commas (None
+    without one) and its Content-Length field values (RFC 9112 6.3)."""
     if te is not None:
         if lengths and is_request:
             raise ParseError("both Transfer-Encoding and Content-Length")
@@ -81,14 +91,92 @@ def message_framing(headers: Headers, is_request: bool) -> tuple[int, int]:
         if is_request:
             raise ParseError("the final transfer coding of a request must be chunked")
         return BODY_CLOSE, 0
-    if lengths:
-        if len(lengths) > 1:
+    if not lengths:
+        return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
+    value = lengths[0].strip()
+    if len(lengths) > 1 or b"," in value:
+        # Several fields, or a list in one: all the same value, or the message is refused.
+        values = {v.strip() for field in lengths for v in field.split(b",")}
+        if len(values) > 1:
             raise ParseError("conflicting Content-Length values")
-        (value,) = lengths
-        if not value.isdigit() or len(value) > 18:
-            raise ParseError(f"bad Content-Length {value[:20]!r}")
-        return BODY_LENGTH, int(value)
-    return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
+        (value,) = values
+    if not value.isdigit() or len(value) > 18:
+        raise ParseError(f"bad Content-Length {value[:20]!r}")
+    return BODY_LENGTH, int(value)
+
+
+# The headers a head is read for in ``request_facts`` and ``response_facts``; any other is
+# passed over with one set lookup.
+_NOTABLE: Final = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade", *HOP_BY_HOP)
+)
+
+
+def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, bool, bool]:
+    """Read a request's headers once: its framing, whether the connection closes after it,
+    whether it asks for an upgrade, whether it waits for ``100 Continue``, and whether it
+    holds no hop-by-hop field (it may be forwarded as it is). Raises ``ParseError`` for
+    framing and Host violations."""
+    te: bytes | None = None
+    lengths: list[bytes] = []
+    tokens: set[bytes] = set()
+    hosts = 0
+    upgrade_field = expects = False
+    plain = True
+    for name, value in headers:
+        if name not in _NOTABLE:
+            continue
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            te = value if te is None else te + b"," + value
+        elif name == b"expect":
+            expects = expects or value.lower() == b"100-continue"
+        else:
+            plain = False
+            if name == b"connection":
+                tokens.update(t.strip().lower() for t in value.split(b","))
+            elif name == b"upgrade":
+                upgrade_field = True
+    framing = body_framing(te, lengths, is_request=True)
+    kind = framing[0]
+    if http10 and kind == BODY_CHUNKED:
+        raise ParseError("chunked transfer coding in an HTTP/1.0 request")
+    if hosts > 1 or (hosts == 0 and not http10):
+        raise ParseError("a request needs exactly one Host header")
+    close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+    upgrade = upgrade_field and b"upgrade" in tokens
+    # Only a body that is still to come is worth a 100 (RFC 9110 10.1.1).
+    has_body = kind == BODY_CHUNKED or (kind == BODY_LENGTH and framing[1] > 0)
+    return framing, close_after, upgrade, expects and not http10 and has_body, plain
+
+
+def response_facts(headers: Headers, http10: bool, bodiless: bool) -> tuple[Framing, bool, bool]:
+    """Read a final response's headers once: its framing (none when ``bodiless``: the answer
+    to HEAD, a 204 or a 304), whether the connection closes after it, and whether it holds
+    no hop-by-hop field."""
+    te: bytes | None = None
+    lengths: list[bytes] = []
+    tokens: set[bytes] = set()
+    plain = True
+    for name, value in headers:
+        if name not in _NOTABLE:
+            continue
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            te = value if te is None else te + b"," + value
+        elif name in HOP_BY_HOP or name == b"upgrade":
+            plain = False
+            if name == b"connection":
+                tokens.update(t.strip().lower() for t in value.split(b","))
+    framing = (BODY_NONE, 0) if bodiless else body_framing(te, lengths, is_request=False)
+    close_after = (
+        b"close" in tokens or (http10 and b"keep-alive" not in tokens) or framing[0] == BODY_CLOSE
+    )
+    return framing, close_after, plain
 
 
 class ReceiveBuffer:
@@ -178,16 +266,21 @@ class Writer:
 
 
 def frame_response(
-    writer: Writer, headers: Headers, status: int, bodiless: bool, http10: bool
+    writer: Writer, head: ResponseHead, bodiless: bool, http10: bool
 ) -> tuple[Headers, bool]:
     """Set ``writer`` up for a final response. Returns the headers to send (hop-by-hop
-    stripped, framing rewritten) and whether the body ends by closing the connection.
-    ``bodiless``: the request was HEAD."""
-    headers = hop_by_hop_stripped(headers, keep_upgrade=False)
-    if bodiless or status in (204, 304):
+    stripped, framing rewritten; the head's own list when nothing changes, so copy it before
+    adding to it) and whether the body ends by closing the connection. ``bodiless``: the
+    request was HEAD."""
+    framing = head.framing
+    if framing is None:
+        headers = hop_by_hop_stripped(head.headers, keep_upgrade=False)
+    else:
+        headers = head.headers  # read by the parser already: nothing to strip
+    if bodiless or head.status in (204, 304):
         writer.framing = W_NONE
         return headers, False
-    kind, length = message_framing(headers, is_request=False)
+    kind, length = message_framing(headers, is_request=False) if framing is None else framing
     if kind == BODY_LENGTH:
         writer.framing = W_LENGTH
         writer.remaining = length
@@ -223,10 +316,16 @@ def informational_head(head_status: int, reason: bytes, headers: Headers) -> byt
 def frame_request(writer: Writer, head: RequestHead) -> tuple[bytes, bool]:
     """Set ``writer`` up for a request; returns its head bytes and whether it asks for an
     upgrade."""
-    tokens = connection_tokens(head.headers)
-    upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in head.headers)
-    headers = hop_by_hop_stripped(head.headers, keep_upgrade=upgrade)
-    kind, length = message_framing(headers, is_request=True)
+    framing = head.framing
+    if framing is None:
+        tokens = connection_tokens(head.headers)
+        upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in head.headers)
+        headers = hop_by_hop_stripped(head.headers, keep_upgrade=upgrade)
+        kind, length = message_framing(headers, is_request=True)
+    else:
+        # Read by the parser already: no hop-by-hop field, so no upgrade either.
+        headers, upgrade = head.headers, False
+        kind, length = framing
     if kind == BODY_LENGTH:
         writer.framing = W_LENGTH
         writer.remaining = length
@@ -294,16 +393,16 @@ class ResponseWriting:
         self._continue = False
         self._upgrade = False
         headers, close_delimited = frame_response(
-            writer, head.headers, head.status, self._request_method == b"HEAD", self._http10
+            writer, head, self._request_method == b"HEAD", self._http10
         )
         if close_delimited or self.reader.state not in (READ_DONE, READ_DONE_PENDING):
             # Close-delimited, or answering before the request body was read: the rest of
             # it cannot be skipped reliably, so this connection ends with the response.
             self._close_after = True
         if self._close_after:
-            headers.append((b"connection", b"close"))
+            headers = [*headers, (b"connection", b"close")]
         elif self._http10:
-            headers.append((b"connection", b"keep-alive"))  # 1.0 clients wait for it
+            headers = [*headers, (b"connection", b"keep-alive")]  # 1.0 clients wait for it
         writer.state = W_BODY
         line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
         return Writer.head_bytes(line, headers)

@@ -15,15 +15,15 @@ until the edge asks for them:
   with CRLFs only (its default; the bare-LF leniency is turned on for heads alone), so a
   chunked message can only end right after one.
 
-What a message's body is, is decided by ``edge.http1.framing.message_framing`` on the parsed
-headers, exactly as native decides it, so the two agree on framing; llhttp checks syntax
-(token characters, line ends, versions, digits, chunk sizes), and the checks native makes
-that llhttp does not (Host, a single-space request line, HTTP/1.x only) are made here.
-Where llhttp frames differently,
-it is overruled: it takes an Upgrade or CONNECT request as ending at its head (a body it
-skipped is fed to a fresh parser primed with a head that frames it the same way), and it
-would read a body after the response to a HEAD request (only the head was fed; the parser
-is replaced before the next message). EOF is never shown to llhttp: a response read until
+What a message's body is, is decided by ``edge.http1.framing`` (``request_facts``,
+``response_facts``) on the parsed headers, exactly as native decides it, so the two agree
+on framing; llhttp checks syntax (token characters, line ends, versions, digits, chunk
+sizes), and the checks native makes that llhttp does not (Host, a single-space request line,
+HTTP/1.x only) are made here. Where llhttp frames differently, it is overruled: it takes an
+Upgrade or CONNECT request as ending at its head (a body it skipped is fed to a fresh parser
+primed with a head that frames it the same way), and it would read a body after the
+response to a HEAD request (only the head was fed; the parser is replaced before the next
+message). EOF is never shown to llhttp: a response read until
 close ends here, and EOF mid-message is a ParseError here.
 
 Reader states, per message (native's, less the chunked sub-states llhttp keeps)::
@@ -70,8 +70,8 @@ from edge.http1.framing import (
     RequestWriting,
     ResponseWriting,
     Writer,
-    connection_tokens,
-    message_framing,
+    request_facts,
+    response_facts,
 )
 
 # Chunk-size lines and trailers between two pieces of chunk data: llhttp buffers a trailer
@@ -476,27 +476,20 @@ class HttptoolsVisitorConnection(ResponseWriting):
             raise ParseError("only HTTP/1.x is served on this connection", 505)
         headers = reader.msg.head_fields
         http10 = version == "1.0"
-        kind, length = message_framing(headers, is_request=True)
-        if http10 and kind == BODY_CHUNKED:
-            raise ParseError("chunked transfer coding in an HTTP/1.0 request")
-        tokens = connection_tokens(headers)
-        self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
-        host_count = sum(1 for n, _ in headers if n == b"host")
-        if host_count > 1 or (host_count == 0 and not http10):
-            raise ParseError("a request needs exactly one Host header")
-        self._upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in headers)
-        self._continue = not http10 and any(
-            n == b"expect" and v.lower() == b"100-continue" for n, v in headers
+        framing, self._close_after, self._upgrade, self._continue, plain = request_facts(
+            headers, http10
         )
+        kind, length = framing
         self._request_method = method
         self._http10 = http10
         if kind == BODY_NONE or (kind == BODY_LENGTH and length == 0):
             reader.state = _DONE_PENDING
-            self._continue = False
         else:
             reader.start_body(kind, length)
         self._writer.state = W_IDLE
-        return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1")
+        return RequestHead(
+            method, target, headers, b"1.0" if http10 else b"1.1", framing if plain else None
+        )
 
     def _next_message(self) -> None:
         self.reader.next_message()
@@ -573,18 +566,17 @@ class HttptoolsOriginConnection(RequestWriting):
                 # closes after an HTTP/1.0 1xx).
                 reader._dirty = True
             return ResponseHead(status, headers, msg.reason, b"1.0" if http10 else b"1.1")
-        tokens = connection_tokens(headers)
-        self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
-        if self._method == b"HEAD" or status in (204, 304):
-            kind, length = BODY_NONE, 0
-        else:
-            kind, length = message_framing(headers, is_request=False)
+        framing, self._close_after, plain = response_facts(
+            headers, http10, self._method == b"HEAD" or status in (204, 304)
+        )
+        kind, length = framing
         if kind == BODY_CLOSE:
-            self._close_after = True
             reader.state = _BODY_CLOSE
         elif kind == BODY_NONE or (kind == BODY_LENGTH and length == 0):
             reader.state = _DONE_PENDING
         else:
             reader.start_body(kind, length)
         self._upgrade = False
-        return ResponseHead(status, headers, msg.reason, b"1.0" if http10 else b"1.1")
+        return ResponseHead(
+            status, headers, msg.reason, b"1.0" if http10 else b"1.1", framing if plain else None
+        )

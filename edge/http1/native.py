@@ -51,8 +51,8 @@ from edge.http1.framing import (
     RequestWriting,
     ResponseWriting,
     Writer,
-    connection_tokens,
-    message_framing,
+    request_facts,
+    response_facts,
 )
 
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
@@ -299,29 +299,21 @@ class NativeVisitorConnection(ResponseWriting):
             raise ParseError("only HTTP/1.x is served on this connection", 505)
         headers = self.reader._headers(lines[1:])
         http10 = minor == b"0"
-        state, length = message_framing(headers, is_request=True)
-        if http10 and state == _BODY_CHUNKED:
-            raise ParseError("chunked transfer coding in an HTTP/1.0 request")
-        tokens = connection_tokens(headers)
-        self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
-        host_count = sum(1 for n, _ in headers if n == b"host")
-        if host_count > 1 or (host_count == 0 and not http10):
-            raise ParseError("a request needs exactly one Host header")
-        self._upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in headers)
-        self._continue = not http10 and any(
-            n == b"expect" and v.lower() == b"100-continue" for n, v in headers
+        framing, self._close_after, self._upgrade, self._continue, plain = request_facts(
+            headers, http10
         )
         self._request_method = method
         self._http10 = http10
         reader = self.reader
+        state, length = framing
         if state == _BODY_LENGTH and length == 0:
             state = _DONE_PENDING
         reader.state = state
         reader._remaining = length
-        if state != _BODY_LENGTH and state != _BODY_CHUNKED:
-            self._continue = False
         self._writer.state = W_IDLE
-        return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1")
+        return RequestHead(
+            method, target, headers, b"1.0" if http10 else b"1.1", framing if plain else None
+        )
 
     def _next_message(self) -> None:
         self.reader.state = _HEAD
@@ -392,17 +384,15 @@ class NativeOriginConnection(RequestWriting):
                 reader.state = _SWITCHED
             # Other 1xx: the final response follows; stay in HEAD.
             return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
-        tokens = connection_tokens(headers)
-        self._close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
-        if self._method == b"HEAD" or status in (204, 304):
-            state, length = _DONE_PENDING, 0
-        else:
-            state, length = message_framing(headers, is_request=False)
-            if state == _BODY_LENGTH and length == 0:
-                state = _DONE_PENDING
-        if state == _BODY_CLOSE:
-            self._close_after = True
+        framing, self._close_after, plain = response_facts(
+            headers, http10, self._method == b"HEAD" or status in (204, 304)
+        )
+        state, length = framing  # BODY_NONE is _DONE_PENDING
+        if state == _BODY_LENGTH and length == 0:
+            state = _DONE_PENDING
         reader.state = state
         reader._remaining = length
         self._upgrade = False
-        return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
+        return ResponseHead(
+            status, headers, reason or b"", b"1.0" if http10 else b"1.1", framing if plain else None
+        )
