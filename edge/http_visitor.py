@@ -84,6 +84,7 @@ class HttpVisitor(asyncio.Protocol):
         "_preface",
         "_read_paused",
         "_timer",
+        "_timer_at",
         "_write_paused",
         "client",
         "closing",
@@ -121,6 +122,7 @@ class HttpVisitor(asyncio.Protocol):
         self._eof_in = False
         self._eof_out = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the monotonic time the timer is due
         self._deadline = 0.0
         self._last_read = 0.0
         self._idle_since = 0.0
@@ -607,13 +609,14 @@ class HttpVisitor(asyncio.Protocol):
     # -- the connection's one timer -------------------------------------------------------
 
     def _arm(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
-        loop = self.edge.loop
-        if self._timer is None:
-            self._timer = loop.call_later(seconds, self._on_timer)
-        elif self._timer.when() > loop.time() + seconds:
-            self._timer.cancel()
-            self._timer = loop.call_later(seconds, self._on_timer)
+        # Four times a request: the timer is re-created only when the new deadline comes
+        # before it; a later one is caught up with when it fires (``_on_timer``).
+        self._deadline = deadline = time.monotonic() + seconds
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.edge.loop.call_later(seconds, self._on_timer)
 
     def _disarm(self) -> None:
         self._deadline = 0.0
@@ -630,6 +633,7 @@ class HttpVisitor(asyncio.Protocol):
             last = now if self._read_paused else self._last_read
             deadline = max(deadline, last + limits.body_idle_timeout)
         if now < deadline:
+            self._timer_at = deadline
             self._timer = self.edge.loop.call_later(deadline - now, self._on_timer)
             return
         phase = self.phase
