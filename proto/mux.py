@@ -190,6 +190,11 @@ class Multiplexer:
     def has_output(self) -> bool:
         return bool(self._out)
 
+    @property
+    def queued(self) -> int:
+        """Buffers waiting in ``data_to_send`` (a data frame is two: header and payload)."""
+        return len(self._out)
+
     # -- introspection --------------------------------------------------------------------
 
     @property
