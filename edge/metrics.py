@@ -24,8 +24,8 @@ edge per process in that mode.
 
 from __future__ import annotations
 
-import functools
 import os
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -83,31 +83,71 @@ def multiprocess_dir() -> str | None:
 
 
 class RequestMetrics:
-    """The per-request counters of one visitor protocol, label children resolved."""
+    """The per-request counts of one visitor protocol.
 
-    __slots__ = ("_by_class", "_requests", "protocol", "request_done")
+    The hot path adds to plain ints: a prometheus_client ``inc`` or ``observe`` takes a lock
+    and four Python calls, which came to 7% of the edge's instructions for a 1 KiB request.
+    ``settle`` moves the counts into the prometheus_client children; every reading settles
+    first, and a multiprocess edge also settles each second so its files stay current.
+    """
+
+    __slots__ = (
+        "_by_class",
+        "_classes",
+        "_duration",
+        "_durations",
+        "_requests",
+        "_sum",
+        "protocol",
+    )
 
     def __init__(self, requests: Counter, duration: Histogram, protocol: str) -> None:
         self.protocol = protocol
         self._requests = requests
         # Indexed by status // 100. HTTP status codes are three digits, so 0-9 cover them all;
-        # the four usual classes are resolved now, the others on first use.
-        self._by_class: list[Callable[[], None]] = [
-            functools.partial(self._first_of_class, c) for c in range(10)
-        ]
+        # the four usual classes have their series from the start, the others on first use.
+        self._classes = [0] * 10
+        self._by_class: list[Callable[[float], None] | None] = [None] * 10
         for name in STATUS_CLASSES:
             self._by_class[int(name[0])] = requests.labels(protocol, name).inc
-        # request_done(seconds): a response relayed whole, head to end, is observed.
-        self.request_done: Callable[[float], None] = duration.labels(protocol).observe
+        # Observations per bucket, not cumulative, as prometheus_client keeps them: the last
+        # is +Inf.
+        self._duration = duration.labels(protocol)
+        self._durations = [0] * (len(DURATION_BUCKETS) + 1)
+        self._sum = 0.0
 
     def status(self, status: int) -> None:
         """A final response head went to the visitor: relayed, or the edge's own page."""
-        self._by_class[status // 100]()
+        self._classes[status // 100] += 1
 
-    def _first_of_class(self, status_class: int) -> None:
-        inc = self._requests.labels(self.protocol, f"{status_class}xx").inc
-        self._by_class[status_class] = inc
-        inc()
+    def request_done(self, seconds: float) -> None:
+        """A response relayed whole, head to end, took ``seconds``."""
+        # The first bucket whose bound is >= seconds, as Histogram.observe picks it.
+        self._durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self._sum += seconds
+
+    def settle(self) -> None:
+        classes = self._classes
+        for status_class, n in enumerate(classes):
+            if n:
+                classes[status_class] = 0
+                inc = self._by_class[status_class]
+                if inc is None:
+                    inc = self._requests.labels(self.protocol, f"{status_class}xx").inc
+                    self._by_class[status_class] = inc
+                inc(n)
+        durations = self._durations
+        if not any(durations):
+            return
+        # Histogram children keep a value per bucket and one for the sum (prometheus_client's
+        # own layout, the same since 0.4); adding to them is what ``observe`` does, n at once.
+        child = self._duration
+        for bucket, n in enumerate(durations):
+            if n:
+                durations[bucket] = 0
+                child._buckets[bucket].inc(n)
+        total, self._sum = self._sum, 0.0
+        child._sum.inc(total)
 
 
 class EdgeMetrics:
@@ -189,9 +229,15 @@ class EdgeMetrics:
         """Refusals so far by reason (a missing reason reads 0)."""
         return Tally({labels["reason"]: int(v) for labels, v in self._values(self._refusals) if v})
 
+    def settle(self) -> None:
+        """Move the request counts gathered since the last reading into the metrics."""
+        self.http1.settle()
+        self.h2.settle()
+
     @property
     def responses(self) -> Tally[str]:
         """Requests answered so far by status class, both protocols together."""
+        self.settle()
         tally: Tally[str] = Tally()
         for labels, value in self._values(self._requests):
             tally[labels["status_class"]] += int(value)
@@ -206,11 +252,14 @@ class EdgeMetrics:
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The metrics in the format the scraper asked for: (body, content type)."""
+        self.settle()
         encode, content_type = choose_encoder(accept)
         return encode(self._exposed), content_type
 
     def close(self) -> None:
-        """The process is done serving: its live gauges leave the multiprocess aggregate."""
+        """The process is done serving: its last counts are settled and its live gauges
+        leave the multiprocess aggregate."""
+        self.settle()
         if self.multiprocess_dir is not None:
             from prometheus_client.multiprocess import mark_process_dead
 

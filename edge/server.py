@@ -62,6 +62,7 @@ class Edge:
         self.started = time.time()
         self._servers: list[asyncio.Server] = []
         self._admin: asyncio.Server | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         local_ca = LocalCA.load_or_create(config.local_ca_dir) if config.local_ca_dir else None
         self.certs = CertStore(alpn_protocols=(*DEFAULT_ALPN, AGENT_ALPN), local_ca=local_ca)
@@ -95,6 +96,14 @@ class Edge:
                 self._admin.close()
             raise
         self.listening = True
+        if self.metrics.multiprocess_dir is not None:
+            self._settle_metrics()
+
+    def _settle_metrics(self) -> None:
+        """Multiprocess mode: this process's request counts reach its metric files each
+        second, whichever process serves the scrape."""
+        self.metrics.settle()
+        self._settle_timer = self.loop.call_later(1.0, self._settle_metrics)
 
     async def _listen(self) -> None:
         loop = self.loop
@@ -194,6 +203,9 @@ class Edge:
         if self._admin is not None:  # last: /readyz said "draining" until now
             self._admin.close()
             await self._admin.wait_closed()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         self.metrics.close()
 
     # -- binds ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import os
 import socket
 
 import prometheus_client.metrics
+import pytest
 
 from agent.tunnels import TunnelSpec
 from edge.agent_session import AgentInstances
@@ -225,3 +226,54 @@ async def test_openmetrics_when_the_scraper_asks_for_it(edge):
     assert r.headers["content-type"].startswith("application/openmetrics-text")
     assert r.body.endswith(b"# EOF\n")
     assert b"burrow_edge_requests_total" in r.body
+
+
+def test_settled_counts_read_as_if_each_had_been_observed():
+    """The edge counts requests in plain ints and settles them into prometheus_client on
+    reading: what a scrape shows must be what inc() and observe() per request would show,
+    buckets at and beyond their bounds included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from edge.metrics import DURATION_BUCKETS, EdgeMetrics
+
+    seconds = [0.0, 0.0005, 0.001, 0.0010001, 0.3, 0.3, 59.99, 60.0, 60.5, 1e6]
+    statuses = [200, 204, 302, 404, 404, 500, 599, 102, 200, 200]
+
+    edge_metrics = EdgeMetrics()
+    reference = CollectorRegistry()
+    requests = Counter("r", "r", ["protocol", "status_class"], registry=reference)
+    duration = Histogram("d", "d", ["protocol"], buckets=DURATION_BUCKETS, registry=reference)
+    for status, s in zip(statuses, seconds, strict=True):
+        edge_metrics.http1.status(status)
+        edge_metrics.http1.request_done(s)
+        requests.labels("http1", f"{status // 100}xx").inc()
+        duration.labels("http1").observe(s)
+    # Counted twice, settled between: nothing is lost or settled twice.
+    edge_metrics.settle()
+    edge_metrics.http1.status(200)
+    edge_metrics.http1.request_done(0.02)
+    requests.labels("http1", "2xx").inc()
+    duration.labels("http1").observe(0.02)
+
+    def samples(registry: CollectorRegistry, name: str, kinds: tuple[str, ...]) -> dict:
+        """Non-zero http1 samples of a metric: {(suffix, labels): value}."""
+        names = {name + kind for kind in kinds}
+        return {
+            (sample.name.removeprefix(name), tuple(sorted(sample.labels.items()))): sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name in names and sample.value and sample.labels["protocol"] == "http1"
+        }
+
+    edge_metrics.settle()
+    got_requests = samples(edge_metrics.registry, "burrow_edge_requests", ("_total",))
+    want_requests = samples(reference, "r", ("_total",))
+    assert got_requests == want_requests
+    assert got_requests[("_total", (("protocol", "http1"), ("status_class", "1xx")))] == 1
+    kinds = ("_bucket", "_count", "_sum")
+    got = samples(edge_metrics.registry, "burrow_edge_request_duration_seconds", kinds)
+    want = samples(reference, "d", kinds)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value), key
+    assert got[("_count", (("protocol", "http1"),))] == len(seconds) + 1
