@@ -259,18 +259,13 @@ class HttpVisitor(asyncio.Protocol):
         limits = self.edge.config.limits
         self.method = request.method
         self.target = request.target
-        self.started = time.monotonic()
+        self.started = now = time.monotonic()
         headers = request.headers
         self.request_id = request_id = request_id_for(headers)
         self.host = ""
+        # The parser bounds the head's bytes (``max_header_bytes``); the count is bounded here.
         if len(headers) > limits.max_header_count:
             self._fail(431, f"The request has more than {limits.max_header_count} headers.")
-            return
-        # A parser bounds a head that arrives in pieces; a whole one in a single read is
-        # measured here.
-        head_size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in headers)
-        if head_size > limits.max_header_bytes:
-            self._fail(431, f"The request head is over {limits.max_header_bytes} bytes.")
             return
         if request.method == b"CONNECT":
             self._fail(405, "CONNECT is not served by Burrow tunnels.")
@@ -305,7 +300,7 @@ class HttpVisitor(asyncio.Protocol):
             self._fail(exc.status, exc.detail)
             return
         self.phase = _PHASE_BODY
-        self._last_read = time.monotonic()
+        self._last_read = now
         self._arm(limits.body_idle_timeout)
         if self.visitor.waiting_for_continue:
             # The edge answers the expectation itself once the request is routed
@@ -402,7 +397,8 @@ class HttpVisitor(asyncio.Protocol):
             self._idle_since = time.monotonic()
             self._arm(min(limits.stream_idle_timeout, limits.idle_timeout))
             self._resume_reading()
-            self._process_visitor()  # a pipelined request may be waiting in the parser
+            if self.visitor.buffered:
+                self._process_visitor()  # a pipelined request waits in the parser
         else:
             self.close()
 

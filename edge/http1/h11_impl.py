@@ -33,11 +33,12 @@ _LAST_CHUNK: Final = re.compile(rb"0+(?:;[^\r\n]*)?[ \t]*\r\n")
 
 
 class _H11Base:
-    __slots__ = ("_conn", "_head_state")
+    __slots__ = ("_conn", "_head_state", "_max_head")
 
     _conn: h11.Connection
     # Their state while a head is awaited: IDLE for a server, SEND_RESPONSE for a client.
     _head_state: object
+    _max_head: int
 
     def receive_data(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -82,6 +83,11 @@ class _H11Base:
         if t is h11.ConnectionClosed:
             return ConnectionClosed()
         if t is h11.Request:
+            # h11 bounds only a head that arrives in pieces; one read whole is measured here.
+            request: h11.Request = event  # type: ignore[assignment]
+            size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+            if size > self._max_head:
+                raise ParseError("the message head is too large", 431)
             return RequestHead(
                 event.method,  # type: ignore[attr-defined]
                 event.target,  # type: ignore[attr-defined]
@@ -142,6 +148,7 @@ class H11VisitorConnection(_H11Base):
 
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_head = max_header_bytes
         self._head_state = h11.IDLE
 
     @property
@@ -166,6 +173,7 @@ class H11OriginConnection(_H11Base):
 
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+        self._max_head = max_header_bytes
         self._head_state = h11.SEND_RESPONSE
 
     def send_request(self, head: RequestHead) -> bytes:
