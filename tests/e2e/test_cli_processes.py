@@ -35,8 +35,11 @@ def free_port() -> int:
 def isolated_env(tmp_path: Path) -> dict[str, str]:
     """No config, state or token of the user running the tests leaks in or out."""
     env = dict(os.environ)
+    # Nor the test run's services: a child is given DATABASE_URL or REDIS_URL by its test.
     for key in [k for k in env if k.startswith(("BURROW_", "XDG_"))]:
         del env[key]
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
     env.update(
         BURROW_STATE_DIR=str(tmp_path / "state"),
         BURROW_CONFIG=str(tmp_path / "config" / "burrow.toml"),

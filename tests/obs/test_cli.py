@@ -60,7 +60,8 @@ class JsonStderr:
 async def test_burrowd_edge_json_logs_and_multiprocess_metrics(tmp_path: Path, service):
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
+    # No REDIS_URL: this edge runs without a bus, so it leaves no reports on the test Redis.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_") and k != "REDIS_URL"}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
     http_port, agent_port = _free_port(), _free_port()
     proc = await asyncio.create_subprocess_exec(
