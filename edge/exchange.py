@@ -178,7 +178,9 @@ class OriginExchange:
         front.exchange_flush()
         if session.closed:
             return
-        if front.backlogged:
+        # The front now, not the one the bytes went to: an exchange parked for a later
+        # HTTP/2 stream gives its credit back at once.
+        if self.front.backlogged:
             self._held += len(data)
         else:
             session.ack(stream_id, len(data))

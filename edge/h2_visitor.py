@@ -62,6 +62,7 @@ from proto.frames import ResetCode
 from relay.session import set_nodelay
 
 if TYPE_CHECKING:
+    from edge.routing import Tunnel
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.h2")
@@ -272,12 +273,53 @@ class _VisitorStream:
         pass  # the connection writes what h2 queued as it goes
 
 
+class _Parked:
+    """The front of an exchange waiting between streams: nothing asked for its bytes. One
+    that fails while parked has let its tunnel stream go (``exchange.open`` is False), and is
+    dropped when it is next looked at."""
+
+    __slots__ = ()
+
+    backlogged = False
+
+    def exchange_head(self, head: ResponseHead) -> None:
+        pass
+
+    def exchange_data(self, data: bytes) -> None:
+        pass
+
+    def exchange_end(self, trailers: Headers) -> None:
+        pass
+
+    def exchange_switched(self, head: ResponseHead, leftover: bytes) -> None:
+        pass
+
+    def exchange_raw(self, data: bytes) -> None:
+        pass
+
+    def exchange_raw_end(self) -> None:
+        pass
+
+    def exchange_failed(self, status: int, detail: str) -> None:
+        pass
+
+    def exchange_writable(self) -> None:
+        pass
+
+    def exchange_flush(self) -> None:
+        pass
+
+
+_PARKED = _Parked()
+
+
 class H2Visitor(asyncio.Protocol):
     __slots__ = (
         "_goaway_sent",
         "_idle_frames",
         "_idle_since",
         "_last_stream",
+        "_parked",
         "_resets",
         "_timer",
         "client",
@@ -306,6 +348,10 @@ class H2Visitor(asyncio.Protocol):
         self._idle_frames = _Rate(MAX_IDLE_FRAMES, ABUSE_PERIOD)
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        # Exchanges whose stream ended with both sides done, kept for the next stream to the
+        # same tunnel, as an HTTP/1.1 keep-alive visitor keeps its own: the tunnel stream and
+        # the agent's connection to the local service are not opened again per request.
+        self._parked: list[OriginExchange] = []
         conn = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
@@ -472,7 +518,7 @@ class H2Visitor(asyncio.Protocol):
                     self._turn_away(stream, screened, host)
                     return
                 headers = screened
-            exchange = stream.exchange = OriginExchange(stream, tunnel, self.client)
+            exchange = stream.exchange = self._exchange_for(stream, tunnel)
         except (RouteRefused, StreamUnavailable) as exc:
             self._respond_error(stream, exc.status, exc.detail)
             return
@@ -615,8 +661,7 @@ class H2Visitor(asyncio.Protocol):
         edge.metrics.h2.request_done(elapsed)
         if access.isEnabledFor(INFO):
             stream.log_access(elapsed)
-        # One stream per request: the local connection behind it is done with.
-        self._drop_exchange(stream, "")
+        self._park_exchange(stream)
         stream.end_queued = True
         stream.trailers_out = _response_headers(trailers) if trailers else None
         self._pump(stream)
@@ -782,7 +827,9 @@ class H2Visitor(asyncio.Protocol):
             self.phase = 0
             now = self.edge.loop.time()
             self._idle_since = now
-            self._arm(now + self.edge.config.limits.idle_timeout)
+            limits = self.edge.config.limits
+            idle = limits.stream_idle_timeout if self._parked else limits.idle_timeout
+            self._arm(now + min(idle, limits.idle_timeout))
             if self.edge.draining:
                 self._drain()
 
@@ -792,6 +839,40 @@ class H2Visitor(asyncio.Protocol):
             stream.exchange = None
             exchange.release(reason)
 
+    def _exchange_for(self, stream: _VisitorStream, tunnel: Tunnel) -> OriginExchange:
+        """A parked exchange to ``tunnel`` taken over by ``stream``, or a new one (raises
+        ``StreamUnavailable``)."""
+        parked = self._parked
+        for i in range(len(parked) - 1, -1, -1):
+            exchange = parked[i]
+            if exchange.tunnel is tunnel or not exchange.open:
+                del parked[i]
+                if exchange.open:
+                    exchange.front = stream
+                    return exchange
+        return OriginExchange(stream, tunnel, self.client)
+
+    def _park_exchange(self, stream: _VisitorStream) -> None:
+        """The response has ended: keep the exchange for a later stream if its local
+        connection may serve another request, else let it go."""
+        exchange = stream.exchange
+        if exchange is None:
+            return
+        stream.exchange = None
+        if not exchange.next_cycle():
+            return  # released
+        if self.closing or len(self._parked) >= MAX_CONCURRENT_STREAMS:
+            exchange.release("")
+            return
+        exchange.front = _PARKED
+        exchange.drained()  # credit held back for the stream's visitor goes back now
+        self._parked.append(exchange)
+
+    def _release_parked(self, reason: str) -> None:
+        parked, self._parked = self._parked, []
+        for exchange in parked:
+            exchange.release(reason)
+
     def _release_all(self, reason: str) -> None:
         streams = list(self.streams.values())
         self.streams.clear()
@@ -799,6 +880,7 @@ class H2Visitor(asyncio.Protocol):
         for stream in streams:
             stream.closed = True
             self._drop_exchange(stream, reason)
+        self._release_parked(reason)
 
     # -- closing --------------------------------------------------------------------------
 
@@ -890,6 +972,12 @@ class H2Visitor(asyncio.Protocol):
                 self.close()
                 return
             next_at = deadline
+            if self._parked:
+                parked_until = self._idle_since + limits.stream_idle_timeout
+                if now >= parked_until:
+                    self._release_parked("the visitor connection is idle")
+                else:
+                    next_at = min(next_at, parked_until)
         if next_at < math.inf:
             self._arm(next_at)
 

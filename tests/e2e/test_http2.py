@@ -294,6 +294,33 @@ async def test_fifty_concurrent_streams_on_one_connection(edge, http_tunnel, ser
     assert service.connections >= 50  # one local connection per stream
 
 
+async def test_streams_one_after_another_share_one_local_connection(service, agents):
+    """As an HTTP/1.1 keep-alive visitor does: the next stream to the same tunnel takes the
+    last one's tunnel stream and local connection, and they are let go once the connection
+    has idled for stream_idle_timeout."""
+    edge = await start_edge(edge_config(limits=Limits(stream_idle_timeout=0.5)))
+    try:
+        await agents.start(edge, TunnelSpec("http", "127.0.0.1", service.port, name="app"))
+        async with H2Client(edge.config.http_port) as c:
+            ids = {(await c.request("GET", "/conn")).text for _ in range(5)}
+            upload = await c.request("POST", "/echo", body=b"x" * 100_000)
+            assert bytes(upload.body) == b"x" * 100_000
+            assert (await c.request("GET", "/conn")).text in ids
+            assert len(ids) == 1, "five streams one after another used several local ones"
+            assert service.connections == 1
+            assert sum(s.mux.stream_count for s in edge.sessions) == 1
+            # Idle: the kept tunnel stream goes, the visitor connection stays.
+            await wait_for(
+                lambda: sum(s.mux.stream_count for s in edge.sessions) == 0,
+                timeout=3,
+                what="the kept tunnel stream let go",
+            )
+            assert (await c.request("GET", "/conn")).text not in ids
+            assert service.connections == 2
+    finally:
+        await edge.shutdown(drain=0.2)
+
+
 async def test_large_upload_and_download_alongside_small_streams(edge, http_tunnel):
     await http_tunnel("app")
     total = 5 * MB
