@@ -229,9 +229,10 @@ class OriginExchange:
             self._fail(502, "The local service closed the connection without responding.")
             return
         # A response read until close ends here; one cut short fails.
+        front = self.front  # the one the bytes go to, though the exchange may be parked
         self.origin.receive_data(b"")
         self._process()
-        self.front.exchange_flush()
+        front.exchange_flush()
         if not self.complete:
             self._fail(502, "The local service closed the connection mid-response.")
         self.release()
