@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.http_suite import HttpBenchRun, HttpBenchSettings, run_http_bench
+from bench.instructions import add_instructions_parser, run_instructions
 from bench.peers import add_peers_arguments, run_peers_command
 from bench.report import format_any_report
 from bench.run_suite import add_run_parser, run_command
@@ -133,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     add_peers_arguments(peers)
     add_scale_parser(sub)
     add_run_parser(sub)
+    add_instructions_parser(sub)
     return p
 
 
@@ -199,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_scale(args)
     if args.suite == "run":
         return run_command(args)
+    if args.suite == "instructions":
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        return run_instructions(args)
     try:
         settings = _settings(args)
     except ValueError as exc:

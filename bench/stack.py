@@ -167,14 +167,15 @@ class Child:
         self._pending.clear()
         return pending + (out or b"")
 
-    def stop(self) -> int | None:
-        """SIGTERM the child's process group; SIGKILL it if it lingers. Idempotent."""
+    def stop(self, grace: float = _STOP_GRACE) -> int | None:
+        """SIGTERM the child's process group; SIGKILL it if it lingers past ``grace``
+        seconds. Idempotent."""
         process = self.process
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=_STOP_GRACE)
+                process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
@@ -209,8 +210,10 @@ class BurrowStack:
         start_timeout: float = 20.0,
         certificates: BenchCertificates | None = None,
         tcp_sink: bool = False,
+        edge_wrapper: tuple[str, ...] = (),
     ) -> None:
         self.log_dir = log_dir
+        self.edge_wrapper = edge_wrapper  # a command the edge runs under (valgrind …)
         self.start_timeout = start_timeout
         self.certificates = certificates
         self.tcp_sink = tcp_sink
@@ -268,7 +271,10 @@ class BurrowStack:
             self.edge_tcp_port = int(tail)
 
     def _start(self, name: str, *args: str) -> dict[str, object]:
-        child = Child(name, python_module("bench.component", *args), self.log_dir / f"{name}.log")
+        argv = python_module("bench.component", *args)
+        if name == "edge":
+            argv = [*self.edge_wrapper, *argv]
+        child = Child(name, argv, self.log_dir / f"{name}.log")
         self.children[name] = child
         return child.read_ready(self.start_timeout)
 
@@ -282,7 +288,9 @@ class BurrowStack:
         """Stop the agent first so the edge does not see it as lost mid-request."""
         codes: dict[str, int | None] = {}
         for name in reversed(list(self.children)):
-            codes[name] = self.children[name].stop()
+            # An edge under a wrapper exits slowly (valgrind writes its counts last).
+            grace = 60.0 if name == "edge" and self.edge_wrapper else _STOP_GRACE
+            codes[name] = self.children[name].stop(grace)
         return codes
 
     def __enter__(self) -> BurrowStack:

@@ -32,6 +32,7 @@ TOOLS = (
     OptionalTool("ssh", "openssh-client", "bench peers: the client end of ssh -R"),
     OptionalTool("ssh-keygen", "openssh-client", "bench peers: throwaway ssh -R keys"),
     OptionalTool("pagekite", "pagekite", "bench peers: PageKite front-end and back-end"),
+    OptionalTool("valgrind", "valgrind", "bench instructions: edge instructions per request"),
 )
 # One package may bring several commands (openssh-client: ssh and ssh-keygen).
 APT_INSTALL = ["apt-get", "install", "-y", *dict.fromkeys(tool.package for tool in TOOLS)]
