@@ -17,6 +17,8 @@ _REPLACED = frozenset((b"x-forwarded-proto", b"x-forwarded-host", b"expect"))
 _REPLACED_WITH_ID = _REPLACED | {b"x-request-id"}
 # Hop-by-hop headers of HTTP/2 requests that have no place in HTTP/1.1 (RFC 9113 8.2.2).
 _H2_ONLY = frozenset((b":method", b":path", b":scheme", b":authority", b":protocol"))
+# What forward_headers drops or extends, of what a visitor sends.
+_REWRITTEN = _REPLACED_WITH_ID | _H2_ONLY | {b"x-forwarded-for", b"forwarded"}
 
 
 class RouteRefused(Exception):
@@ -66,16 +68,45 @@ def forward_headers(
             forwarded = value
         elif name not in replaced and name not in _H2_ONLY:
             out.append((name, value))
-    ip = client_ip.encode()
-    node = b'"[' + ip + b']"' if b":" in ip else ip
-    proto = scheme.encode()
+    ip, proto, this_hop = _this_hop(host, client_ip, scheme)
     out.append((b"x-forwarded-for", xff + b", " + ip if xff else ip))
     out.append((b"x-forwarded-proto", proto))
     out.append((b"x-forwarded-host", host))
-    # RFC 7239: a host with a port is not a token and must be quoted.
-    host_value = b'"' + host + b'"' if b":" in host else host
-    this_hop = b"for=" + node + b";host=" + host_value + b";proto=" + proto
     out.append((b"forwarded", forwarded + b", " + this_hop if forwarded else this_hop))
     if request_id is not None:
         out.append((b"x-request-id", request_id))
     return out
+
+
+def _this_hop(host: bytes, client_ip: str, scheme: str) -> tuple[bytes, bytes, bytes]:
+    """The visitor's address, the scheme, and this hop's ``Forwarded`` element."""
+    ip = client_ip.encode()
+    node = b'"[' + ip + b']"' if b":" in ip else ip
+    proto = scheme.encode()
+    # RFC 7239: a host with a port is not a token and must be quoted.
+    host_value = b'"' + host + b'"' if b":" in host else host
+    return ip, proto, b"for=" + node + b";host=" + host_value + b";proto=" + proto
+
+
+def forwards_unchanged(headers: Headers) -> bool:
+    """Whether ``forward_headers`` would keep every one of these headers, adding only its
+    own (none of them is replaced or extended)."""
+    # A plain loop, not all() over a generator: this runs for every request.
+    for name, _ in headers:  # noqa: SIM110
+        if name in _REWRITTEN:
+            return False
+    return True
+
+
+def forwarded_fields(host: bytes, client_ip: str, scheme: str, request_id: bytes) -> bytes:
+    """The header lines ``forward_headers`` adds, for a request ``forwards_unchanged``."""
+    ip, proto, this_hop = _this_hop(host, client_ip, scheme)
+    return b"".join(
+        (
+            b"x-forwarded-for: ", ip,
+            b"\r\nx-forwarded-proto: ", proto,
+            b"\r\nx-forwarded-host: ", host,
+            b"\r\nforwarded: ", this_hop,
+            b"\r\nx-request-id: ", request_id, b"\r\n",
+        )
+    )  # fmt: skip

@@ -34,7 +34,13 @@ from edge import http1
 from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
-from edge.forwarding import RouteRefused, forward_headers, route
+from edge.forwarding import (
+    RouteRefused,
+    forward_headers,
+    forwarded_fields,
+    forwards_unchanged,
+    route,
+)
 from edge.http1.events import (
     NEED_DATA,
     PAUSED,
@@ -310,12 +316,21 @@ class HttpVisitor(asyncio.Protocol):
             self.exchange_flush()
         # The forwarded headers add none that frame the body or go hop by hop: the parser's
         # reading of the request holds for them.
-        forwarded = RequestHead(
-            request.method,
-            request.target,
-            forward_headers(headers, host_header, self.client[0], self.scheme, request_id),
-            framing=request.framing,
-        )
+        client_ip = self.client[0]
+        fields = request.fields
+        if fields is not None and headers is request.headers and forwards_unchanged(headers):
+            # Nothing to take out: the lines as read, and the edge's own after them.
+            fields += forwarded_fields(host_header, client_ip, self.scheme, request_id)
+            forwarded = RequestHead(
+                request.method, request.target, headers, framing=request.framing, fields=fields
+            )
+        else:
+            forwarded = RequestHead(
+                request.method,
+                request.target,
+                forward_headers(headers, host_header, client_ip, self.scheme, request_id),
+                framing=request.framing,
+            )
         if not exchange.send_request(forwarded):
             self._pause_reading()
 

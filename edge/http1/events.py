@@ -20,9 +20,11 @@ Framing = tuple[int, int]
 class RequestHead:
     """A request head. ``framing`` is set by a parser when the headers hold no hop-by-hop
     field: they may then be sent on as they are, framed the same way, and a writer need not
-    read them again (each pass over the headers costs on every request)."""
+    read them again (each pass over the headers costs on every request). With it, a parser
+    may set ``fields``: the header lines as they came (each ending in CRLF, checked), which a
+    writer sends in place of ``headers``, so they need not be joined again."""
 
-    __slots__ = ("framing", "headers", "http_version", "method", "target")
+    __slots__ = ("fields", "framing", "headers", "http_version", "method", "target")
 
     def __init__(
         self,
@@ -31,12 +33,14 @@ class RequestHead:
         headers: Headers,
         http_version: bytes = b"1.1",
         framing: Framing | None = None,
+        fields: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.http_version = http_version
         self.framing = framing
+        self.fields = fields
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method!r}, {self.target!r}, {len(self.headers)} headers)"

@@ -317,6 +317,11 @@ def frame_request(writer: Writer, head: RequestHead) -> tuple[bytes, bool]:
     """Set ``writer`` up for a request; returns its head bytes and whether it asks for an
     upgrade."""
     framing = head.framing
+    if framing is not None and head.fields is not None:
+        # The lines as read: no hop-by-hop field, so no upgrade either.
+        _set_request_framing(writer, framing)
+        start = head.method + b" " + head.target + b" HTTP/1.1\r\n"
+        return start + head.fields + b"\r\n", False
     if framing is None:
         tokens = connection_tokens(head.headers)
         upgrade = b"upgrade" in tokens and any(n == b"upgrade" for n, _ in head.headers)
@@ -326,6 +331,13 @@ def frame_request(writer: Writer, head: RequestHead) -> tuple[bytes, bool]:
         # Read by the parser already: no hop-by-hop field, so no upgrade either.
         headers, upgrade = head.headers, False
         kind, length = framing
+    _set_request_framing(writer, (kind, length))
+    line = head.method + b" " + head.target + b" HTTP/1.1"
+    return Writer.head_bytes(line, headers), upgrade
+
+
+def _set_request_framing(writer: Writer, framing: Framing) -> None:
+    kind, length = framing
     if kind == BODY_LENGTH:
         writer.framing = W_LENGTH
         writer.remaining = length
@@ -334,8 +346,6 @@ def frame_request(writer: Writer, head: RequestHead) -> tuple[bytes, bool]:
     else:
         writer.framing = W_NONE
     writer.state = W_BODY
-    line = head.method + b" " + head.target + b" HTTP/1.1"
-    return Writer.head_bytes(line, headers), upgrade
 
 
 # Reader states both parsing implementations use for a message's life (the values are

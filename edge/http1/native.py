@@ -321,9 +321,10 @@ class NativeVisitorConnection(ResponseWriting):
         reader.state = state
         reader._remaining = length
         self._writer.state = W_IDLE
-        return RequestHead(
-            method, target, headers, b"1.0" if http10 else b"1.1", framing if plain else None
-        )
+        if not plain:
+            return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1")
+        fields = b"\r\n".join(lines[1:]) + b"\r\n" if len(lines) > 1 else b""
+        return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1", framing, fields)
 
     def _next_message(self) -> None:
         self.reader.state = _HEAD

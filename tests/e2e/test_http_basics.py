@@ -83,6 +83,35 @@ async def test_forwarded_headers(edge, http_tunnel):
     assert headers["forwarded"] == "for=127.0.0.1;host=app.localhost;proto=http"
 
 
+async def test_forwarded_headers_follow_the_visitors_own(edge, http_tunnel):
+    """A request with no forwarded fields of its own goes on with its lines as sent and the
+    edge's after them, each once, whichever way the edge builds the head."""
+    await http_tunnel("app")
+    r = await get(
+        edge.config.http_port,
+        "app.localhost",
+        "/headers",
+        headers=[("x-custom", "a  b"), ("accept", "*/*")],
+    )
+    pairs = json.loads(r.body)["headers"]
+    names = [name for name, _ in pairs]
+    assert names[-5:] == [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "x-request-id",
+    ]
+    assert sorted(names) == sorted(set(names))
+    headers = dict(pairs)
+    assert headers["host"] == "app.localhost"
+    assert headers["x-custom"] == "a  b"
+    assert headers["accept"] == "*/*"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["forwarded"] == "for=127.0.0.1;host=app.localhost;proto=http"
+    assert headers["x-request-id"]
+
+
 async def test_expect_100_continue(edge, http_tunnel):
     await http_tunnel("app")
     async with Visitor(edge.config.http_port, "app.localhost") as v:
