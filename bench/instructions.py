@@ -8,8 +8,8 @@ out the edge's start-up and shutdown. The count covers the edge's own code, Pyth
 libraries it calls, not the kernel's side of its syscalls; under valgrind the edge runs some
 fifty times slower, so only the count means anything, not the time.
 
-Rows: HTTP/1.1 GET of 1 KiB over 50 keep-alive connections (the built-in client), and
-HTTP/2 over cleartext (h2c, prior knowledge) with h2load when it is installed.
+Rows: HTTP/1.1 GET of 1 KiB over 50 keep-alive connections and over one (the built-in
+client), and HTTP/2 over cleartext (h2c, prior knowledge) with h2load when it is installed.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ _WRAPPER = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 # Under valgrind the edge takes a while to import and to answer.
 _START_TIMEOUT = 180.0
 _REQUEST_TIMEOUT = 600.0
+# HTTP/1.1 loads: keep-alive connections sharing the requests. Fifty share the edge's
+# per-read and per-write work between requests; one pays all of it for each request.
+_HTTP1_CONNECTIONS = {"http1": 50, "http1-1": 1}
+_SHAPES = {
+    "http1": "HTTP/1.1 GET 1 KiB, 50 keep-alive connections",
+    "http1-1": "HTTP/1.1 GET 1 KiB, 1 keep-alive connection",
+    "h2c": "HTTP/2 (h2c) GET 1 KiB, 10 connections x 10 streams (h2load)",
+}
 
 
 def add_instructions_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,10 +102,9 @@ def _edge_instructions(log_dir: Path, load: str, requests: int) -> int:
     stack = BurrowStack(run_dir, start_timeout=_START_TIMEOUT, edge_wrapper=_WRAPPER)
     with stack:
         port, host = stack.edge_http_port, stack.tunnel_host
-        if requests and load == "http1":
-            ok = uvloop.run(
-                asyncio.wait_for(_http1_requests(port, host, requests, 50), _REQUEST_TIMEOUT)
-            )
+        if requests and load in _HTTP1_CONNECTIONS:
+            visitors = _http1_requests(port, host, requests, _HTTP1_CONNECTIONS[load])
+            ok = uvloop.run(asyncio.wait_for(visitors, _REQUEST_TIMEOUT))
         elif requests:
             ok = _h2c_requests(port, host, requests)
         else:
@@ -121,7 +128,7 @@ def run_instructions(args: argparse.Namespace) -> int:
     if args.requests < 1:
         print("bench instructions: --requests must be at least 1", file=sys.stderr)
         return 2
-    loads = ["http1"]
+    loads = ["http1", "http1-1"]
     if not args.no_h2 and shutil.which("h2load") is not None:
         loads.append("h2c")
     log_dir = args.logs or Path(tempfile.mkdtemp(prefix="burrow-bench-instructions-"))
@@ -135,12 +142,7 @@ def run_instructions(args: argparse.Namespace) -> int:
         print(f"  edge start-up and shutdown, no requests: {baseline:,} instructions")
         for load in loads:
             total = _edge_instructions(log_dir, load, n)
-            shape = (
-                "HTTP/1.1 GET 1 KiB, 50 keep-alive connections"
-                if load == "http1"
-                else "HTTP/2 (h2c) GET 1 KiB, 10 connections x 10 streams (h2load)"
-            )
-            print(f"  {shape}: {(total - baseline) // n:,} per request")
+            print(f"  {_SHAPES[load]}: {(total - baseline) // n:,} per request")
     except StackError as exc:
         print(f"bench instructions: {exc}", file=sys.stderr)
         return 1

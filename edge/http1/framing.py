@@ -94,6 +94,8 @@ def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Fr
     if not lengths:
         return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
     value = lengths[0].strip()
+    if len(lengths) == 1 and value.isdigit() and len(value) <= 18:
+        return BODY_LENGTH, int(value)  # the usual one: a single plain number
     if len(lengths) > 1 or b"," in value:
         # Several fields, or a list in one: all the same value, or the message is refused.
         values = {v.strip() for field in lengths for v in field.split(b",")}

@@ -4,9 +4,13 @@ Theory of operation
 -------------------
 Each connection is two half-machines: a *reader* for the peer's messages and a *writer* for
 ours. The reader keeps one bytearray and a read offset (linear in the bytes received however
-they are split), finds a head with one regex search for the blank line, splits it in C
-(``bytes.split``) and checks every line against strict patterns; bodies are sliced, never
-scanned byte by byte.
+they are split), finds a head with one search for the blank line, splits it in C
+(``bytes.split``) and checks every line; bodies are sliced, never scanned byte by byte.
+
+A *clean* head, the usual one, has no NUL and no CR or LF but its line ends. Its lines are
+checked with bytes methods (``partition``, ``translate``, ``strip``), a few C calls a line;
+a line those checks refuse, and every line of any other head, goes through strict patterns
+that say exactly what is wrong. Both accept the same lines and read the same fields.
 
 Reader states, per message::
 
@@ -23,6 +27,7 @@ Written to pass the same tests as the h11 reference implementation (tests/edge/h
 from __future__ import annotations
 
 import re
+import string
 from typing import Final
 
 from edge.http1.events import (
@@ -67,6 +72,12 @@ _HEADER_LINE: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*+(" + _FIELD_VALUE 
 _REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _STATUS_LINE: Final = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\x00\r\n]*))?")
 _CHUNK_SIZE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
+# The bytes-method checks of a clean head's lines (see the module docstring).
+_NOT_IN_CLEAN_HEAD: Final = b"\r\n\x00"
+_TOKEN_BYTES: Final = b"-!#$%&'*+.^_`|~" + (string.digits + string.ascii_letters).encode()
+_NOT_IN_TARGET: Final = bytes(range(0x21)) + b"\x7f"
+_REQUEST_VERSIONS: Final = {b"HTTP/1.1": b"1", b"HTTP/1.0": b"0"}  # -> the minor version
+_STATUS_VERSIONS: Final = {b"HTTP/1.1 ": b"1", b"HTTP/1.0 ": b"0"}
 _MAX_CHUNK_LINE: Final = 4096
 _MAX_TRAILERS: Final = 16 * 1024
 
@@ -89,7 +100,7 @@ _CHUNK_TRAILERS: Final = 3
 class _Reader(ReceiveBuffer):
     """Parses one role's incoming messages; subclasses parse the start line."""
 
-    __slots__ = ("_chunk_state", "_remaining", "_trailers", "state")
+    __slots__ = ("_chunk_state", "_remaining", "_trailers", "clean", "state")
 
     def __init__(self, max_head: int) -> None:
         super().__init__(max_head)
@@ -97,12 +108,13 @@ class _Reader(ReceiveBuffer):
         self._chunk_state = _CHUNK_SIZE_LINE
         self._trailers: Headers = []
         self.state = _HEAD
+        self.clean = False  # whether the last head's lines hold no NUL, CR or LF
 
     def _head_lines(self) -> list[bytes] | None:
         buf = self._buf
         pos = self._pos
         # Leading empty lines before a request line are tolerated (RFC 9112 2.2).
-        if buf.startswith(b"\n", pos) or buf.startswith(b"\r\n", pos):
+        if pos < len(buf) and (buf[pos] == 10 or buf[pos] == 13):
             while buf.startswith(b"\r\n", pos) or buf.startswith(b"\n", pos):
                 pos += 2 if buf[pos] == 13 else 1
             self._pos = pos
@@ -110,15 +122,21 @@ class _Reader(ReceiveBuffer):
         # Search only the new bytes (less the 3 that may start the blank line): a head that
         # trickles in a byte at a time must cost linear time, not quadratic.
         start = pos + max(0, self._scanned - 3)
-        # The usual head has CRLFs only: a C search for CRLF CRLF, and a count showing no
-        # bare LF before it, cost a third of the pattern search that allows for one.
+        # The usual head is clean: a C search for CRLF CRLF, and a count of the NUL, CR and
+        # LF bytes showing there are none but the line ends, cost a third of the pattern
+        # search that allows for a bare LF.
         end = buf.find(b"\r\n\r\n", start)
-        if end >= 0 and buf.count(b"\n", pos, end) == buf.count(b"\r\n", pos, end):
-            if end - pos > self._max_head:
-                raise ParseError("the message head is too large", 431)
-            self._scanned = 0
-            self._pos = end + 4
-            return bytes(buf[pos:end]).split(b"\r\n")
+        if end >= 0:
+            head = bytes(buf[pos:end])
+            lines = head.split(b"\r\n")
+            if len(head) - len(head.translate(None, _NOT_IN_CLEAN_HEAD)) == 2 * len(lines) - 2:
+                if end - pos > self._max_head:
+                    raise ParseError("the message head is too large", 431)
+                self._scanned = 0
+                self._pos = end + 4
+                self.clean = True
+                return lines
+        self.clean = False
         match = _HEAD_END.search(buf, start)
         if match is None:
             self._scanned = len(buf) - pos
@@ -134,10 +152,15 @@ class _Reader(ReceiveBuffer):
         return head.replace(b"\r\n", b"\n").split(b"\n")
 
     @staticmethod
-    def _headers(lines: list[bytes]) -> Headers:
+    def _headers(lines: list[bytes], clean: bool = False) -> Headers:
         headers: Headers = []
         match = _HEADER_LINE.fullmatch
         for line in lines:
+            if clean:
+                name, colon, value = line.partition(b":")
+                if colon and name and not name.translate(None, _TOKEN_BYTES):
+                    headers.append((name.lower(), value.strip(b" \t")))
+                    continue
             m = match(line)
             if m is None:
                 if line[:1] in (b" ", b"\t"):
@@ -301,20 +324,32 @@ class NativeVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self, lines: list[bytes]) -> RequestHead:
-        m = _REQUEST_LINE.fullmatch(lines[0])
-        if m is None:
-            raise ParseError(f"malformed request line {lines[0][:60]!r}")
-        method, target, major, minor = m.groups()
-        if major != b"1":
-            raise ParseError("only HTTP/1.x is served on this connection", 505)
-        headers = self.reader._headers(lines[1:])
+        reader = self.reader
+        first = lines[0]
+        method, _, rest = first.partition(b" ")
+        target, _, version = rest.partition(b" ")
+        minor = _REQUEST_VERSIONS.get(version)
+        if (
+            minor is None
+            or not reader.clean
+            or not method
+            or method.translate(None, _TOKEN_BYTES)
+            or not target
+            or len(target.translate(None, _NOT_IN_TARGET)) != len(target)
+        ):
+            m = _REQUEST_LINE.fullmatch(first)
+            if m is None:
+                raise ParseError(f"malformed request line {first[:60]!r}")
+            method, target, major, minor = m.groups()
+            if major != b"1":
+                raise ParseError("only HTTP/1.x is served on this connection", 505)
+        headers = reader._headers(lines[1:], reader.clean)
         http10 = minor == b"0"
         framing, self._close_after, self._upgrade, self._continue, plain = request_facts(
             headers, http10
         )
         self._request_method = method
         self._http10 = http10
-        reader = self.reader
         state, length = framing
         if state == _BODY_LENGTH and length == 0:
             state = _DONE_PENDING
@@ -376,17 +411,29 @@ class NativeOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self, lines: list[bytes]) -> ResponseHead:
-        m = _STATUS_LINE.fullmatch(lines[0])
-        if m is None:
-            raise ParseError(f"malformed status line {lines[0][:60]!r}")
-        major, minor, status_b, reason = m.groups()
-        if major != b"1":
-            raise ParseError("not an HTTP/1.x response")
+        reader = self.reader
+        first = lines[0]
+        minor = _STATUS_VERSIONS.get(first[:9])
+        status_b = first[9:12]
+        if (
+            minor is not None
+            and reader.clean
+            and len(status_b) == 3
+            and status_b.isdigit()
+            and (len(first) == 12 or first[12] == 32)
+        ):
+            reason: bytes | None = first[13:]
+        else:
+            m = _STATUS_LINE.fullmatch(first)
+            if m is None:
+                raise ParseError(f"malformed status line {first[:60]!r}")
+            major, minor, status_b, reason = m.groups()
+            if major != b"1":
+                raise ParseError("not an HTTP/1.x response")
         status = int(status_b)
         if status < 100:
             raise ParseError(f"status code {status} is not in 100-999")
-        headers = self.reader._headers(lines[1:])
-        reader = self.reader
+        headers = reader._headers(lines[1:], reader.clean)
         http10 = minor == b"0"
         if status < 200:
             if status == 101:
