@@ -73,9 +73,18 @@ _REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP
 _STATUS_LINE: Final = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\x00\r\n]*))?")
 _CHUNK_SIZE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 # The bytes-method checks of a clean head's lines (see the module docstring).
-_NOT_IN_CLEAN_HEAD: Final = b"\r\n\x00"
 _TOKEN_BYTES: Final = b"-!#$%&'*+.^_`|~" + (string.digits + string.ascii_letters).encode()
-_NOT_IN_TARGET: Final = bytes(range(0x21)) + b"\x7f"
+# ``translate`` tables: a table (unlike a set of bytes to delete) costs no set-up per call.
+# A token byte stays itself (lower-cased, for field names); any other byte becomes 0x80, so
+# a token is one whose translation ``isascii()``.
+_TOKEN_CHECK: Final = bytes(b if b in _TOKEN_BYTES else 0x80 for b in range(256))
+_NAME_CHECK: Final = _TOKEN_CHECK.lower()
+# A byte a request target may not hold becomes a space, which a target never holds (the
+# request line is split at spaces): a target is good if its translation is itself.
+_TARGET_CHECK: Final = bytes(0x20 if b <= 0x20 or b == 0x7F else b for b in range(256))
+# NUL, CR and LF become 0x80, every other byte NUL: lines are clean if their translation
+# ``isascii()``.
+_CLEAN_CHECK: Final = bytes(0x80 if b in b"\x00\r\n" else 0 for b in range(256))
 _REQUEST_VERSIONS: Final = {b"HTTP/1.1": b"1", b"HTTP/1.0": b"0"}  # -> the minor version
 _STATUS_VERSIONS: Final = {b"HTTP/1.1 ": b"1", b"HTTP/1.0 ": b"0"}
 _MAX_CHUNK_LINE: Final = 4096
@@ -122,14 +131,14 @@ class _Reader(ReceiveBuffer):
         # Search only the new bytes (less the 3 that may start the blank line): a head that
         # trickles in a byte at a time must cost linear time, not quadratic.
         start = pos + max(0, self._scanned - 3)
-        # The usual head is clean: a C search for CRLF CRLF, and a count of the NUL, CR and
-        # LF bytes showing there are none but the line ends, cost a third of the pattern
-        # search that allows for a bare LF.
+        # The usual head is clean: a C search for CRLF CRLF, a split at CRLF, and a check
+        # that no NUL, CR or LF is left in the lines cost a third of the pattern search that
+        # allows for a bare LF.
         end = buf.find(b"\r\n\r\n", start)
         if end >= 0:
             head = bytes(buf[pos:end])
             lines = head.split(b"\r\n")
-            if len(head) - len(head.translate(None, _NOT_IN_CLEAN_HEAD)) == 2 * len(lines) - 2:
+            if b"".join(lines).translate(_CLEAN_CHECK).isascii():
                 if end - pos > self._max_head:
                     raise ParseError("the message head is too large", 431)
                 self._scanned = 0
@@ -158,8 +167,9 @@ class _Reader(ReceiveBuffer):
         for line in lines:
             if clean:
                 name, colon, value = line.partition(b":")
-                if colon and name and not name.translate(None, _TOKEN_BYTES):
-                    headers.append((name.lower(), value.strip(b" \t")))
+                name = name.translate(_NAME_CHECK)
+                if colon and name and name.isascii():
+                    headers.append((name, value.strip(b" \t")))
                     continue
             m = match(line)
             if m is None:
@@ -333,9 +343,9 @@ class NativeVisitorConnection(ResponseWriting):
             minor is None
             or not reader.clean
             or not method
-            or method.translate(None, _TOKEN_BYTES)
+            or not method.translate(_TOKEN_CHECK).isascii()
             or not target
-            or len(target.translate(None, _NOT_IN_TARGET)) != len(target)
+            or target.translate(_TARGET_CHECK) != target
         ):
             m = _REQUEST_LINE.fullmatch(first)
             if m is None:
