@@ -198,17 +198,17 @@ class OriginExchange:
             if t is Data:
                 front.exchange_data(event.data)  # type: ignore[union-attr]
             elif t is ResponseHead:
-                assert isinstance(event, ResponseHead)
-                if event.status >= 200:
+                head: ResponseHead = event  # type: ignore[assignment]
+                if head.status >= 200:
                     self.response_started = True
-                    front.exchange_head(event)
-                elif event.status == 101:
+                    front.exchange_head(head)
+                elif head.status == 101:
                     self.raw = True
                     self.response_started = True
-                    front.exchange_switched(event, origin.trailing_data)
+                    front.exchange_switched(head, origin.trailing_data)
                     return
-                elif event.status != 100:  # the edge answers 100-continue itself
-                    front.exchange_head(event)
+                elif head.status != 100:  # the edge answers 100-continue itself
+                    front.exchange_head(head)
             elif t is EndOfMessage:
                 self.complete = True
                 front.exchange_end(event.trailers)  # type: ignore[union-attr]

@@ -398,7 +398,8 @@ class HttpVisitor(asyncio.Protocol):
             self._abort_response(f"the response cannot be relayed: {exc}")
             return
         edge = self.edge
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
+        elapsed = now - self.started
         edge.metrics.http1.request_done(elapsed)
         if access.isEnabledFor(INFO):
             self._log_access(self.status, elapsed)
@@ -409,8 +410,9 @@ class HttpVisitor(asyncio.Protocol):
         if self.visitor.start_next_cycle() and not edge.draining:
             self.phase = _PHASE_IDLE
             limits = edge.config.limits
-            self._idle_since = time.monotonic()
-            self._arm(min(limits.stream_idle_timeout, limits.idle_timeout))
+            self._idle_since = now
+            idle = limits.stream_idle_timeout
+            self._arm(idle if idle < limits.idle_timeout else limits.idle_timeout)
             self._resume_reading()
             if self.visitor.buffered:
                 self._process_visitor()  # a pipelined request waits in the parser

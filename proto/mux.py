@@ -281,7 +281,9 @@ class Multiplexer:
             return
         # Never return more credit than the peer has used (a caller bug would otherwise
         # let the peer overrun us).
-        n = min(n, s.recv_target - s.recv_credit - s.unacked)
+        used = s.recv_target - s.recv_credit - s.unacked
+        if n > used:
+            n = used
         if n <= 0:
             return
         s.unacked += n

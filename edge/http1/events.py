@@ -87,6 +87,11 @@ class EndOfMessage:
         self.trailers = trailers or []
 
 
+END_OF_MESSAGE: Final = EndOfMessage()
+"""The end of a message with no trailers, one instance for all: those who receive an event
+read it and never change it."""
+
+
 class ConnectionClosed:
     """The peer closed its side; no more events follow."""
 

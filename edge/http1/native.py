@@ -31,6 +31,7 @@ import string
 from typing import Final
 
 from edge.http1.events import (
+    END_OF_MESSAGE,
     NEED_DATA,
     PAUSED,
     ConnectionClosed,
@@ -130,7 +131,8 @@ class _Reader(ReceiveBuffer):
             self._scanned = 0
         # Search only the new bytes (less the 3 that may start the blank line): a head that
         # trickles in a byte at a time must cost linear time, not quadratic.
-        start = pos + max(0, self._scanned - 3)
+        scanned = self._scanned
+        start = pos + scanned - 3 if scanned > 3 else pos
         # The usual head is clean: a C search for CRLF CRLF, a split at CRLF, and a check
         # that no NUL, CR or LF is left in the lines cost a third of the pattern search that
         # allows for a bare LF.
@@ -189,7 +191,8 @@ class _Reader(ReceiveBuffer):
                 if self._eof:
                     raise ParseError("the peer closed the connection mid-body")
                 return NEED_DATA
-            take = min(available, self._remaining)
+            remaining = self._remaining
+            take = available if available < remaining else remaining
             data = bytes(buf[self._pos : self._pos + take])
             self._pos += take
             self._remaining -= take
@@ -201,7 +204,7 @@ class _Reader(ReceiveBuffer):
                 return Data(self.rest())
             if self._eof:
                 self.state = _DONE
-                return EndOfMessage()
+                return END_OF_MESSAGE
             return NEED_DATA
         return self._chunked_event()
 
@@ -299,7 +302,8 @@ class NativeVisitorConnection(ResponseWriting):
 
     @property
     def buffered(self) -> int:
-        return self.reader.buffered
+        reader = self.reader
+        return len(reader._buf) - reader._pos
 
     @property
     def trailing_data(self) -> bytes:
@@ -328,7 +332,7 @@ class NativeVisitorConnection(ResponseWriting):
             return event
         if state == _DONE_PENDING:
             reader.state = _DONE
-            return EndOfMessage()
+            return END_OF_MESSAGE
         if state == _CLOSED:
             return ConnectionClosed()
         return PAUSED  # DONE (waiting for our response) or SWITCHED
@@ -412,7 +416,7 @@ class NativeOriginConnection(RequestWriting):
             return reader._body_events()
         if state == _DONE_PENDING:
             reader.state = _DONE
-            return EndOfMessage()
+            return END_OF_MESSAGE
         if state == _CLOSED:
             return ConnectionClosed()
         if state == _DONE and reader._eof and reader._pos >= len(reader._buf):
