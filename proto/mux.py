@@ -204,7 +204,7 @@ class Multiplexer:
 
     def send_message(self, message: Message) -> None:
         body = encode_message(message)
-        self._out.append(f.frame_header(f.FrameType.CONTROL, 0, 0, len(body)))
+        self._out.append(f.frame_header(f.T_CONTROL, 0, 0, len(body)))
         self._out.append(body)
 
     def open_stream(self, open_msg: StreamOpen) -> int:
@@ -214,7 +214,7 @@ class Multiplexer:
         self._next_id += 2
         self._streams[stream_id] = _Stream(stream_id, self._peer_window, self.initial_window)
         body = encode_message(open_msg)
-        self._out.append(f.frame_header(f.FrameType.CONTROL, 0, stream_id, len(body)))
+        self._out.append(f.frame_header(f.T_CONTROL, 0, stream_id, len(body)))
         self._out.append(body)
         return stream_id
 
@@ -294,7 +294,7 @@ class Multiplexer:
         s.send_window -= n
         chunk = f.MAX_DATA_CHUNK
         if n <= chunk:
-            out.append(f.frame_header(f.FrameType.DATA, f.FLAG_FIN if end else 0, s.id, n))
+            out.append(f.frame_header(f.T_DATA, f.FLAG_FIN if end else 0, s.id, n))
             if n:
                 out.append(data)
         else:
@@ -303,7 +303,7 @@ class Multiplexer:
                 piece = view[start : start + chunk]
                 last = start + chunk >= n
                 flags = f.FLAG_FIN if (end and last) else 0
-                out.append(f.frame_header(f.FrameType.DATA, flags, s.id, len(piece)))
+                out.append(f.frame_header(f.T_DATA, flags, s.id, len(piece)))
                 out.append(piece)
         if end:
             s.local_closed = True
@@ -322,13 +322,13 @@ class Multiplexer:
                 self._credit(s, self._peer_window, events)
         for frame in frames_in:
             ftype = frame.type
-            if ftype == f.FrameType.DATA:
+            if ftype == f.T_DATA:
                 self._on_data(frame, events)
-            elif ftype == f.FrameType.WINDOW:
+            elif ftype == f.T_WINDOW:
                 self._on_window(frame, events)
-            elif ftype == f.FrameType.CONTROL:
+            elif ftype == f.T_CONTROL:
                 self._on_control(frame, events)
-            elif ftype == f.FrameType.RESET:
+            elif ftype == f.T_RESET:
                 code, reason = f.decode_reset(frame.body)
                 if self._streams.pop(frame.stream_id, None) is not None:
                     events.append(StreamReset(frame.stream_id, code, reason))
