@@ -177,7 +177,10 @@ class FrameDecoder:
     __slots__ = ("_buf", "_pos", "max_body", "peer_version", "peer_window")
 
     def __init__(self, *, expect_preamble: bool = True, max_body: int = MAX_FRAME_BODY) -> None:
-        self._buf = bytearray()
+        # As in edge.http1.framing.ReceiveBuffer: a read into an empty buffer stays the bytes
+        # it came in, so each frame body is sliced out with one copy; bytes arriving behind
+        # unread ones are gathered in a bytearray.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self.max_body = max_body
         self.peer_version: int | None = None if expect_preamble else PROTOCOL_VERSION
@@ -189,8 +192,16 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         buf = self._buf
-        buf += data
         pos = self._pos
+        if pos == len(buf):
+            buf = self._buf = data if type(data) is bytes else bytes(data)
+            pos = self._pos = 0
+        elif type(buf) is bytes:
+            buf = self._buf = bytearray(memoryview(buf)[pos:])
+            buf += data
+            pos = self._pos = 0
+        else:
+            buf += data
         end = len(buf)
         frames: list[Frame] = []
         if self.peer_version is None:
@@ -214,14 +225,17 @@ class FrameDecoder:
             body_end = body_start + length
             if body_end > end:
                 break
-            frames.append(Frame(ftype, flags, stream_id, bytes(buf[body_start:body_end])))
+            body = buf[body_start:body_end]
+            if type(body) is not bytes:
+                body = bytes(body)
+            frames.append(Frame(ftype, flags, stream_id, body))
             pos = body_end
         # Compact: drop consumed bytes once they are most of the buffer, so the buffer
         # never grows past one frame plus one read.
         if pos == end:
-            buf.clear()
+            self._buf = b""
             pos = 0
-        elif pos > 65536 and pos * 2 > end:
+        elif pos > 65536 and pos * 2 > end and type(buf) is bytearray:
             del buf[:pos]
             pos = 0
         self._pos = pos

@@ -182,13 +182,17 @@ def response_facts(headers: Headers, http10: bool, bodiless: bool) -> tuple[Fram
 
 
 class ReceiveBuffer:
-    """The incoming bytes of one connection: a bytearray with a read offset, compacted only
-    when most of it has been consumed, so parsing stays linear in the bytes received."""
+    """The incoming bytes of one connection with a read offset, compacted only when most of
+    it has been consumed, so parsing stays linear in the bytes received.
+
+    Bytes read into an empty buffer stay the ``bytes`` object they came in (the usual read
+    holds whole messages): what is sliced out of it is ``bytes`` already, copied once. Only
+    bytes that arrive behind unread ones are gathered in a ``bytearray``."""
 
     __slots__ = ("_buf", "_eof", "_max_head", "_pos", "_scanned")
 
     def __init__(self, max_head: int) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._scanned = 0  # bytes after _pos already searched for the end of a head
         self._max_head = max_head
@@ -201,13 +205,20 @@ class ReceiveBuffer:
         if self._eof:
             return
         buf = self._buf
-        if self._pos and self._pos == len(buf):
-            buf.clear()
+        pos = self._pos
+        if pos == len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(buf):
-            del buf[: self._pos]
+        elif type(buf) is bytearray:
+            if pos > 65536 and pos * 2 > len(buf):
+                del buf[:pos]
+                self._pos = 0
+            buf += data
+        else:  # unread bytes in a buffer that came whole: gather from here on
+            gathered = bytearray(memoryview(buf)[pos:])
+            gathered += data
+            self._buf = gathered
             self._pos = 0
-        buf += data
 
     def rest(self) -> bytes:
         data = bytes(self._buf[self._pos :])

@@ -138,8 +138,8 @@ class _Reader(ReceiveBuffer):
         # allows for a bare LF.
         end = buf.find(b"\r\n\r\n", start)
         if end >= 0:
-            head = bytes(buf[pos:end])
-            lines = head.split(b"\r\n")
+            head = buf[pos:end]  # bytes already, unless bytes were gathered
+            lines = (head if type(head) is bytes else bytes(head)).split(b"\r\n")
             if b"".join(lines).translate(_CLEAN_CHECK).isascii():
                 if end - pos > self._max_head:
                     raise ParseError("the message head is too large", 431)
@@ -193,7 +193,9 @@ class _Reader(ReceiveBuffer):
                 return NEED_DATA
             remaining = self._remaining
             take = available if available < remaining else remaining
-            data = bytes(buf[self._pos : self._pos + take])
+            data = buf[self._pos : self._pos + take]
+            if type(data) is not bytes:
+                data = bytes(data)
             self._pos += take
             self._remaining -= take
             if self._remaining == 0:
