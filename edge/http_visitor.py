@@ -91,7 +91,7 @@ class HttpVisitor(asyncio.Protocol):
         "_read_paused",
         "_timer",
         "_timer_at",
-        "_write_paused",
+        "backlogged",  # the transport paused our writing (ExchangeFront)
         "client",
         "closing",
         "edge",
@@ -124,7 +124,7 @@ class HttpVisitor(asyncio.Protocol):
         self.started = 0.0
         self.closing = False
         self._read_paused = False
-        self._write_paused = False
+        self.backlogged = False
         self._eof_in = False
         self._eof_out = False
         self._timer: asyncio.TimerHandle | None = None
@@ -207,10 +207,10 @@ class HttpVisitor(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.backlogged = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.backlogged = False
         if self.exchange is not None:
             self.exchange.drained()
 
@@ -367,10 +367,6 @@ class HttpVisitor(asyncio.Protocol):
         shell.connection_made(transport)
 
     # -- responses (ExchangeFront) --------------------------------------------------------
-
-    @property
-    def backlogged(self) -> bool:
-        return self._write_paused
 
     def exchange_head(self, head: ResponseHead) -> None:
         try:
