@@ -55,6 +55,7 @@ from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
 from edge.forwarding import RouteRefused, forward_headers, route
+from edge.h2_fields import field_problem
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
 from edge.pages import error_page
 from edge.request_ids import request_id_for
@@ -371,6 +372,9 @@ class H2Visitor(asyncio.Protocol):
                 # was a tenth of the edge's time per HTTP/2 request.
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
+                # What the visitor sends is checked by ``field_problem`` instead: the same
+                # rules in one pass, where h2's look at every byte of every field in Python.
+                validate_inbound_headers=False,
             )
         )
         conn.local_settings = Settings(
@@ -455,8 +459,14 @@ class H2Visitor(asyncio.Protocol):
             elif t is _TrailersReceived:
                 trailers = cast(h2.events.TrailersReceived, ev)
                 stream = self.streams.get(trailers.stream_id)
-                if stream is not None:
+                if stream is None:
+                    continue
+                problem = field_problem(trailers.headers, trailers=True)
+                if problem is None:
                     stream.trailers_in = cast(Headers, trailers.headers)
+                else:
+                    self._malformed(trailers.stream_id, problem)
+                    self._reset(stream, ErrorCodes.PROTOCOL_ERROR, "malformed trailers")
             elif t is _StreamReset:
                 self._on_reset(cast(h2.events.StreamReset, ev))
             elif t is _RemoteSettingsChanged:
@@ -471,6 +481,14 @@ class H2Visitor(asyncio.Protocol):
 
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         stream_id = ev.stream_id
+        problem = field_problem(ev.headers)
+        if problem is not None:
+            self._malformed(stream_id, problem)
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
+                self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            if self._resets.hit(self.edge.loop.time()):
+                self._calm_down("too many malformed requests")
+            return
         # Our own count, not h2's: h2 has taken in the whole read already, streams opened
         # later in it included.
         if self._goaway_sent or len(self.streams) >= MAX_CONCURRENT_STREAMS:
@@ -623,6 +641,10 @@ class H2Visitor(asyncio.Protocol):
             self._forget(stream, "the visitor reset the stream")
         if ev.remote_reset and self._resets.hit(self.edge.loop.time()):
             self._calm_down("too many streams reset")
+
+    def _malformed(self, stream_id: int, problem: str) -> None:
+        """A stream error (RFC 9113 8.1.1): the stream is reset, the connection goes on."""
+        log.info("h2 visitor %s: stream %d is malformed: %s", self.client[0], stream_id, problem)
 
     def _refuse(self, stream_id: int) -> None:
         """REFUSED_STREAM: nothing was done, the visitor may retry it (RFC 9113 8.7)."""

@@ -450,6 +450,35 @@ async def test_oversized_head_is_431_and_connection_survives(edge, http_tunnel):
         assert (await c.request("GET", "/hello")).body == b"hello"
 
 
+async def test_malformed_requests_are_reset_and_the_connection_goes_on(edge, http_tunnel):
+    """RFC 9113 8.1.1: a malformed request is a stream error; the other streams, and the
+    ones after it, are served. CR LF in a value must never reach the HTTP/1.1 side."""
+    await http_tunnel("app")
+    async with H2Client(edge.config.http_port) as c:
+        c.conn.config.validate_outbound_headers = False  # let the client send what it is told
+        c.conn.config.normalize_outbound_headers = False
+        good = c.start("GET", "/hello")
+        bad = [
+            c.start("GET", "/echo-headers", [(name, value)])
+            for name, value in (
+                ("X-Upper", "1"),
+                ("x-split", "a\r\nx-injected: 1"),
+                ("connection", "close"),
+                ("te", "gzip"),
+                ("x-lead", " padded"),
+            )
+        ]
+        for stream_id in bad:
+            r = await c.response(stream_id)
+            assert r.reset == ErrorCodes.PROTOCOL_ERROR and r.status == 0, stream_id
+        assert (await c.response(good)).body == b"hello"
+        sid = c.start("POST", "/echo", end=False)
+        await c.send_body(sid, b"data", trailers=[(b"x-sum", b"ok\r\nx-injected: 1")])
+        assert (await c.response(sid)).reset == ErrorCodes.PROTOCOL_ERROR
+        assert (await c.request("GET", "/hello")).body == b"hello"
+        assert c.terminated is None
+
+
 async def test_slow_local_service_is_504(service, agents):
     edge = await start_edge(edge_config(limits=Limits(response_timeout=0.5)))
     try:
