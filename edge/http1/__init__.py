@@ -73,12 +73,11 @@ class OriginConnection(Protocol):
 
 
 IMPLEMENTATIONS: Final = ("native", "h11", "httptools") if HAVE_HTTPTOOLS else ("native", "h11")
-# native stays the default even when httptools is installed: httptools parses a message
-# in about two thirds of native's time (13 vs 20 us for a GET, sans-IO), but through the
-# whole edge it was not faster. `python -m bench http --quick`, three runs each, burrow
-# path: 1 KiB x 50 connections 4,945 req/s native vs 4,454 httptools (medians), 1 KiB x 1
-# connection p50 0.69 vs 0.73 ms, 1 MiB downloads 289 vs 308 MB/s; edge CPU per small
-# request 166 vs 170 us. Parsing is a small part of what the edge spends on a request.
+# native stays the default even when httptools is installed: it is the faster of the two.
+# Sans-IO, a new connection reading one GET: 9.6 us native, 14.5 us httptools, 80 us h11
+# for a bench-sized request; 21.3, 22.2 and 97 us for a browser's (ten fields, a cookie).
+# Through the whole edge, `python -m bench instructions`: 174,970 instructions per 1 KiB
+# request at 50 connections native, 215,240 httptools (BURROW_HTTP1=httptools).
 DEFAULT: Final = "native"
 implementation: str = os.environ.get("BURROW_HTTP1", DEFAULT)
 """Which implementation new connections use: ``native`` (the default), ``h11`` (the
