@@ -514,7 +514,8 @@ class H2Visitor(asyncio.Protocol):
                     authority = value
                 continue  # :scheme: the listener decides what the visitor used
             if name == b"host":
-                # h2 has checked it names the same host as :authority (RFC 9113 8.3.1).
+                # field_problem has checked it names the same host as :authority (RFC 9113
+                # 8.3.1).
                 authority = authority or value
             elif name == b"cookie":
                 cookies.append(value)
