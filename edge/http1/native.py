@@ -135,14 +135,13 @@ class _Reader(ReceiveBuffer):
         start = pos + scanned - 3 if scanned > 3 else pos
         # The usual head is clean: a C search for CRLF CRLF, a split at CRLF, and a check
         # that no NUL, CR or LF is left in the lines cost a third of the pattern search that
-        # allows for a bare LF.
+        # allows for a bare LF. A head past the limit is left to the pattern search, which
+        # finds where it really ends (a bare LF may end it sooner) before refusing it.
         end = buf.find(b"\r\n\r\n", start)
-        if end >= 0:
+        if 0 <= end <= pos + self._max_head:
             head = buf[pos:end]  # bytes already, unless bytes were gathered
             lines = (head if type(head) is bytes else bytes(head)).split(b"\r\n")
             if b"".join(lines).translate(_CLEAN_CHECK).isascii():
-                if end - pos > self._max_head:
-                    raise ParseError("the message head is too large", 431)
                 self._scanned = 0
                 self._pos = end + 4
                 self.clean = True

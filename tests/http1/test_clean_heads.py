@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from edge.http1.events import ParseError, RequestHead
+from edge.http1.events import Data, ParseError, RequestHead
 from edge.http1.native import NativeOriginConnection, NativeVisitorConnection, _Reader
 
 # Bytes a clean line may hold: everything but NUL, CR and LF, weighted toward the ones that
@@ -106,3 +106,27 @@ def test_which_heads_are_clean(wire: bytes, clean: bool) -> None:
     with contextlib.suppress(ParseError):
         conn.next_event()
     assert conn.reader.clean is clean
+
+
+def test_a_head_ended_by_a_bare_lf_is_not_measured_to_a_later_crlf_crlf() -> None:
+    """The CR LF CR LF search may land past the real end of a head that a bare LF ends: that
+    is no oversized head, and the body after it is read as a body."""
+    body = b"x" * 200 + b"\r\n\r\n" + b"y" * 100
+    wire = b"POST / HTTP/1.1\nHost: x\nContent-Length: %d\n\n" % len(body) + body
+    conn = NativeVisitorConnection(64)
+    conn.receive_data(wire)
+    head = conn.next_event()
+    assert isinstance(head, RequestHead) and head.method == b"POST"
+    assert conn.reader.clean is False
+    received = b""
+    while isinstance(event := conn.next_event(), Data):
+        received += event.data
+    assert received == body
+
+
+def test_a_clean_head_past_the_limit_is_refused_431() -> None:
+    conn = NativeVisitorConnection(64)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100 + b"\r\n\r\n")
+    with pytest.raises(ParseError) as caught:
+        conn.next_event()
+    assert caught.value.status == 431
