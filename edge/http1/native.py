@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 Each connection is two half-machines: a *reader* for the peer's messages and a *writer* for
-ours. The reader keeps one bytearray and a read offset (linear in the bytes received however
-they are split), finds a head with one search for the blank line, splits it in C
-(``bytes.split``) and checks every line; bodies are sliced, never scanned byte by byte.
+ours. The reader keeps the bytes received and a read offset (``ReceiveBuffer``: linear in
+the bytes received however they are split, one copy for what is sliced out), finds a head
+with one search for the blank line, splits it in C (``bytes.split``) and checks every line;
+bodies are sliced, never scanned byte by byte.
 
 A *clean* head, the usual one, has no NUL and no CR or LF but its line ends. Its lines are
 checked with bytes methods (``partition``, ``translate``, ``strip``), a few C calls a line;
