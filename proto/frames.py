@@ -19,8 +19,8 @@ Every frame is a 10-byte header packed with ``struct`` followed by ``length`` bo
 Bodies are capped (``MAX_FRAME_BODY``); an unknown type, an unknown flag or an oversized body
 is a ``ProtocolError``: the peer is broken or hostile, and the link is closed.
 
-The decoder keeps one bytearray and a read offset so that parsing is linear in the bytes
-received however the stream is split.
+The decoder keeps the bytes received and a read offset (``proto.receive``) so that parsing
+is linear in the bytes received however the stream is split.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import struct
 from typing import Final
 
 import msgspec
+
+from proto.receive import append_unread
 
 MAGIC: Final = b"\x89BRW\r\n\x1a\n"
 PROTOCOL_VERSION: Final = 1
@@ -177,10 +179,7 @@ class FrameDecoder:
     __slots__ = ("_buf", "_pos", "max_body", "peer_version", "peer_window")
 
     def __init__(self, *, expect_preamble: bool = True, max_body: int = MAX_FRAME_BODY) -> None:
-        # As in edge.http1.framing.ReceiveBuffer: a read into an empty buffer stays the bytes
-        # it came in, so each frame body is sliced out with one copy; bytes arriving behind
-        # unread ones are gathered in a bytearray.
-        self._buf: bytes | bytearray = b""
+        self._buf: bytes | bytearray = b""  # see proto.receive
         self._pos = 0
         self.max_body = max_body
         self.peer_version: int | None = None if expect_preamble else PROTOCOL_VERSION
@@ -191,17 +190,7 @@ class FrameDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        buf = self._buf
-        pos = self._pos
-        if pos == len(buf):
-            buf = self._buf = data if type(data) is bytes else bytes(data)
-            pos = self._pos = 0
-        elif type(buf) is bytes:
-            buf = self._buf = bytearray(memoryview(buf)[pos:])
-            buf += data
-            pos = self._pos = 0
-        else:
-            buf += data
+        buf, pos = self._buf, self._pos = append_unread(self._buf, self._pos, data)
         end = len(buf)
         frames: list[Frame] = []
         if self.peer_version is None:
@@ -230,13 +219,8 @@ class FrameDecoder:
                 body = bytes(body)
             frames.append(Frame(ftype, flags, stream_id, body))
             pos = body_end
-        # Compact: drop consumed bytes once they are most of the buffer, so the buffer
-        # never grows past one frame plus one read.
-        if pos == end:
+        if pos == end:  # all read: let the bytes go now, not at the next read
             self._buf = b""
-            pos = 0
-        elif pos > 65536 and pos * 2 > end and type(buf) is bytearray:
-            del buf[:pos]
             pos = 0
         self._pos = pos
         return frames

@@ -21,6 +21,7 @@ from edge.http1.events import (
     ResponseHead,
     UsageError,
 )
+from proto.receive import append_unread
 
 HOP_BY_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection"))
 
@@ -182,12 +183,8 @@ def response_facts(headers: Headers, http10: bool, bodiless: bool) -> tuple[Fram
 
 
 class ReceiveBuffer:
-    """The incoming bytes of one connection with a read offset, compacted only when most of
-    it has been consumed, so parsing stays linear in the bytes received.
-
-    Bytes read into an empty buffer stay the ``bytes`` object they came in (the usual read
-    holds whole messages): what is sliced out of it is ``bytes`` already, copied once. Only
-    bytes that arrive behind unread ones are gathered in a ``bytearray``."""
+    """The incoming bytes of one connection with a read offset (``proto.receive``: linear in
+    the bytes received, one copy for what is sliced out), and whether the peer has closed."""
 
     __slots__ = ("_buf", "_eof", "_max_head", "_pos", "_scanned")
 
@@ -204,21 +201,7 @@ class ReceiveBuffer:
             return
         if self._eof:
             return
-        buf = self._buf
-        pos = self._pos
-        if pos == len(buf):
-            self._buf = data if type(data) is bytes else bytes(data)
-            self._pos = 0
-        elif type(buf) is bytearray:
-            if pos > 65536 and pos * 2 > len(buf):
-                del buf[:pos]
-                self._pos = 0
-            buf += data
-        else:  # unread bytes in a buffer that came whole: gather from here on
-            gathered = bytearray(memoryview(buf)[pos:])
-            gathered += data
-            self._buf = gathered
-            self._pos = 0
+        self._buf, self._pos = append_unread(self._buf, self._pos, data)
 
     def rest(self) -> bytes:
         data = bytes(self._buf[self._pos :])

@@ -63,7 +63,9 @@ from edge.http1.framing import (
 )
 
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
-_TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# tchar (RFC 9110 5.6.2), for the patterns and the byte tables below alike.
+_TOKEN_BYTES: Final = b"-!#$%&'*+.^_`|~" + (string.digits + string.ascii_letters).encode()
+_TOKEN: Final = b"[" + re.escape(_TOKEN_BYTES) + b"]+"
 # The value is runs of non-blank bytes with the blanks between them, trimmed at both ends,
 # matched possessively (``*+``, ``++``: Python 3.11) so the engine never backtracks. The lazy
 # ``[^\x00\r\n]*?`` before ``[ \t]*`` that says the same tries the end of the line after
@@ -75,7 +77,6 @@ _REQUEST_LINE: Final = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP
 _STATUS_LINE: Final = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\x00\r\n]*))?")
 _CHUNK_SIZE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 # The bytes-method checks of a clean head's lines (see the module docstring).
-_TOKEN_BYTES: Final = b"-!#$%&'*+.^_`|~" + (string.digits + string.ascii_letters).encode()
 # ``translate`` tables: a table (unlike a set of bytes to delete) costs no set-up per call.
 # A token byte stays itself (lower-cased, for field names); any other byte becomes 0x80, so
 # a token is one whose translation ``isascii()``.
