@@ -465,8 +465,7 @@ class H2Visitor(asyncio.Protocol):
                 if problem is None:
                     stream.trailers_in = cast(Headers, trailers.headers)
                 else:
-                    self._malformed(trailers.stream_id, problem)
-                    self._reset(stream, ErrorCodes.PROTOCOL_ERROR, "malformed trailers")
+                    self._malformed(trailers.stream_id, problem, stream)
             elif t is _StreamReset:
                 self._on_reset(cast(h2.events.StreamReset, ev))
             elif t is _RemoteSettingsChanged:
@@ -484,10 +483,6 @@ class H2Visitor(asyncio.Protocol):
         problem = field_problem(ev.headers)
         if problem is not None:
             self._malformed(stream_id, problem)
-            with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
-                self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
-            if self._resets.hit(self.edge.loop.time()):
-                self._calm_down("too many malformed requests")
             return
         # Our own count, not h2's: h2 has taken in the whole read already, streams opened
         # later in it included.
@@ -643,9 +638,20 @@ class H2Visitor(asyncio.Protocol):
         if ev.remote_reset and self._resets.hit(self.edge.loop.time()):
             self._calm_down("too many streams reset")
 
-    def _malformed(self, stream_id: int, problem: str) -> None:
-        """A stream error (RFC 9113 8.1.1): the stream is reset, the connection goes on."""
+    def _malformed(
+        self, stream_id: int, problem: str, stream: _VisitorStream | None = None
+    ) -> None:
+        """A malformed request or trailer block is a stream error (RFC 9113 8.1.1): the
+        stream is reset with PROTOCOL_ERROR, the connection goes on. Counted with the
+        visitor's other resets, so a flood of them is cut off."""
         log.info("h2 visitor %s: stream %d is malformed: %s", self.client[0], stream_id, problem)
+        if stream is not None:
+            self._reset(stream, ErrorCodes.PROTOCOL_ERROR, "the visitor sent malformed trailers")
+        else:
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
+                self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        if self._resets.hit(self.edge.loop.time()):
+            self._calm_down("too many malformed requests")
 
     def _refuse(self, stream_id: int) -> None:
         """REFUSED_STREAM: nothing was done, the visitor may retry it (RFC 9113 8.7)."""
