@@ -35,7 +35,8 @@ _NAME_CHECK: Final = bytes(
 _VALUE_CHECK: Final = bytes(0x80 if b in (0x00, 0x0A, 0x0D) else 0 for b in range(256))
 _BLANKS: Final = (0x20, 0x09)
 _REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
-_CONNECTION_SPECIFIC: Final = frozenset(
+# Fields that belong to one HTTP/1.1 connection and have no place in HTTP/2 (RFC 9113 8.2.2).
+CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade")
 )
 
@@ -70,7 +71,7 @@ def field_problem(headers: Iterable[tuple[bytes, bytes]], trailers: bool = False
             regular = True
             if not name.translate(_NAME_CHECK).isascii():
                 return f"the field name {name[:40]!r}, with a byte HTTP/2 forbids"
-            if name in _CONNECTION_SPECIFIC:
+            if name in CONNECTION_SPECIFIC:
                 return f"the connection-specific field {name!r}"
             if name == b"te" and value.lower() != b"trailers":
                 return "TE other than trailers"

@@ -55,7 +55,7 @@ from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
 from edge.forwarding import RouteRefused, forward_headers, route
-from edge.h2_fields import field_problem
+from edge.h2_fields import CONNECTION_SPECIFIC, field_problem
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
 from edge.pages import error_page
 from edge.request_ids import request_id_for
@@ -93,11 +93,9 @@ ABUSE_PERIOD = 10.0  # seconds
 MAX_RESETS = 200  # streams reset by the visitor, or refused, per ABUSE_PERIOD
 MAX_IDLE_FRAMES = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
 
-# RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (h2 refuses to send or
-# accept them). TE is hop-by-hop in HTTP/1.1 too.
-_CONNECTION_SPECIFIC = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te")
-)
+# RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (``field_problem``
+# refuses them from a visitor; responses drop them). TE is hop-by-hop in HTTP/1.1 too.
+_CONNECTION_SPECIFIC = CONNECTION_SPECIFIC | {b"te"}
 # HTTP/1.1 servers may answer 411 to these without a length; an HTTP/2 request needs none.
 _LENGTH_EXPECTED = frozenset((b"POST", b"PUT", b"PATCH"))
 
