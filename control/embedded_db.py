@@ -35,11 +35,16 @@ def _start_sync(data_dir: Path, database: str) -> str:
             "or set DATABASE_URL to a PostgreSQL server"
         ) from exc
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The wheel runs the server as an unprivileged user when we are root; it must be able to
-    # reach the folder.
-    data_dir.chmod(0o755)
+    if not (data_dir / "PG_VERSION").exists():
+        # The wheel runs the server as an unprivileged user when we are root; it must be able
+        # to reach a new folder. Never on one initdb has made: PostgreSQL refuses to start on
+        # a data folder that others can read (only 0700 or 0750).
+        data_dir.chmod(0o755)
     try:
         server = get_server(data_dir, cleanup_mode="stop")
+        # get_server hands back this process's earlier server for the folder, as it was
+        # when made: after stop_embedded it must start again.
+        server.ensure_postgres_running()
     except Exception as exc:
         raise EmbeddedPostgresError(
             f"the embedded PostgreSQL did not start in {data_dir}: {exc}"

@@ -68,6 +68,17 @@ async def test_embedded_postgres_starts_and_migrates() -> None:
     try:
         # Started again on the same folder: the same server and data, nothing to apply.
         assert await start_embedded(folder / "data", "burrow") == dsn
+        await stop_embedded(folder / "data")
+        with pytest.raises(DatabaseUnavailable):
+            await Database.connect(dsn, maxsize=1)
+        # Stopped, then started on the same folder (the next `burrowd dev`): the data is back.
+        dsn = await start_embedded(folder / "data", "burrow")
+        db = await Database.connect(dsn, maxsize=1)
+        try:
+            assert await migrate(db) == []
+            assert await db.value("SELECT count(*) FROM users") == 0
+        finally:
+            await db.close()
     finally:
         await stop_embedded(folder / "data")
         await asyncio.to_thread(shutil.rmtree, folder, True)
