@@ -6,7 +6,9 @@
     python3 run.py bench [bench flags]       the load-test harness (python -m bench)
 
 Each command creates ./.venv on first use and installs the project into it (again whenever
-setup.cfg or pyproject.toml change).
+setup.cfg or pyproject.toml change), then compiles the data path with mypyc where a C compiler
+is found (again whenever one of its sources changes; see compiled/). Without one, Burrow runs
+the same modules as Python; `test` runs the suite against both forms when it can.
 """
 
 from __future__ import annotations
@@ -57,11 +59,22 @@ def ensure_venv(extras: str = "server,dev") -> None:
     STAMP.write_text(key)
 
 
+def ensure_compiled() -> bool:
+    """Build the compiled data path when missing or stale (compiled/); False: pure Python."""
+    done = subprocess.run(
+        [BIN / "python", "-m", "compiled"], capture_output=True, text=True, check=False
+    )
+    for line in (done.stdout or done.stderr).splitlines():
+        _say(line)
+    return done.returncode == 0 and "compiled with mypyc" in done.stdout
+
+
 def run(argv: list[str]) -> int:
     os.chdir(ROOT)
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     if command == "dev":
         ensure_venv()
+        ensure_compiled()
         os.execv(BIN / "burrowd", [str(BIN / "burrowd"), "dev", *rest])
     if command == "test":
         ensure_venv()
@@ -71,10 +84,19 @@ def run(argv: list[str]) -> int:
         _say("mypy")
         if subprocess.run([BIN / "mypy"]).returncode:
             return 1
-        _say("pytest")
-        return subprocess.run([BIN / "python", "-m", "pytest", *rest]).returncode
+        compiled = ensure_compiled()
+        _say("pytest" + (", data path compiled" if compiled else ""))
+        pytest = [BIN / "python", "-m", "pytest", *rest]
+        if subprocess.run(pytest).returncode:
+            return 1
+        if not compiled:
+            return 0
+        # Machines without a C compiler run the sources as they are: test that form too.
+        _say("pytest again, data path as pure Python (BURROW_COMPILED=0)")
+        return subprocess.run(pytest, env={**os.environ, "BURROW_COMPILED": "0"}).returncode
     if command == "bench":
         ensure_venv("server,dev,bench")
+        ensure_compiled()
         return subprocess.run([BIN / "python", "-m", "bench", *rest]).returncode
     print(__doc__)
     return 0 if command in ("help", "-h", "--help") else 2

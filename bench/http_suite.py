@@ -15,13 +15,11 @@ those two moments, so each row says how busy each process was while it was measu
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import uvloop
-
+from bench.environment import describe
 from bench.loadgen import LoadResult
 from bench.stack import (
     BurrowStack,
@@ -91,15 +89,7 @@ class HttpBenchRun:
     troubled: bool = False  # a component logged, failed a request or exited badly
 
     def environment(self) -> dict[str, object]:
-        import os
-
-        return {
-            "python": platform.python_version(),
-            "uvloop": uvloop.__version__,
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "machine": platform.machine(),
-        }
+        return describe()
 
     def settings_json(self) -> dict[str, object]:
         s = self.settings

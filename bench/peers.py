@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import uvloop
-
+from bench.environment import describe, headline
 from bench.http_suite import HttpBenchSettings, Measurement, Scenario, busy_between, scenarios
 from bench.loadgen import LoadResult
 from bench.peer_pagekite import PageKiteTunnel
@@ -134,7 +131,7 @@ class PeersRun:
             "bench": "peers",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "wall_seconds": self.wall_seconds,
-            "environment": environment(),
+            "environment": describe(),
             "settings": {
                 "duration": s.duration,
                 "warmup": s.warmup,
@@ -145,16 +142,6 @@ class PeersRun:
             "measurements": [m.to_json() for m in self.measurements],
             "notes": self.notes,
         }
-
-
-def environment() -> dict[str, object]:
-    return {
-        "python": platform.python_version(),
-        "uvloop": uvloop.__version__,
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-    }
 
 
 def make_peers(log_dir: Path, start_timeout: float) -> list[PeerTunnel]:
@@ -352,10 +339,10 @@ def _throughput(m: Measurement, unit: str) -> float:
 
 def format_peers_report(run: PeersRun) -> str:
     s = run.settings
-    env = environment()
+    env = describe()
     lines = [
         f"Burrow bench peers: {s.duration:g} s per measurement after {s.warmup:g} s warm-up; "
-        f"{env['cpus']} CPUs, Python {env['python']}, uvloop {env['uvloop']}",
+        f"{headline(env)}",
         "Every row: the same origin process, the same load generator (bench.loadgen).",
     ]
     width = max(len(t.name) for t in run.targets) + 2

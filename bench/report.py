@@ -4,6 +4,7 @@ tool, then ratios); all end with CPU, memory and notes."""
 
 from __future__ import annotations
 
+from bench.environment import headline
 from bench.http_suite import HttpBenchRun, Measurement
 
 _PROCESSES = ("loadgen", "origin", "edge", "agent")
@@ -54,7 +55,7 @@ def _title(run: HttpBenchRun) -> str:
     env = run.environment()
     return (
         f"Burrow bench {run.suite}: {s.duration:g} s per measurement after {s.warmup:g} s "
-        f"warm-up; {env['cpus']} CPUs, Python {env['python']}, uvloop {env['uvloop']}"
+        f"warm-up; {headline(env)}"
     )
 
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import signal
 import sys
@@ -35,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-import uvloop
-
+from bench.environment import describe, headline
 from bench.loadgen import LoadResult
 from bench.stack import (
     BurrowStack,
@@ -296,7 +293,7 @@ class RunReport:
             "bench": "run",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "wall_seconds": self.wall_seconds,
-            "environment": environment(),
+            "environment": describe(),
             "settings": self.settings.to_json(),
             "tunnel_urls": self.tunnel_urls,
             "scenarios": [s.to_json() for s in self.scenarios],
@@ -310,16 +307,6 @@ class RunReport:
             },
             "notes": self.notes,
         }
-
-
-def environment() -> dict[str, object]:
-    return {
-        "python": platform.python_version(),
-        "uvloop": uvloop.__version__,
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-    }
 
 
 def run_bench(names: list[str], settings: RunSettings, log_dir: Path) -> RunReport:
@@ -460,11 +447,10 @@ def format_ms(value: float | None) -> str:
 
 def format_run_report(report: RunReport) -> str:
     s = report.settings
-    env = environment()
+    env = describe()
     lines = [
         f"Burrow bench run: {s.duration:g} s per measurement after {s.warmup:g} s warm-up "
-        f"(tcp-bulk: a fixed size); {env['cpus']} CPUs, Python {env['python']}, "
-        f"uvloop {env['uvloop']}",
+        f"(tcp-bulk: a fixed size); {headline(env)}",
         f"tunnels {', '.join(report.tunnel_urls)}",
         "  direct = load generator -> origin (tcp-bulk: -> sink)",
         "  burrow = load generator -> edge -> agent link -> agent -> origin (or sink)",

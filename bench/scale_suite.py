@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -42,6 +41,7 @@ from types import FrameType
 
 import uvloop
 
+from bench.environment import describe, headline
 from bench.scale_client import (
     keepalive_visitors,
     open_many,
@@ -95,12 +95,7 @@ class ScaleRun:
             "bench": "scale",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "wall_seconds": self.wall_seconds,
-            "environment": {
-                "python": platform.python_version(),
-                "uvloop": uvloop.__version__,
-                "cpus": os.cpu_count(),
-                "kernel": platform.release(),
-            },
+            "environment": describe(),
             "settings": {
                 "idle_connections": self.settings.idle_connections,
                 "keepalive_visitors": self.settings.keepalive_visitors,
@@ -607,8 +602,8 @@ async def _reconnect_storm(
 
 def format_scale_report(run: ScaleRun) -> str:
     lines = [
-        f"Burrow bench scale: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"uvloop {uvloop.__version__}; edge, agents, origin and clients in separate processes",
+        f"Burrow bench scale: {headline(describe())}; "
+        "edge, agents, origin and clients in separate processes",
     ]
     if run.settings.profile:
         lines.append("--profile: the edge ran under tracemalloc, so its RSS is inflated")

@@ -14,6 +14,7 @@ from typing import Any
 
 from certs.selfsigned import LocalCA
 from certs.store import DEFAULT_ALPN, CertStore
+from compiled import finder
 from edge.admin import AdminConnection
 from edge.agent_session import AgentInstances, AgentSession
 from edge.auth import Authenticator
@@ -150,6 +151,7 @@ class Edge:
             *cfg.tcp_ports,
             f"{cfg.admin_host}:{cfg.admin_port}" if cfg.admin_port is not None else "(off)",
         )
+        log.info("edge %s: data path %s", cfg.edge_id, finder.status())
 
     def not_ready(self) -> str:
         """Why the edge should get no traffic now ("" when it should): for /readyz."""

@@ -17,6 +17,8 @@ import struct
 import time
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from proto import frames
 from proto.messages import Message, StreamOpen
 from proto.mux import (
@@ -54,6 +56,8 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+# Compiled with mypyc (compiled/); the edge's AgentSession and the agent's AgentLink subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LinkSession(asyncio.Protocol):
     """Base shell for one agent link. Subclasses handle messages and opened streams."""
 

@@ -16,11 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mypy_extensions import mypyc_attr
+
 from relay.session import LinkSession, set_nodelay
 
 log = logging.getLogger("burrow.relay")
 
 
+# Compiled with mypyc (compiled/); TCP visitors, TLS passthrough and the agent's local
+# relays subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SocketRelay(asyncio.Protocol):
     __slots__ = (
         "_early",
