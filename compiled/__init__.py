@@ -35,5 +35,10 @@ HOT_MODULES: tuple[str, ...] = (
     "edge.exchange",
     "edge.http_visitor",
     "edge.agent_session",
+    "edge.request_ids",
+    "edge.metrics",
+    "edge.visitor_policy",
+    "edge.access_log",
+    "edge.config",
     "agent.link",
 )

@@ -14,6 +14,7 @@ import argparse
 import subprocess
 import sys
 
+from compiled import HOT_MODULES
 from compiled import build as builder
 from compiled.manifest import is_current
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         print(f"data path: {_status_in_new_interpreter()}")
         return 0
-    if args.force or not is_current(builder.LIB):
+    if args.force or not is_current(builder.LIB, HOT_MODULES):
         try:
             manifest, seconds = builder.timed_build()
         except builder.BuildError as exc:

@@ -45,7 +45,7 @@ class CompiledModules:
 
         from compiled.manifest import usable_files
 
-        files, status = usable_files(Path(self.lib))
+        files, status = usable_files(Path(self.lib), self.group)
         already = sorted(name for name in files if name in sys.modules)
         if already:
             return {}, f"pure Python ({already[0]} was imported before the finder was installed)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sysconfig
+from collections.abc import Iterable
 from pathlib import Path
 
 MANIFEST = "manifest.json"
@@ -72,11 +73,16 @@ def stale_reason(manifest: Manifest, lib: Path) -> str | None:
     return None
 
 
-def usable_files(lib: Path) -> tuple[dict[str, str], str]:
-    """The build's files by module when it can be used, else none; and a status line."""
+def usable_files(lib: Path, group: Iterable[str]) -> tuple[dict[str, str], str]:
+    """The build's files by module when it can be used for ``group``, else none; and a status
+    line."""
+    reason: str | None
     try:
         manifest = read_manifest(lib)
-        reason = stale_reason(manifest, lib)
+        if set(manifest.sources) != set(group):
+            reason = "built from another list of modules; python -m compiled rebuilds it"
+        else:
+            reason = stale_reason(manifest, lib)
     except FileNotFoundError:
         reason = "not built; python -m compiled builds it"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -87,6 +93,6 @@ def usable_files(lib: Path) -> tuple[dict[str, str], str]:
     return files, f"compiled with mypyc ({len(manifest.sources)} modules)"
 
 
-def is_current(lib: Path) -> bool:
-    files, _ = usable_files(lib)
+def is_current(lib: Path, group: Iterable[str]) -> bool:
+    files, _ = usable_files(lib, group)
     return bool(files)
