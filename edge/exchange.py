@@ -36,10 +36,12 @@ from edge.http1.events import (
     ResponseHead,
     UsageError,
 )
+from edge.http1.native import NativeOriginConnection
 from proto.frames import ResetCode
 
 if TYPE_CHECKING:
     from edge.agent_session import AgentSession
+    from edge.http_visitor import HttpVisitor
     from edge.routing import Tunnel
 
 
@@ -90,10 +92,12 @@ class OriginExchange:
         self, front: ExchangeFront, tunnel: Tunnel, client: tuple[str, int], kind: str = "http"
     ) -> None:
         """Open a stream on the tunnel's agent; raises ``StreamUnavailable``."""
-        self.front = front
+        # The unions name the usual classes first so that compiled code (compiled/) calls
+        # them directly; through the interface alone every call is a generic method lookup.
+        self.front: HttpVisitor | ExchangeFront = front
         self.tunnel = tunnel
         self.session: AgentSession | None = tunnel.session
-        self.origin = http1.origin_connection()
+        self.origin: NativeOriginConnection | http1.OriginConnection = http1.origin_connection()
         self.response_started = False
         self.complete = False
         self.raw = False

@@ -53,6 +53,7 @@ from edge.http1.events import (
     ResponseHead,
     UsageError,
 )
+from edge.http1.native import NativeVisitorConnection
 from edge.pages import TITLES, error_page
 from edge.request_ids import new_request_id, request_id_for
 from edge.routing import normalize_host
@@ -112,7 +113,10 @@ class HttpVisitor(asyncio.Protocol):
         self.edge = edge
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        self.visitor = http1.visitor_connection(edge.config.limits.max_header_bytes)
+        # Native first: compiled code calls it directly, other parsers through the interface.
+        self.visitor: NativeVisitorConnection | http1.VisitorConnection = (
+            http1.visitor_connection(edge.config.limits.max_header_bytes)
+        )
         self.client = ("", 0)
         self.exchange: OriginExchange | None = None
         self.phase = _PHASE_IDLE
