@@ -76,8 +76,9 @@ IMPLEMENTATIONS: Final = ("native", "h11", "httptools") if HAVE_HTTPTOOLS else (
 # native stays the default even when httptools is installed: it is the faster of the two.
 # Sans-IO, a new connection reading one GET: 9.6 us native, 14.5 us httptools, 80 us h11
 # for a bench-sized request; 21.3, 22.2 and 97 us for a browser's (ten fields, a cookie).
-# Through the whole edge, `python -m bench instructions`: 174,970 instructions per 1 KiB
-# request at 50 connections native, 215,240 httptools (BURROW_HTTP1=httptools).
+# Through the whole edge, `python -m bench instructions`, instructions per 1 KiB request at
+# 50 connections: 172,426 native, 210,724 httptools (BURROW_HTTP1=httptools) as Python;
+# 102,429 and 131,614 with the data path compiled (compiled/).
 DEFAULT: Final = "native"
 implementation: str = os.environ.get("BURROW_HTTP1", DEFAULT)
 """Which implementation new connections use: ``native`` (the default), ``h11`` (the
