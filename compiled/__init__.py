@@ -1,7 +1,7 @@
 """The data path compiled with mypyc, used only while it matches its sources.
 
-The edge and the agent spend nearly all of their CPU per request in a dozen modules: the
-HTTP/1 parser, the frame codec and multiplexer, the link session and the visitor. mypyc (the
+The edge and the agent spend nearly all of their CPU per request in the modules listed here:
+the HTTP/1 parser, the frame codec and multiplexer, the link session, the visitors. mypyc (the
 compiler that comes with mypy) turns those typed modules into C extensions; the edge then
 executes about 40% fewer instructions per request (``python -m bench instructions``).
 

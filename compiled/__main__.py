@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 
 from compiled import HOT_MODULES
 from compiled import build as builder
@@ -45,14 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data path: {_status_in_new_interpreter()}")
         return 0
     if args.force or not is_current(builder.LIB, HOT_MODULES):
+        started = time.monotonic()
         try:
-            manifest, seconds = builder.timed_build()
+            manifest = builder.build()
         except builder.BuildError as exc:
-            print(f"compiled: not built ({exc}); data path: pure Python")
+            print(f"compiled: not built: {exc}")
+            print(f"data path: {_status_in_new_interpreter()}")
             return 1
         print(
             f"compiled: built {len(manifest.sources)} modules with mypyc "
-            f"in {seconds:.1f} s into {builder.LIB}"
+            f"in {time.monotonic() - started:.1f} s into {builder.LIB}"
         )
     builder.hook_in()
     print(f"data path: {_status_in_new_interpreter()}")

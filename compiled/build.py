@@ -14,7 +14,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,9 +133,3 @@ def remove(lib: Path = LIB) -> None:
     pth_file().unlink(missing_ok=True)
     if lib.exists():
         shutil.rmtree(lib)
-
-
-def timed_build() -> tuple[Manifest, float]:
-    started = time.monotonic()
-    manifest = build()
-    return manifest, time.monotonic() - started
