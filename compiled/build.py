@@ -23,7 +23,13 @@ from compiled.manifest import MANIFEST, Manifest, source_digest, source_path
 ROOT = Path(__file__).resolve().parent.parent
 LIB = Path(finder.LIB)
 PTH_NAME = "burrow-compiled.pth"
-PTH_LINE = "import compiled.finder; compiled.finder.install_from_pth()\n"
+# site runs a .pth line that starts with "import"; this one stays silent where the package is
+# gone (pip uninstall leaves the .pth behind), where a plain import would print a traceback at
+# every interpreter start.
+PTH_LINE = (
+    'import sys; exec("try:\\n import compiled.finder as f\\nexcept ImportError:\\n pass\\n'
+    'else:\\n f.install_from_pth()")\n'
+)
 
 # Runs in the child: mypycify writes the C sources under temp, build_ext the extensions under out.
 _DRIVER = """

@@ -161,3 +161,31 @@ def test_the_running_data_path_is_all_compiled_or_all_python() -> None:
     modules = [importlib.import_module(name) for name in HOT_MODULES]
     kinds = {finder.running_compiled(module) for module in modules}
     assert kinds == {finder.status().startswith("compiled with mypyc")}
+
+
+def _run_hook_line(pythonpath: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # What site does with the line at start-up, in an interpreter without site-packages.
+    script = f"exec({build.PTH_LINE!r})\nimport sys\nm = sys.modules.get('compiled.finder')\n"
+    script += "print(m.status() if m else 'no finder')"
+    return subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": pythonpath, "BURROW_COMPILED": "1"},
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_the_hook_line_installs_the_finder(tmp_path: Path) -> None:
+    done = _run_hook_line(str(Path(__file__).resolve().parents[2]), tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert "this environment has no hook" not in done.stdout
+    assert done.stdout.startswith(("compiled with mypyc", "pure Python ("))
+
+
+def test_the_hook_line_is_silent_once_the_package_is_gone(tmp_path: Path) -> None:
+    # pip uninstall leaves the .pth behind; every later interpreter start still reads it.
+    done = _run_hook_line(str(tmp_path), tmp_path)
+    assert (done.returncode, done.stderr, done.stdout.strip()) == (0, "", "no finder")
