@@ -370,6 +370,9 @@ class ResponseWriting:
     )
 
     _writer: Writer
+    # Each implementation's own reader class. Its methods read it into a local typed as that
+    # class (``reader: _Reader = self.reader``): compiled (compiled/), attributes of a typed
+    # local are read directly, those of an Any through a generic lookup.
     reader: Any
     _upgrade: bool
     _continue: bool

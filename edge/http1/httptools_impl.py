@@ -437,7 +437,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = self.reader
+        reader: _Reader = self.reader
         state = reader.state
         if state == _BODY:
             event = reader.body_event()
@@ -460,7 +460,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self) -> RequestHead:
-        reader = self.reader
+        reader: _Reader = self.reader
         method = reader.method
         target = reader.msg.target
         # llhttp takes several spaces between the parts of a request line (RFC 9112 3 lets
@@ -520,7 +520,7 @@ class HttptoolsOriginConnection(RequestWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = self.reader
+        reader: _Reader = self.reader
         state = reader.state
         if state == _BODY:
             return reader.body_event()
@@ -545,7 +545,7 @@ class HttptoolsOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self) -> ResponseHead:
-        reader = self.reader
+        reader: _Reader = self.reader
         parser = reader.parser
         version = parser.get_http_version()
         if version[0] != "1":

@@ -305,7 +305,7 @@ class NativeVisitorConnection(ResponseWriting):
 
     @property
     def buffered(self) -> int:
-        reader = self.reader
+        reader: _Reader = self.reader
         return len(reader._buf) - reader._pos
 
     @property
@@ -313,7 +313,7 @@ class NativeVisitorConnection(ResponseWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = self.reader
+        reader: _Reader = self.reader
         state = reader.state
         if state == _HEAD:
             if reader._pos >= len(reader._buf):
@@ -341,7 +341,7 @@ class NativeVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self, lines: list[bytes]) -> RequestHead:
-        reader = self.reader
+        reader: _Reader = self.reader
         first = lines[0]
         method, _, rest = first.partition(b" ")
         target, _, version = rest.partition(b" ")
@@ -403,7 +403,7 @@ class NativeOriginConnection(RequestWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = self.reader
+        reader: _Reader = self.reader
         state = reader.state
         if state == _HEAD:
             lines = reader._head_lines()
@@ -428,7 +428,7 @@ class NativeOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self, lines: list[bytes]) -> ResponseHead:
-        reader = self.reader
+        reader: _Reader = self.reader
         first = lines[0]
         minor = _STATUS_VERSIONS.get(first[:9])
         status_b = first[9:12]
