@@ -4,9 +4,8 @@ database, bus and background workers tied to the app's lifetime through ``cleanu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 from aiohttp import web
@@ -32,6 +31,21 @@ from control.signing_keys import SigningKeys
 
 log = logging.getLogger("burrow.control")
 
+# How long shutdown waits for one resource to close before it goes on without it.
+CLOSE_TIMEOUT = 10.0
+
+
+async def _close_within(what: str, closing: Awaitable[object]) -> None:
+    """Wait for ``closing`` at most CLOSE_TIMEOUT: a pool or a bus client stuck on a dead
+    connection must not keep the process (or a test's teardown) from ever finishing.
+    ``asyncio.wait`` leaves a late task alone; ``wait_for`` would wait for it to cancel."""
+    task = asyncio.ensure_future(closing)
+    done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    if not done:
+        log.warning("shutdown: %s did not finish within %gs; going on", what, CLOSE_TIMEOUT)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("shutdown: %s failed: %r", what, task.exception())
+
 
 async def database_dsn(config: ControlConfig) -> str:
     if config.database_url:
@@ -48,7 +62,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         log.info("database migrated: %s", ", ".join(applied))
     app[DB] = db
     yield
-    await db.close()
+    await _close_within("closing the database pool", db.close())
 
 
 async def _bus(app: web.Application) -> AsyncIterator[None]:
@@ -57,7 +71,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
 
         app[BUS] = open_bus(app[CONFIG].redis_url, app[CONFIG].bus_prefix)
     yield
-    await app[BUS].close()
+    await _close_within("closing the bus", app[BUS].close())
 
 
 async def _routing(app: web.Application) -> AsyncIterator[None]:
@@ -75,8 +89,7 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(outbox.run(), name="routing-outbox")
     yield
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _close_within("stopping the routing outbox", task)
 
 
 async def _edge_reports(app: web.Application) -> AsyncIterator[None]:
@@ -85,8 +98,7 @@ async def _edge_reports(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(consumer.run(), name="edge-reports")
     yield
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _close_within("stopping the edge-report consumer", task)
 
 
 routes = web.RouteTableDef()
