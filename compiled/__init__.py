@@ -3,7 +3,7 @@
 The edge and the agent spend nearly all of their CPU per request in the modules listed here:
 the HTTP/1 parser, the frame codec and multiplexer, the link session, the visitors. mypyc (the
 compiler that comes with mypy) turns those typed modules into C extensions; the edge then
-executes about 40% fewer instructions per request (``python -m bench instructions``).
+executes about 45% fewer instructions per request (``python -m bench instructions``).
 
 Compiling is optional and changes no behaviour: the sources stay the program, the test suite
 runs against both forms, and without a C compiler, or with ``BURROW_COMPILED=0``, the same

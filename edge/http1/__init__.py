@@ -78,7 +78,7 @@ IMPLEMENTATIONS: Final = ("native", "h11", "httptools") if HAVE_HTTPTOOLS else (
 # for a bench-sized request; 21.3, 22.2 and 97 us for a browser's (ten fields, a cookie).
 # Through the whole edge, `python -m bench instructions`, instructions per 1 KiB request at
 # 50 connections: 172,426 native, 210,724 httptools (BURROW_HTTP1=httptools) as Python;
-# 102,429 and 131,614 with the data path compiled (compiled/).
+# 93,249 and 124,403 with the data path compiled (compiled/).
 DEFAULT: Final = "native"
 implementation: str = os.environ.get("BURROW_HTTP1", DEFAULT)
 """Which implementation new connections use: ``native`` (the default), ``h11`` (the
