@@ -8,6 +8,7 @@ one, so an interrupted or failed build leaves the previous state, or pure Python
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from compiled import HOT_MODULES, finder
 from compiled.manifest import MANIFEST, Manifest, source_digest, source_path
 
 ROOT = Path(__file__).resolve().parent.parent
+DISTRIBUTION = "burrow-tunnel"
 LIB = Path(finder.LIB)
 PTH_NAME = "burrow-compiled.pth"
 # site runs a .pth line that starts with "import"; this one stays silent where the package is
@@ -40,7 +42,9 @@ from mypyc.build import mypycify
 out, temp, *paths = sys.argv[1:]
 setup(
     name="burrow-compiled",
-    ext_modules=mypycify(paths, opt_level="3", target_dir=temp + "/c"),
+    ext_modules=mypycify(
+        ["--ignore-missing-imports", *paths], opt_level="3", target_dir=temp + "/c"
+    ),
     script_args=["--quiet", "build_ext", "--build-lib", out, "--build-temp", temp],
 )
 """
@@ -73,6 +77,27 @@ def _extension_modules(out: Path) -> dict[str, str]:
     return files
 
 
+def _compile_root(root: Path, scratch: Path) -> Path:
+    """Where mypyc compiles from: the tree itself, or for an installed copy, a copy of this
+    distribution's own packages. mypy treats every module beside the sources as the program's,
+    and site-packages holds other projects' modules (mypy_extensions among them)."""
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return root
+    if Path(str(dist.locate_file(""))).resolve() != root.resolve():
+        return root  # a checkout (an editable install points here) or a tree of its own
+    top_level = dist.read_text("top_level.txt")
+    if not top_level:
+        raise BuildError(f"cannot tell which packages in {root} are {DISTRIBUTION}'s")
+    copy = scratch / "src"
+    skip = shutil.ignore_patterns("__pycache__", "lib", "build-*")
+    for name in top_level.split():
+        if (root / name / "__init__.py").is_file():
+            shutil.copytree(root / name, copy / name, ignore=skip)
+    return copy
+
+
 def build(
     modules: Sequence[str] = HOT_MODULES,
     root: Path = ROOT,
@@ -87,6 +112,7 @@ def build(
     lib.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=lib.parent) as scratch:
         staging = Path(scratch) / "lib"
+        compile_root = _compile_root(root, Path(scratch))
         done = subprocess.run(
             [
                 sys.executable,
@@ -96,7 +122,7 @@ def build(
                 f"{scratch}/temp",
                 *(str(path.relative_to(root)) for path in paths),
             ],
-            cwd=root,
+            cwd=compile_root,
             capture_output=True,
             text=True,
         )
