@@ -29,6 +29,7 @@ class CompiledModules:
         self.lib = lib
         self.group = frozenset(group)
         self.files: dict[str, str] | None = None  # None until decided
+        self.homes: dict[str, str] = {}  # module -> the folder its source was compiled from
         self.status = "pure Python (undecided)"
 
     def decide(self) -> dict[str, str]:
@@ -43,12 +44,15 @@ class CompiledModules:
     def _check(self) -> tuple[dict[str, str], str]:
         from pathlib import Path
 
-        from compiled.manifest import usable_files
+        from compiled.manifest import read_manifest, source_path, usable_files
 
         files, status = usable_files(Path(self.lib), self.group)
         already = sorted(name for name in files if name in sys.modules)
         if already:
             return {}, f"pure Python ({already[0]} was imported before the finder was installed)"
+        if files:
+            root = read_manifest(Path(self.lib)).root
+            self.homes = {m: str(source_path(root, m).parent) for m in self.group}
         return files, status
 
     def find_spec(
@@ -64,6 +68,11 @@ class CompiledModules:
             files = self.decide()
         file = files.get(fullname)
         if file is None:
+            return None
+        home = self.homes.get(fullname)
+        if home is not None and path is not None and home not in path:
+            # The package came from another tree (a second checkout on this environment):
+            # its own sources, not this build of the first one's.
             return None
         from importlib.util import spec_from_file_location
 

@@ -189,3 +189,20 @@ def test_the_hook_line_is_silent_once_the_package_is_gone(tmp_path: Path) -> Non
     # pip uninstall leaves the .pth behind; every later interpreter start still reads it.
     done = _run_hook_line(str(tmp_path), tmp_path)
     assert (done.returncode, done.stderr, done.stdout.strip()) == (0, "", "no finder")
+
+
+def test_a_second_tree_on_the_same_environment_runs_its_own_sources(tmp_path: Path) -> None:
+    # An environment whose build was made from one checkout, running another: the packages
+    # come from the second tree, and so must the modules, whatever the first one's build.
+    first, second, lib = tmp_path / "first", tmp_path / "second", tmp_path / "lib"
+    first.mkdir()
+    second.mkdir()
+    _demo_package(first)
+    _demo_package(second)
+    _fake_build(first, lib)
+    probe = _probe(second, lib)
+    assert probe["files"] == [
+        str(second / "demo" / "alpha.py"),
+        str(second / "demo" / "beta.py"),
+    ]
+    assert probe["result"] == "abababab"
