@@ -70,7 +70,7 @@ class CompiledModules:
         if file is None:
             return None
         home = self.homes.get(fullname)
-        if home is not None and path is not None and home not in path:
+        if home is not None and path is not None and home not in map(os.path.realpath, path):
             # The package came from another tree (a second checkout on this environment):
             # its own sources, not this build of the first one's.
             return None
