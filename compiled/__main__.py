@@ -17,7 +17,7 @@ import time
 
 from compiled import HOT_MODULES
 from compiled import build as builder
-from compiled.manifest import is_current
+from compiled.manifest import usable
 
 
 def _status_in_new_interpreter() -> str:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         print(f"data path: {_status_in_new_interpreter()}")
         return 0
-    if args.force or not is_current(builder.LIB, HOT_MODULES):
+    if args.force or usable(builder.LIB, HOT_MODULES)[0] is None:
         started = time.monotonic()
         try:
             manifest = builder.build()

@@ -44,16 +44,17 @@ class CompiledModules:
     def _check(self) -> tuple[dict[str, str], str]:
         from pathlib import Path
 
-        from compiled.manifest import read_manifest, source_path, usable_files
+        from compiled.manifest import source_path, usable
 
-        files, status = usable_files(Path(self.lib), self.group)
-        already = sorted(name for name in files if name in sys.modules)
+        lib = Path(self.lib)
+        manifest, status = usable(lib, self.group)
+        if manifest is None:
+            return {}, status
+        already = sorted(name for name in manifest.files if name in sys.modules)
         if already:
             return {}, f"pure Python ({already[0]} was imported before the finder was installed)"
-        if files:
-            root = read_manifest(Path(self.lib)).root
-            self.homes = {m: str(source_path(root, m).parent) for m in self.group}
-        return files, status
+        self.homes = {m: str(source_path(manifest.root, m).parent) for m in self.group}
+        return {module: str(lib / file) for module, file in manifest.files.items()}, status
 
     def find_spec(
         self,
@@ -110,9 +111,3 @@ def status() -> str:
         return _status
     _finder.decide()
     return _finder.status
-
-
-def running_compiled(module: ModuleType) -> bool:
-    from importlib.machinery import EXTENSION_SUFFIXES
-
-    return (module.__file__ or "").endswith(tuple(EXTENSION_SUFFIXES))

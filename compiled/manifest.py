@@ -73,9 +73,9 @@ def stale_reason(manifest: Manifest, lib: Path) -> str | None:
     return None
 
 
-def usable_files(lib: Path, group: Iterable[str]) -> tuple[dict[str, str], str]:
-    """The build's files by module when it can be used for ``group``, else none; and a status
-    line."""
+def usable(lib: Path, group: Iterable[str]) -> tuple[Manifest | None, str]:
+    """The build in ``lib`` if it can be used for ``group`` here and now, else None; and a
+    status line either way."""
     reason: str | None
     try:
         manifest = read_manifest(lib)
@@ -88,11 +88,5 @@ def usable_files(lib: Path, group: Iterable[str]) -> tuple[dict[str, str], str]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"unreadable manifest in {lib}: {exc}"
     if reason is not None:
-        return {}, f"pure Python ({reason})"
-    files = {module: str(lib / file) for module, file in manifest.files.items()}
-    return files, f"compiled with mypyc ({len(manifest.sources)} modules)"
-
-
-def is_current(lib: Path, group: Iterable[str]) -> bool:
-    files, _ = usable_files(lib, group)
-    return bool(files)
+        return None, f"pure Python ({reason})"
+    return manifest, f"compiled with mypyc ({len(manifest.sources)} modules)"
