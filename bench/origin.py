@@ -266,12 +266,19 @@ class OriginProtocol(asyncio.Protocol):
         path = parts[1] if len(parts) > 1 else b"/"
         if path.startswith(b"/bytes/"):
             n = int(path[7:] or b"0")
-            transport.write(
+            head = (
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: "
                 + str(n).encode()
                 + b"\r\n\r\n"
             )
-            if method != b"HEAD":
+            if method == b"HEAD":
+                transport.write(head)
+            elif n <= len(_CHUNK):
+                # One write, as a server in front of a small file or a rendered page makes it:
+                # the head and a small body in one segment.
+                transport.write(head + _CHUNK[:n])
+            else:
+                transport.write(head)
                 while n > 0:
                     piece = _CHUNK if n >= len(_CHUNK) else _CHUNK[:n]
                     transport.write(piece)
