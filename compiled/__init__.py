@@ -29,6 +29,7 @@ HOT_MODULES: tuple[str, ...] = (
     "relay.session",
     "relay.stream",
     "edge.http1.framing",
+    "edge.http1.event_types",
     "edge.http1.native",
     "edge.http1.httptools_impl",
     "edge.forwarding",

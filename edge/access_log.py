@@ -8,10 +8,11 @@ one ``access.isEnabledFor(INFO)`` per request is all it costs.
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 access = logging.getLogger("burrow.edge.access")
-INFO = logging.INFO
-_MAX_TARGET = 1024  # a request target may be 16 KiB; a log line need not be
+INFO: Final = logging.INFO
+_MAX_TARGET: Final = 1024  # a request target may be 16 KiB; a log line need not be
 
 
 def log_access(

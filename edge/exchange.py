@@ -24,18 +24,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from edge import http1
-from edge.http1.events import (
+from edge.http1.event_types import (
+    CONNECTION_CLOSED,
+    DATA,
+    END_OF_MESSAGE,
     NEED_DATA,
     PAUSED,
-    ConnectionClosed,
-    Data,
-    EndOfMessage,
-    Headers,
-    ParseError,
-    RequestHead,
-    ResponseHead,
-    UsageError,
+    RESPONSE_HEAD,
 )
+from edge.http1.events import Headers, ParseError, RequestHead, ResponseHead, UsageError
 from edge.http1.native import NativeOriginConnection
 from proto.frames import ResetCode
 
@@ -199,9 +196,9 @@ class OriginExchange:
                 self._fail(502, f"The local service sent an invalid HTTP response ({exc}).")
                 return
             t = type(event)
-            if t is Data:
+            if t is DATA:
                 front.exchange_data(event.data)  # type: ignore[union-attr]
-            elif t is ResponseHead:
+            elif t is RESPONSE_HEAD:
                 head: ResponseHead = event  # type: ignore[assignment]
                 if head.status >= 200:
                     self.response_started = True
@@ -213,13 +210,13 @@ class OriginExchange:
                     return
                 elif head.status != 100:  # the edge answers 100-continue itself
                     front.exchange_head(head)
-            elif t is EndOfMessage:
+            elif t is END_OF_MESSAGE:
                 self.complete = True
                 front.exchange_end(event.trailers)  # type: ignore[union-attr]
                 return
             elif event is NEED_DATA or event is PAUSED:
                 return
-            elif t is ConnectionClosed:
+            elif t is CONNECTION_CLOSED:
                 self.release("the local service closed the connection")
                 return
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from edge.http1.events import Headers
 from edge.routing import Tunnel
@@ -14,12 +14,12 @@ if TYPE_CHECKING:
     from edge.server import Edge
 
 # Headers a visitor may not set for the local service: the edge sets them itself.
-_REPLACED = frozenset((b"x-forwarded-proto", b"x-forwarded-host", b"expect"))
-_REPLACED_WITH_ID = _REPLACED | {b"x-request-id"}
+_REPLACED: Final = frozenset((b"x-forwarded-proto", b"x-forwarded-host", b"expect"))
+_REPLACED_WITH_ID: Final = _REPLACED | {b"x-request-id"}
 # Hop-by-hop headers of HTTP/2 requests that have no place in HTTP/1.1 (RFC 9113 8.2.2).
-_H2_ONLY = frozenset((b":method", b":path", b":scheme", b":authority", b":protocol"))
+_H2_ONLY: Final = frozenset((b":method", b":path", b":scheme", b":authority", b":protocol"))
 # What forward_headers drops or extends, of what a visitor sends.
-_REWRITTEN = _REPLACED_WITH_ID | _H2_ONLY | {b"x-forwarded-for", b"forwarded"}
+_REWRITTEN: Final = _REPLACED_WITH_ID | _H2_ONLY | {b"x-forwarded-for", b"forwarded"}
 
 
 class RouteRefused(Exception):

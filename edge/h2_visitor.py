@@ -39,7 +39,7 @@ import collections
 import contextlib
 import logging
 import math
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import h2.config
 import h2.connection
@@ -76,28 +76,28 @@ log = logging.getLogger("burrow.edge.h2")
 # h2's no-op one.
 hpack.hpack.log = hpack.table.log = h2.config.DummyLogger()  # type: ignore[assignment]
 
-MAX_CONCURRENT_STREAMS = 100
-INITIAL_WINDOW = 256 * 1024  # per stream, as the tunnel's stream windows
+MAX_CONCURRENT_STREAMS: Final = 100
+INITIAL_WINDOW: Final = 256 * 1024  # per stream, as the tunnel's stream windows
 # Shared by all streams of the connection: a few stalled uploads may hold it, so it is several
 # stream windows, but it bounds the request bytes one connection can have in flight.
-CONNECTION_WINDOW = 4 * INITIAL_WINDOW
-MAX_HEADER_LIST = 64 * 1024
+CONNECTION_WINDOW: Final = 4 * INITIAL_WINDOW
+MAX_HEADER_LIST: Final = 64 * 1024
 # h2 treats a HEADERS frame past its own MAX_CONCURRENT_STREAMS as a connection error; RFC 9113
 # 5.1.2 makes it a stream error. So h2 enforces this higher ceiling, and streams between the
 # advertised limit and it are refused one by one.
-_HARD_STREAM_LIMIT = 2 * MAX_CONCURRENT_STREAMS
+_HARD_STREAM_LIMIT: Final = 2 * MAX_CONCURRENT_STREAMS
 # Queued response bytes per stream (one default h2 window) past which tunnel credit is held.
-_BACKLOG = 65535
+_BACKLOG: Final = 65535
 
-ABUSE_PERIOD = 10.0  # seconds
-MAX_RESETS = 200  # streams reset by the visitor, or refused, per ABUSE_PERIOD
-MAX_IDLE_FRAMES = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
+ABUSE_PERIOD: Final = 10.0  # seconds
+MAX_RESETS: Final = 200  # streams reset by the visitor, or refused, per ABUSE_PERIOD
+MAX_IDLE_FRAMES: Final = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
 
 # RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (``field_problem``
 # refuses them from a visitor; responses drop them). TE is hop-by-hop in HTTP/1.1 too.
-_CONNECTION_SPECIFIC = CONNECTION_SPECIFIC | {b"te"}
+_CONNECTION_SPECIFIC: Final = CONNECTION_SPECIFIC | {b"te"}
 # HTTP/1.1 servers may answer 411 to these without a length; an HTTP/2 request needs none.
-_LENGTH_EXPECTED = frozenset((b"POST", b"PUT", b"PATCH"))
+_LENGTH_EXPECTED: Final = frozenset((b"POST", b"PUT", b"PATCH"))
 
 _StreamReset = h2.events.StreamReset
 _DataReceived = h2.events.DataReceived
@@ -107,7 +107,7 @@ _WindowUpdated = h2.events.WindowUpdated
 _TrailersReceived = h2.events.TrailersReceived
 _RemoteSettingsChanged = h2.events.RemoteSettingsChanged
 _ConnectionTerminated = h2.events.ConnectionTerminated
-_IDLE_FRAME_EVENTS = (
+_IDLE_FRAME_EVENTS: Final = (
     h2.events.PingReceived,
     h2.events.PingAckReceived,
     h2.events.UnknownFrameReceived,
@@ -317,7 +317,7 @@ class _Parked:
         pass
 
 
-_PARKED = _Parked()
+_PARKED: Final = _Parked()
 
 
 class H2Visitor(asyncio.Protocol):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import wsproto
 
@@ -41,18 +41,15 @@ from edge.forwarding import (
     forwards_unchanged,
     route,
 )
-from edge.http1.events import (
+from edge.http1.event_types import (
+    CONNECTION_CLOSED,
+    DATA,
+    END_OF_MESSAGE,
     NEED_DATA,
     PAUSED,
-    ConnectionClosed,
-    Data,
-    EndOfMessage,
-    Headers,
-    ParseError,
-    RequestHead,
-    ResponseHead,
-    UsageError,
+    REQUEST_HEAD,
 )
+from edge.http1.events import Headers, ParseError, RequestHead, ResponseHead, UsageError
 from edge.http1.native import NativeVisitorConnection
 from edge.pages import TITLES, error_page
 from edge.request_ids import new_request_id, request_id_for
@@ -66,18 +63,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("burrow.edge.http")
 
-_PHASE_IDLE = 0  # between requests
-_PHASE_HEAD = 1  # first byte of a request head seen
-_PHASE_BODY = 2  # head sent upstream, reading the visitor's body
-_PHASE_WAIT = 3  # request complete, waiting for the response head
-_PHASE_RESPONSE = 4  # response streaming
-_PHASE_RAW = 5  # switched protocols
-_PHASE_REFUSED = 6  # the visitor policy answered; the request's end is next
+_PHASE_IDLE: Final = 0  # between requests
+_PHASE_HEAD: Final = 1  # first byte of a request head seen
+_PHASE_BODY: Final = 2  # head sent upstream, reading the visitor's body
+_PHASE_WAIT: Final = 3  # request complete, waiting for the response head
+_PHASE_RESPONSE: Final = 4  # response streaming
+_PHASE_RAW: Final = 5  # switched protocols
+_PHASE_REFUSED: Final = 6  # the visitor policy answered; the request's end is next
 
-_CONTINUE = ResponseHead(100, [])
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_PIPELINE_BUFFER = 64 * 1024
-_LINK_PATH = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links over WebSocket
+# Read up to six times a request: compiled code calls a Final name from a C static, where
+# ``time.monotonic`` is a dict lookup and an attribute read first.
+_monotonic: Final = time.monotonic
+_CONTINUE: Final = ResponseHead(100, [])
+_H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_PIPELINE_BUFFER: Final = 64 * 1024
+_LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links over WebSocket
 
 
 class HttpVisitor(asyncio.Protocol):
@@ -85,6 +85,8 @@ class HttpVisitor(asyncio.Protocol):
         "_deadline",
         "_eof_in",
         "_eof_out",
+        "_host_header",
+        "_host_name",
         "_idle_since",
         "_last_read",
         "_out",
@@ -98,6 +100,8 @@ class HttpVisitor(asyncio.Protocol):
         "edge",
         "exchange",
         "host",
+        "http1_metrics",
+        "limits",
         "method",
         "phase",
         "request_id",
@@ -111,11 +115,14 @@ class HttpVisitor(asyncio.Protocol):
 
     def __init__(self, edge: Edge, scheme: str = "http") -> None:
         self.edge = edge
+        # Read on every request; ``edge.config`` is fixed for the edge's life.
+        self.limits = limits = edge.config.limits
+        self.http1_metrics = edge.metrics.http1
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         # Native first: compiled code calls it directly, other parsers through the interface.
-        self.visitor: NativeVisitorConnection | http1.VisitorConnection = (
-            http1.visitor_connection(edge.config.limits.max_header_bytes)
+        self.visitor: NativeVisitorConnection | http1.VisitorConnection = http1.visitor_connection(
+            limits.max_header_bytes
         )
         self.client = ("", 0)
         self.exchange: OriginExchange | None = None
@@ -138,6 +145,9 @@ class HttpVisitor(asyncio.Protocol):
         self._idle_since = 0.0
         self._out: list[bytes] = []  # response bytes produced by one stream chunk
         self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
+        # The last Host header and its normal form: a connection names one host, as a rule.
+        self._host_header = b""
+        self._host_name = ""
 
     # -- visitor socket -------------------------------------------------------------------
 
@@ -149,7 +159,7 @@ class HttpVisitor(asyncio.Protocol):
         if peer:
             self.client = (peer[0], peer[1])
         self.edge.visitors.add(self)
-        self._arm(self.edge.config.limits.idle_timeout)
+        self._arm(self.limits.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -160,9 +170,9 @@ class HttpVisitor(asyncio.Protocol):
             return
         if phase == _PHASE_IDLE:
             self.phase = _PHASE_HEAD
-            self._arm(self.edge.config.limits.header_timeout)
+            self._arm(self.limits.header_timeout)
         elif phase == _PHASE_BODY:
-            self._last_read = time.monotonic()
+            self._last_read = _monotonic()
         if self._preface is not None:
             data = self._sniff_h2c(data)
             if not data:
@@ -237,18 +247,18 @@ class HttpVisitor(asyncio.Protocol):
                 self._fail(exc.status, f"The request could not be read: {exc}.")
                 return
             t = type(event)
-            if t is Data:
+            if t is DATA:
                 exchange = self.exchange
                 if exchange is not None and not exchange.send_data(event.data):  # type: ignore[union-attr]
                     self._pause_reading()
-            elif t is RequestHead:
+            elif t is REQUEST_HEAD:
                 self._on_request(event)  # type: ignore[arg-type]
-            elif t is EndOfMessage:
+            elif t is END_OF_MESSAGE:
                 if self.exchange is not None:
                     self.exchange.send_end(event.trailers)  # type: ignore[union-attr]
                 if self.phase == _PHASE_BODY:  # the response has not started early
                     self.phase = _PHASE_WAIT
-                    self._arm(self.edge.config.limits.response_timeout)
+                    self._arm(self.limits.response_timeout)
                 elif self.phase == _PHASE_REFUSED:
                     self._after_refusal()
             elif event is NEED_DATA:
@@ -260,16 +270,16 @@ class HttpVisitor(asyncio.Protocol):
                 if visitor.buffered > _PIPELINE_BUFFER:
                     self._pause_reading()
                 return
-            elif t is ConnectionClosed:
+            elif t is CONNECTION_CLOSED:
                 if self.phase in (_PHASE_IDLE, _PHASE_HEAD):
                     self.close()
                 return
 
     def _on_request(self, request: RequestHead) -> None:
-        limits = self.edge.config.limits
+        limits = self.limits
         self.method = request.method
         self.target = request.target
-        self.started = now = time.monotonic()
+        self.started = now = _monotonic()
         headers = request.headers
         self.request_id = request_id = request_id_for(headers)
         self.host = ""
@@ -291,7 +301,12 @@ class HttpVisitor(asyncio.Protocol):
         if not host_header:
             self._fail(400, "The request has no Host header, so no tunnel can be chosen.")
             return
-        host = normalize_host(host_header.decode("latin-1"))
+        if host_header == self._host_header:
+            host = self._host_name
+        else:
+            host = normalize_host(host_header.decode("latin-1"))
+            self._host_header = host_header
+            self._host_name = host
         self.host = host
         try:
             tunnel = route(self.edge, host)
@@ -380,7 +395,7 @@ class HttpVisitor(asyncio.Protocol):
             self.phase = _PHASE_RESPONSE
             self._disarm()
             self.status = head.status
-            self.edge.metrics.http1.status(head.status)
+            self.http1_metrics.status(head.status)
             self._write(self.visitor.send_response(head))
         except UsageError as exc:
             self._abort_response(f"the response cannot be relayed: {exc}")
@@ -398,9 +413,9 @@ class HttpVisitor(asyncio.Protocol):
             self._abort_response(f"the response cannot be relayed: {exc}")
             return
         edge = self.edge
-        now = time.monotonic()
+        now = _monotonic()
         elapsed = now - self.started
-        edge.metrics.http1.request_done(elapsed)
+        self.http1_metrics.request_done(elapsed)
         if access.isEnabledFor(INFO):
             self._log_access(self.status, elapsed)
         self.request_id = b""
@@ -409,7 +424,7 @@ class HttpVisitor(asyncio.Protocol):
             self.exchange = None
         if self.visitor.start_next_cycle() and not edge.draining:
             self.phase = _PHASE_IDLE
-            limits = edge.config.limits
+            limits = self.limits
             self._idle_since = now
             idle = limits.stream_idle_timeout
             self._arm(idle if idle < limits.idle_timeout else limits.idle_timeout)
@@ -524,7 +539,7 @@ class HttpVisitor(asyncio.Protocol):
 
     def _report(self, status: int, detail: str) -> str:
         """Count, log and access-log an answer of the edge's own; returns the request id."""
-        self.edge.metrics.http1.status(status)
+        self.http1_metrics.status(status)
         if not self.request_id:  # the request's head never arrived whole
             self.request_id = new_request_id()
         rid = self.request_id.decode()
@@ -586,8 +601,8 @@ class HttpVisitor(asyncio.Protocol):
         self.request_id = b""
         if self.visitor.start_next_cycle() and not self.edge.draining:
             self.phase = _PHASE_IDLE
-            self._idle_since = time.monotonic()
-            self._arm(self.edge.config.limits.idle_timeout)
+            self._idle_since = _monotonic()
+            self._arm(self.limits.idle_timeout)
         else:
             self.close()
 
@@ -616,7 +631,7 @@ class HttpVisitor(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self._read_paused and self.transport is not None and not self.closing:
             self._read_paused = False
-            self._last_read = time.monotonic()
+            self._last_read = _monotonic()
             self.transport.resume_reading()
 
     # -- the connection's one timer -------------------------------------------------------
@@ -624,7 +639,7 @@ class HttpVisitor(asyncio.Protocol):
     def _arm(self, seconds: float) -> None:
         # Four times a request: the timer is re-created only when the new deadline comes
         # before it; a later one is caught up with when it fires (``_on_timer``).
-        self._deadline = deadline = time.monotonic() + seconds
+        self._deadline = deadline = _monotonic() + seconds
         if self._timer is None or self._timer_at > deadline:
             if self._timer is not None:
                 self._timer.cancel()
@@ -638,8 +653,8 @@ class HttpVisitor(asyncio.Protocol):
         self._timer = None
         if self.closing or not self._deadline:
             return
-        now = time.monotonic()
-        limits = self.edge.config.limits
+        now = _monotonic()
+        limits = self.limits
         deadline = self._deadline
         if self.phase == _PHASE_BODY:
             # Only the visitor's own silence counts, not a pause we imposed for backpressure.

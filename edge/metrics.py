@@ -28,7 +28,7 @@ import os
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,13 +37,13 @@ from prometheus_client.exposition import choose_encoder
 if TYPE_CHECKING:
     from edge.server import Edge
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
-STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
-TUNNEL_PROTOCOLS = ("http", "tls", "tcp")
+STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx")
+TUNNEL_PROTOCOLS: Final = ("http", "tls", "tcp")
 # Every reason the edge refuses for, so each series exists (at 0) from the first scrape and
 # rate() sees its first increase. Another reason still counts; its series starts when it does.
-REFUSAL_REASONS = (
+REFUSAL_REASONS: Final = (
     "unknown_host",  # no tunnel serves the Host (404)
     "wrong_mode",  # a TLS-passthrough host asked for over HTTP or through termination (421)
     "stream_limit",  # the agent has max_streams_per_agent open streams (429)
@@ -59,7 +59,7 @@ REFUSAL_REASONS = (
 )
 # Seconds. Requests through a tunnel take from well under a millisecond (local service on
 # the agent's machine, agent near the edge) to the 60 s response timeout.
-DURATION_BUCKETS = (
+DURATION_BUCKETS: Final = (
     0.001,
     0.0025,
     0.005,

@@ -16,9 +16,10 @@ import itertools
 import os
 import re
 from collections.abc import Iterable
+from typing import Final
 
-HEADER = b"x-request-id"
-_VALID = re.compile(rb"[A-Za-z0-9_-]{1,64}").fullmatch
+HEADER: Final = b"x-request-id"
+_VALID: Final = re.compile(rb"[A-Za-z0-9_-]{1,64}").fullmatch
 
 _prefix = b""
 _count = itertools.count(1).__next__

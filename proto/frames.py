@@ -35,12 +35,12 @@ from proto.receive import append_unread
 
 MAGIC: Final = b"\x89BRW\r\n\x1a\n"
 PROTOCOL_VERSION: Final = 1
-_PREAMBLE = struct.Struct("!8sHHI")  # magic, version, reserved, initial stream window
+_PREAMBLE: Final = struct.Struct("!8sHHI")  # magic, version, reserved, initial stream window
 PREAMBLE_SIZE: Final = _PREAMBLE.size
 
-HEADER = struct.Struct("!BBII")
+HEADER: Final = struct.Struct("!BBII")
 HEADER_SIZE: Final = HEADER.size
-_U32 = struct.Struct("!I")
+_U32: Final = struct.Struct("!I")
 
 MAX_FRAME_BODY: Final = 1 << 18
 """Largest body a peer may send (256 KiB); DATA is written in smaller pieces."""
@@ -77,7 +77,7 @@ _ALLOWED_FLAGS: Final = {
     FrameType.RESET: 0,
     FrameType.PING: FLAG_ACK,
 }
-_TYPES = frozenset(int(t) for t in FrameType)
+_TYPES: Final = frozenset(int(t) for t in FrameType)
 
 
 class ProtocolError(Exception):

@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import time
-from typing import Protocol
+from typing import Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -34,9 +34,9 @@ from proto.mux import (
 
 log = logging.getLogger("burrow.link")
 
-_PING = struct.Struct("!d")
+_PING: Final = struct.Struct("!d")
 # Queued buffers (a data frame is two) at which stream writes go out before the loop pass ends.
-_WRITE_AT_ONCE = 16
+_WRITE_AT_ONCE: Final = 16
 
 
 class StreamSink(Protocol):

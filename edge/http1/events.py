@@ -42,14 +42,15 @@ class RequestHead(msgspec.Struct, gc=False):
 
 
 class ResponseHead(msgspec.Struct, gc=False):
-    """A final (>= 200) or informational (1xx) response head; ``framing`` as for
-    ``RequestHead``."""
+    """A final (>= 200) or informational (1xx) response head; ``framing`` and ``fields`` as
+    for ``RequestHead``."""
 
     status: int
     headers: Headers
     reason: bytes = b""
     http_version: bytes = b"1.1"
     framing: Framing | None = None
+    fields: bytes | None = None
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.status}, {len(self.headers)} headers)"

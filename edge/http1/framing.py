@@ -408,12 +408,15 @@ class ResponseWriting:
             # Close-delimited, or answering before the request body was read: the rest of
             # it cannot be skipped reliably, so this connection ends with the response.
             self._close_after = True
+        writer.state = W_BODY
+        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
         if self._close_after:
             headers = [*headers, (b"connection", b"close")]
         elif self._http10:
             headers = [*headers, (b"connection", b"keep-alive")]  # 1.0 clients wait for it
-        writer.state = W_BODY
-        line = b"HTTP/1.1 %d %s" % (head.status, head.reason or b"")
+        elif head.fields is not None and headers is head.headers:
+            # Framed as it came, nothing added: the lines as read.
+            return line + b"\r\n" + head.fields + b"\r\n"
         return Writer.head_bytes(line, headers)
 
     def send_data(self, data: bytes) -> bytes:

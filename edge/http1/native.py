@@ -468,6 +468,9 @@ class NativeOriginConnection(RequestWriting):
         reader.state = state
         reader._remaining = length
         self._upgrade = False
+        if not plain:
+            return ResponseHead(status, headers, reason or b"", b"1.0" if http10 else b"1.1")
+        fields = b"\r\n".join(lines[1:]) + b"\r\n" if len(lines) > 1 else b""
         return ResponseHead(
-            status, headers, reason or b"", b"1.0" if http10 else b"1.1", framing if plain else None
+            status, headers, reason or b"", b"1.0" if http10 else b"1.1", framing, fields
         )

@@ -132,3 +132,16 @@ async def test_unknown_host_is_404_page(edge, http_tunnel):
     assert r.status == 404
     assert "No tunnel is serving nope.localhost" in r.text
     assert r.headers["content-type"].startswith("text/html")
+
+
+async def test_each_request_is_routed_by_its_own_host_header(edge, http_tunnel):
+    """A keep-alive connection may name another host on any request: the edge remembers the
+    last Host it normalised, and must not route by it when the next one differs."""
+    app = await http_tunnel("app")
+    other = await http_tunnel("other")
+    async with Visitor(edge.config.http_port, "app.localhost") as v:
+        for host in ("app.localhost", "other.localhost", "App.Localhost.:8080", "app.localhost"):
+            v.host = host
+            r = await v.request("GET", "/hello")
+            assert (host, r.status, r.body) == (host, 200, b"hello")
+    assert (app.tunnels[0].stats.requests, other.tunnels[0].stats.requests) == (3, 1)

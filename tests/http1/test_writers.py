@@ -240,3 +240,70 @@ def test_early_response_closes_when_body_unread(impl: Impl) -> None:
     assert not conn.start_next_cycle()
     events, _ = read_back(impl, wire)
     assert [e[:2] for e in events] == [("response", 413), ("end", ())]
+
+
+_RELAYED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Trace:  a b \r\nContent-Length: 2\r\n\r\n"
+)
+
+
+def _relayed_head(impl: Impl, request: bytes, response: bytes) -> bytes:
+    """A response head read by the origin parser and written by the visitor writer, as the
+    edge relays one."""
+    visitor = visitor_with(impl, request)
+    origin = impl.origin()
+    origin.send_request(RequestHead(b"GET", b"/", [(b"host", b"a")]))
+    origin.send_end()
+    origin.receive_data(response)
+    head = origin.next_event()
+    assert isinstance(head, ResponseHead)
+    return visitor.send_response(head)
+
+
+def test_a_plain_response_head_is_relayed_as_read(impl: Impl) -> None:
+    wire = _relayed_head(impl, GET, _RELAYED + b"hi")
+    expected = [(b"content-type", b"text/plain"), (b"x-trace", b"a b"), (b"content-length", b"2")]
+    assert head_fields(wire) == expected
+    if impl.native:
+        # The lines as they came, names in their own case: nothing to strip or add.
+        assert wire == _RELAYED
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "response", "connection", "h11_connection"),
+    [
+        # A hop-by-hop field is not relayed (h11 sends its own keep-alive back).
+        (
+            GET,
+            _RELAYED.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"),
+            [],
+            [b"keep-alive"],
+        ),
+        # The visitor asked to close: the writer says so.
+        (
+            GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+            _RELAYED,
+            [b"close"],
+            [b"close"],
+        ),
+        # An HTTP/1.0 visitor that keeps the connection is told it stays open (h11 closes).
+        (
+            b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            _RELAYED,
+            [b"keep-alive"],
+            [b"close"],
+        ),
+    ],
+)
+def test_a_relayed_head_is_rewritten_when_its_connection_fields_change(
+    impl: Impl,
+    request_bytes: bytes,
+    response: bytes,
+    connection: list[bytes],
+    h11_connection: list[bytes],
+) -> None:
+    wire = _relayed_head(impl, request_bytes, response + b"hi")
+    expected = h11_connection if impl.name == "h11" else connection
+    assert header(head_fields(wire), b"connection") == expected
+    assert header(head_fields(wire), b"content-length") == [b"2"]
+    assert header(head_fields(wire), b"x-trace") == [b"a b"]
