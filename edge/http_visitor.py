@@ -277,20 +277,21 @@ class HttpVisitor(asyncio.Protocol):
 
     def _on_request(self, request: RequestHead) -> None:
         limits = self.limits
-        self.method = request.method
-        self.target = request.target
+        # The event's fields are read once each: on a msgspec Struct every read is a lookup.
+        self.method = method = request.method
+        self.target = target = request.target
         self.started = now = _monotonic()
-        headers = request.headers
+        headers = as_read = request.headers
         self.request_id = request_id = request_id_for(headers)
         self.host = ""
         # The parser bounds the head's bytes (``max_header_bytes``); the count is bounded here.
         if len(headers) > limits.max_header_count:
             self._fail(431, f"The request has more than {limits.max_header_count} headers.")
             return
-        if request.method == b"CONNECT":
+        if method == b"CONNECT":
             self._fail(405, "CONNECT is not served by Burrow tunnels.")
             return
-        if request.target == _LINK_PATH and self._may_carry_agent_link(headers):
+        if target == _LINK_PATH and self._may_carry_agent_link(headers):
             self._become_agent_link(request)
             return
         host_header = b""
@@ -337,16 +338,14 @@ class HttpVisitor(asyncio.Protocol):
         # reading of the request holds for them.
         client_ip = self.client[0]
         fields = request.fields
-        if fields is not None and headers is request.headers and forwards_unchanged(headers):
+        if fields is not None and headers is as_read and forwards_unchanged(headers):
             # Nothing to take out: the lines as read, and the edge's own after them.
             fields += forwarded_fields(host_header, client_ip, self.scheme, request_id)
-            forwarded = RequestHead(
-                request.method, request.target, headers, framing=request.framing, fields=fields
-            )
+            forwarded = RequestHead(method, target, headers, framing=request.framing, fields=fields)
         else:
             forwarded = RequestHead(
-                request.method,
-                request.target,
+                method,
+                target,
                 forward_headers(headers, host_header, client_ip, self.scheme, request_id),
                 framing=request.framing,
             )

@@ -96,7 +96,9 @@ def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Fr
         return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
     value = lengths[0].strip()
     if len(lengths) == 1 and value.isdigit() and len(value) <= 18:
-        return BODY_LENGTH, int(value)  # the usual one: a single plain number
+        # The usual one: a single plain number. Compiled, int() of a str is a direct call,
+        # of bytes a generic call of the type (twice the instructions).
+        return BODY_LENGTH, int(value.decode("latin-1"))
     if len(lengths) > 1 or b"," in value:
         # Several fields, or a list in one: all the same value, or the message is refused.
         values = {v.strip() for field in lengths for v in field.split(b",")}

@@ -440,6 +440,9 @@ class NativeOriginConnection(RequestWriting):
             and (len(first) == 12 or first[12] == 32)
         ):
             reason: bytes | None = first[13:]
+            # Three digits, checked: read as ints they are ASCII codes (48 is "0", 5328 is
+            # 48 * 111). Compiled, this is arithmetic; int() of bytes is a generic call.
+            status = first[9] * 100 + first[10] * 10 + first[11] - 5328
         else:
             m = _STATUS_LINE.fullmatch(first)
             if m is None:
@@ -447,7 +450,7 @@ class NativeOriginConnection(RequestWriting):
             major, minor, status_b, reason = m.groups()
             if major != b"1":
                 raise ParseError("not an HTTP/1.x response")
-        status = int(status_b)
+            status = int(status_b)
         if status < 100:
             raise ParseError(f"status code {status} is not in 100-999")
         headers = reader._headers(lines[1:], reader.clean)
