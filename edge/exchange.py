@@ -24,15 +24,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from edge import http1
-from edge.http1.event_types import (
-    CONNECTION_CLOSED,
-    DATA,
-    END_OF_MESSAGE,
+from edge.http1.events import (
     NEED_DATA,
     PAUSED,
-    RESPONSE_HEAD,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Headers,
+    ParseError,
+    RequestHead,
+    ResponseHead,
+    UsageError,
 )
-from edge.http1.events import Headers, ParseError, RequestHead, ResponseHead, UsageError
 from edge.http1.native import NativeOriginConnection
 from proto.frames import ResetCode
 
@@ -195,11 +198,10 @@ class OriginExchange:
             except ParseError as exc:
                 self._fail(502, f"The local service sent an invalid HTTP response ({exc}).")
                 return
-            t = type(event)
-            if t is DATA:
-                front.exchange_data(event.data)  # type: ignore[union-attr]
-            elif t is RESPONSE_HEAD:
-                head: ResponseHead = event  # type: ignore[assignment]
+            if type(event) is Data:
+                front.exchange_data(event.data)
+            elif type(event) is ResponseHead:
+                head = event
                 if head.status >= 200:
                     self.response_started = True
                     front.exchange_head(head)
@@ -210,13 +212,13 @@ class OriginExchange:
                     return
                 elif head.status != 100:  # the edge answers 100-continue itself
                     front.exchange_head(head)
-            elif t is END_OF_MESSAGE:
+            elif type(event) is EndOfMessage:
                 self.complete = True
-                front.exchange_end(event.trailers)  # type: ignore[union-attr]
+                front.exchange_end(event.trailers)
                 return
             elif event is NEED_DATA or event is PAUSED:
                 return
-            elif t is CONNECTION_CLOSED:
+            elif type(event) is ConnectionClosed:
                 self.release("the local service closed the connection")
                 return
 

@@ -4,7 +4,6 @@ routing by host, and the forwarded headers."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from edge.http1.events import Headers
@@ -99,15 +98,10 @@ def forwards_unchanged(headers: Headers) -> bool:
     return True
 
 
-def forwarded_fields(host: bytes, client_ip: str, scheme: str, request_id: bytes) -> bytes:
-    """The header lines ``forward_headers`` adds, for a request ``forwards_unchanged``."""
-    return _forwarded_lines(host, client_ip, scheme) + request_id + b"\r\n"
-
-
-@lru_cache(maxsize=1024)
-def _forwarded_lines(host: bytes, client_ip: str, scheme: str) -> bytes:
-    """``forwarded_fields`` up to the request id's value. A keep-alive connection asks the
-    same of every request, and a handful of visitors make most of a tunnel's traffic."""
+def forwarded_prefix(host: bytes, client_ip: str, scheme: str) -> bytes:
+    """The header lines ``forward_headers`` adds, for a request ``forwards_unchanged``, up
+    to the request id's value: the request id and a CRLF complete them. A keep-alive
+    connection asks the same of every request, so a visitor keeps it next to its host."""
     ip, proto, this_hop = _this_hop(host, client_ip, scheme)
     return b"".join(
         (

@@ -37,19 +37,22 @@ from edge.exchange import OriginExchange
 from edge.forwarding import (
     RouteRefused,
     forward_headers,
-    forwarded_fields,
+    forwarded_prefix,
     forwards_unchanged,
     route,
 )
-from edge.http1.event_types import (
-    CONNECTION_CLOSED,
-    DATA,
-    END_OF_MESSAGE,
+from edge.http1.events import (
     NEED_DATA,
     PAUSED,
-    REQUEST_HEAD,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Headers,
+    ParseError,
+    RequestHead,
+    ResponseHead,
+    UsageError,
 )
-from edge.http1.events import Headers, ParseError, RequestHead, ResponseHead, UsageError
 from edge.http1.native import NativeVisitorConnection
 from edge.pages import TITLES, error_page
 from edge.request_ids import new_request_id, request_id_for
@@ -85,6 +88,7 @@ class HttpVisitor(asyncio.Protocol):
         "_deadline",
         "_eof_in",
         "_eof_out",
+        "_forwarded",
         "_host_header",
         "_host_name",
         "_idle_since",
@@ -148,6 +152,7 @@ class HttpVisitor(asyncio.Protocol):
         # The last Host header and its normal form: a connection names one host, as a rule.
         self._host_header = b""
         self._host_name = ""
+        self._forwarded = b""  # forwarded_prefix for that Host, once asked for
 
     # -- visitor socket -------------------------------------------------------------------
 
@@ -246,16 +251,15 @@ class HttpVisitor(asyncio.Protocol):
             except ParseError as exc:
                 self._fail(exc.status, f"The request could not be read: {exc}.")
                 return
-            t = type(event)
-            if t is DATA:
+            if type(event) is Data:
                 exchange = self.exchange
-                if exchange is not None and not exchange.send_data(event.data):  # type: ignore[union-attr]
+                if exchange is not None and not exchange.send_data(event.data):
                     self._pause_reading()
-            elif t is REQUEST_HEAD:
-                self._on_request(event)  # type: ignore[arg-type]
-            elif t is END_OF_MESSAGE:
+            elif type(event) is RequestHead:
+                self._on_request(event)
+            elif type(event) is EndOfMessage:
                 if self.exchange is not None:
-                    self.exchange.send_end(event.trailers)  # type: ignore[union-attr]
+                    self.exchange.send_end(event.trailers)
                 if self.phase == _PHASE_BODY:  # the response has not started early
                     self.phase = _PHASE_WAIT
                     self._arm(self.limits.response_timeout)
@@ -270,14 +274,14 @@ class HttpVisitor(asyncio.Protocol):
                 if visitor.buffered > _PIPELINE_BUFFER:
                     self._pause_reading()
                 return
-            elif t is CONNECTION_CLOSED:
+            elif type(event) is ConnectionClosed:
                 if self.phase in (_PHASE_IDLE, _PHASE_HEAD):
                     self.close()
                 return
 
     def _on_request(self, request: RequestHead) -> None:
         limits = self.limits
-        # The event's fields are read once each: on a msgspec Struct every read is a lookup.
+        # The event's fields are read once each (on the pure-Python path every read is a lookup).
         self.method = method = request.method
         self.target = target = request.target
         self.started = now = _monotonic()
@@ -308,6 +312,7 @@ class HttpVisitor(asyncio.Protocol):
             host = normalize_host(host_header.decode("latin-1"))
             self._host_header = host_header
             self._host_name = host
+            self._forwarded = b""
         self.host = host
         try:
             tunnel = route(self.edge, host)
@@ -340,7 +345,10 @@ class HttpVisitor(asyncio.Protocol):
         fields = request.fields
         if fields is not None and headers is as_read and forwards_unchanged(headers):
             # Nothing to take out: the lines as read, and the edge's own after them.
-            fields += forwarded_fields(host_header, client_ip, self.scheme, request_id)
+            prefix = self._forwarded
+            if not prefix:
+                prefix = self._forwarded = forwarded_prefix(host_header, client_ip, self.scheme)
+            fields += prefix + request_id + b"\r\n"
             forwarded = RequestHead(method, target, headers, framing=request.framing, fields=fields)
         else:
             forwarded = RequestHead(

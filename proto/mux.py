@@ -47,39 +47,76 @@ class Role(enum.Enum):
 # -- events -------------------------------------------------------------------------------
 
 
-class Event(msgspec.Struct, gc=False):
-    """Events are msgspec Structs: built in C, a few on every request, they cost a fifth of
-    a class with ``__slots__`` and an ``__init__``. Untracked by the cycle collector (they
-    hold bytes, ints and messages, never themselves)."""
+class Event:
+    """What the multiplexer reports. Compiled (``compiled/``), the events are native classes:
+    the session reads their fields from the object's C struct, where a generic attribute
+    read cost more than building the event."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event) or type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def _values(self) -> tuple[object, ...]:
+        return ()
 
 
 class MessageReceived(Event):
-    message: Message
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.message,)
 
     def __repr__(self) -> str:
         return f"MessageReceived({self.message!r})"
 
 
 class StreamOpened(Event):
-    stream_id: int
-    open: StreamOpen
+    __slots__ = ("open", "stream_id")
+
+    def __init__(self, stream_id: int, open: StreamOpen) -> None:
+        self.stream_id = stream_id
+        self.open = open
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.stream_id, self.open)
+
+    def __repr__(self) -> str:
+        return f"StreamOpened({self.stream_id}, {self.open!r})"
 
 
 class DataReceived(Event):
     """``data`` arrived on a stream; ``end`` means the peer will send no more."""
 
-    stream_id: int
-    data: bytes
-    end: bool
+    __slots__ = ("data", "end", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes, end: bool) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.end = end
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.stream_id, self.data, self.end)
 
     def __repr__(self) -> str:
         return f"DataReceived({self.stream_id}, {len(self.data)}B, end={self.end})"
 
 
 class StreamReset(Event):
-    stream_id: int
-    code: int
-    reason: str
+    __slots__ = ("code", "reason", "stream_id")
+
+    def __init__(self, stream_id: int, code: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.code = code
+        self.reason = reason
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.stream_id, self.code, self.reason)
 
     def __repr__(self) -> str:
         return f"StreamReset({self.stream_id}, {self.code}, {self.reason!r})"
@@ -88,11 +125,29 @@ class StreamReset(Event):
 class StreamWritable(Event):
     """Everything buffered for the stream has been sent; resume reading its source."""
 
-    stream_id: int
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.stream_id,)
+
+    def __repr__(self) -> str:
+        return f"StreamWritable({self.stream_id})"
 
 
 class PongReceived(Event):
-    payload: bytes
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.payload,)
+
+    def __repr__(self) -> str:
+        return f"PongReceived({self.payload!r})"
 
 
 # -- streams ------------------------------------------------------------------------------

@@ -5,16 +5,16 @@ lowercased bytes; values are bytes as received. The same events describe a reque
 visitor and a response from a tunnelled service, whichever parser implementation produced
 them, so the relay code never depends on one parser library.
 
-The events are msgspec Structs: built in C, several on every request, they cost a fifth of a
-class with ``__slots__`` and an ``__init__``. The cycle collector does not track them (they
-hold bytes, ints and header lists, never themselves).
+The module is part of the compiled data path (``compiled/``): there the events are native
+classes, whose fields compiled code reads from the object's C struct. Several events are
+built and a few dozen of their fields read on every request; through the attribute protocol
+each read cost more than building the event. Run as Python they are ordinary classes with
+``__slots__``.
 """
 
 from __future__ import annotations
 
 from typing import Final
-
-import msgspec
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -23,51 +23,116 @@ Framing = tuple[int, int]
 """How a body is delimited: (``BODY_*`` kind from ``edge.http1.framing``, length)."""
 
 
-class RequestHead(msgspec.Struct, gc=False):
+class RequestHead:
     """A request head. ``framing`` is set by a parser when the headers hold no hop-by-hop
     field: they may then be sent on as they are, framed the same way, and a writer need not
     read them again (each pass over the headers costs on every request). With it, a parser
     may set ``fields``: the header lines as they came (each ending in CRLF, checked), which a
     writer sends in place of ``headers``, so they need not be joined again."""
 
-    method: bytes
-    target: bytes
-    headers: Headers
-    http_version: bytes = b"1.1"
-    framing: Framing | None = None
-    fields: bytes | None = None
+    __slots__ = ("fields", "framing", "headers", "http_version", "method", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        http_version: bytes = b"1.1",
+        framing: Framing | None = None,
+        fields: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.http_version = http_version
+        self.framing = framing
+        self.fields = fields
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestHead):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and self.target == other.target
+            and self.headers == other.headers
+            and self.http_version == other.http_version
+            and self.framing == other.framing
+            and self.fields == other.fields
+        )
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method!r}, {self.target!r}, {len(self.headers)} headers)"
 
 
-class ResponseHead(msgspec.Struct, gc=False):
+class ResponseHead:
     """A final (>= 200) or informational (1xx) response head; ``framing`` and ``fields`` as
     for ``RequestHead``."""
 
-    status: int
-    headers: Headers
-    reason: bytes = b""
-    http_version: bytes = b"1.1"
-    framing: Framing | None = None
-    fields: bytes | None = None
+    __slots__ = ("fields", "framing", "headers", "http_version", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        reason: bytes = b"",
+        http_version: bytes = b"1.1",
+        framing: Framing | None = None,
+        fields: bytes | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+        self.http_version = http_version
+        self.framing = framing
+        self.fields = fields
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResponseHead):
+            return NotImplemented
+        return (
+            self.status == other.status
+            and self.headers == other.headers
+            and self.reason == other.reason
+            and self.http_version == other.http_version
+            and self.framing == other.framing
+            and self.fields == other.fields
+        )
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.status}, {len(self.headers)} headers)"
 
 
-class Data(msgspec.Struct, gc=False):
-    data: bytes
+class Data:
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Data):
+            return NotImplemented
+        return self.data == other.data
 
     def __repr__(self) -> str:
         return f"Data({len(self.data)}B)"
 
 
-class EndOfMessage(msgspec.Struct, gc=False):
-    trailers: Headers = msgspec.field(default_factory=list)
+class EndOfMessage:
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Headers | None = None) -> None:
+        self.trailers: Headers = [] if trailers is None else trailers
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EndOfMessage):
+            return NotImplemented
+        return self.trailers == other.trailers
+
+    def __repr__(self) -> str:
+        return f"EndOfMessage({self.trailers!r})"
 
 
-END_OF_MESSAGE: Final = EndOfMessage()
+END_OF_MESSAGE: Final[EndOfMessage] = EndOfMessage()
 """The end of a message with no trailers, one instance for all: those who receive an event
 read it and never change it."""
 
@@ -88,9 +153,9 @@ class _Sentinel:
         return self.name
 
 
-NEED_DATA: Final = _Sentinel("NEED_DATA")
+NEED_DATA: Final[_Sentinel] = _Sentinel("NEED_DATA")
 """No complete event in what has been received so far."""
-PAUSED: Final = _Sentinel("PAUSED")
+PAUSED: Final[_Sentinel] = _Sentinel("PAUSED")
 """A message is complete; the next one waits until ``start_next_cycle`` (or a 101)."""
 
 Event = RequestHead | ResponseHead | Data | EndOfMessage | ConnectionClosed | _Sentinel

@@ -11,7 +11,7 @@ Proxy-Connection) are not relayed; the writer frames what it sends itself and sa
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from edge.http1.events import (
     Framing,
@@ -188,9 +188,11 @@ class ReceiveBuffer:
     """The incoming bytes of one connection with a read offset (``proto.receive``: linear in
     the bytes received, one copy for what is sliced out), and whether the peer has closed."""
 
-    __slots__ = ("_buf", "_eof", "_max_head", "_pos", "_scanned")
+    __slots__ = ("_buf", "_eof", "_max_head", "_pos", "_scanned", "state")
 
     def __init__(self, max_head: int) -> None:
+        # Where the reader is in a message: a ``READ_*`` state or a ``BODY_*`` kind.
+        self.state = READ_HEAD
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._scanned = 0  # bytes after _pos already searched for the end of a head
@@ -372,10 +374,9 @@ class ResponseWriting:
     )
 
     _writer: Writer
-    # Each implementation's own reader class. Its methods read it into a local typed as that
-    # class (``reader: _Reader = self.reader``): compiled (compiled/), attributes of a typed
-    # local are read directly, those of an Any through a generic lookup.
-    reader: Any
+    # Each implementation's own reader class. Its methods read it into a local cast to that
+    # class: compiled (compiled/), attributes of a native class are read from its struct.
+    reader: ReceiveBuffer
     _upgrade: bool
     _continue: bool
     _close_after: bool
@@ -443,7 +444,7 @@ class RequestWriting:
     __slots__ = ("_close_after", "_method", "_upgrade", "_writer", "reader")
 
     _writer: Writer
-    reader: Any
+    reader: ReceiveBuffer
     _upgrade: bool
     _close_after: bool
     _method: bytes

@@ -39,7 +39,7 @@ bytes, tests/http1/test_differences.py says so.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, cast
 
 import httptools
 
@@ -163,7 +163,6 @@ class _Reader(ReceiveBuffer):
         "msg",
         "parser",
         "remaining",
-        "state",
         "trailers",
     )
 
@@ -181,7 +180,6 @@ class _Reader(ReceiveBuffer):
         self.trailers: Headers = []
         self.head_start = 0
         self.method = b""
-        self.state = _HEAD
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser
@@ -437,7 +435,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         state = reader.state
         if state == _BODY:
             event = reader.body_event()
@@ -460,7 +458,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self) -> RequestHead:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         method = reader.method
         target = reader.msg.target
         # llhttp takes several spaces between the parts of a request line (RFC 9112 3 lets
@@ -492,7 +490,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         )
 
     def _next_message(self) -> None:
-        self.reader.next_message()
+        cast(_Reader, self.reader).next_message()
 
 
 class HttptoolsOriginConnection(RequestWriting):
@@ -509,7 +507,7 @@ class HttptoolsOriginConnection(RequestWriting):
         self._upgrade = False
 
     def _next_message(self) -> None:
-        self.reader.next_message()
+        cast(_Reader, self.reader).next_message()
         self.reader.state = _DONE  # nothing to read until the next request goes out
 
     def receive_data(self, data: bytes) -> None:
@@ -520,7 +518,7 @@ class HttptoolsOriginConnection(RequestWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         state = reader.state
         if state == _BODY:
             return reader.body_event()
@@ -545,7 +543,7 @@ class HttptoolsOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self) -> ResponseHead:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         parser = reader.parser
         version = parser.get_http_version()
         if version[0] != "1":

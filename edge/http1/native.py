@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Final
+from typing import Final, cast
 
 from edge.http1.events import (
     END_OF_MESSAGE,
@@ -112,14 +112,13 @@ _CHUNK_TRAILERS: Final = 3
 class _Reader(ReceiveBuffer):
     """Parses one role's incoming messages; subclasses parse the start line."""
 
-    __slots__ = ("_chunk_state", "_remaining", "_trailers", "clean", "state")
+    __slots__ = ("_chunk_state", "_remaining", "_trailers", "clean")
 
     def __init__(self, max_head: int) -> None:
         super().__init__(max_head)
         self._remaining = 0
         self._chunk_state = _CHUNK_SIZE_LINE
         self._trailers: Headers = []
-        self.state = _HEAD
         self.clean = False  # whether the last head's lines hold no NUL, CR or LF
 
     def _head_lines(self) -> list[bytes] | None:
@@ -166,7 +165,6 @@ class _Reader(ReceiveBuffer):
     @staticmethod
     def _headers(lines: list[bytes], clean: bool = False) -> Headers:
         headers: Headers = []
-        match = _HEADER_LINE.fullmatch
         for line in lines:
             if clean:
                 name, colon, value = line.partition(b":")
@@ -174,7 +172,7 @@ class _Reader(ReceiveBuffer):
                 if colon and name and name.isascii():
                     headers.append((name, value.strip(b" \t")))
                     continue
-            m = match(line)
+            m = _HEADER_LINE.fullmatch(line)
             if m is None:
                 if line[:1] in (b" ", b"\t"):
                     raise ParseError("obsolete line folding in a header")
@@ -305,7 +303,7 @@ class NativeVisitorConnection(ResponseWriting):
 
     @property
     def buffered(self) -> int:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         return len(reader._buf) - reader._pos
 
     @property
@@ -313,7 +311,7 @@ class NativeVisitorConnection(ResponseWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         state = reader.state
         if state == _HEAD:
             if reader._pos >= len(reader._buf):
@@ -341,7 +339,7 @@ class NativeVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self, lines: list[bytes]) -> RequestHead:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         first = lines[0]
         method, _, rest = first.partition(b" ")
         target, _, version = rest.partition(b" ")
@@ -403,7 +401,7 @@ class NativeOriginConnection(RequestWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         state = reader.state
         if state == _HEAD:
             lines = reader._head_lines()
@@ -428,7 +426,7 @@ class NativeOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self, lines: list[bytes]) -> ResponseHead:
-        reader: _Reader = self.reader
+        reader = cast(_Reader, self.reader)
         first = lines[0]
         minor = _STATUS_VERSIONS.get(first[:9])
         status_b = first[9:12]
