@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import struct
 
 import pytest
 from hypothesis import given
@@ -214,6 +215,43 @@ def test_unknown_flags_are_a_protocol_error(ftype: FrameType, flags: int) -> Non
     decoder = FrameDecoder()
     with pytest.raises(ProtocolError, match="unknown flags"):
         decoder.feed(PREAMBLE + f.frame_header(ftype, flags, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (f.frame_header(5, 0, 2, 0), "unknown frame type 5"),
+        (f.frame_header(FrameType.DATA, 0x2, 2, 0), "unknown flags"),
+        (f.frame_header(FrameType.DATA, 0, 2, f.MAX_FRAME_BODY + 1), "exceeds limit"),
+    ],
+)
+def test_a_bad_header_behind_a_partial_frame_is_refused(header: bytes, problem: str) -> None:
+    # A read that completes a frame and brings a bad header is gathered behind the partial
+    # frame, and read from there: it must be checked all the same, before its body arrives.
+    wire = encode(Frame(FrameType.DATA, 0, 2, b"x" * 100))
+    decoder = FrameDecoder()
+    assert decoder.feed(PREAMBLE + wire[:50]) == []
+    with pytest.raises(ProtocolError, match=problem):
+        decoder.feed(wire[50:] + header)
+
+
+@given(
+    st.integers(0, 255), st.integers(0, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)
+)
+def test_frame_header_is_the_pinned_struct_layout(
+    ftype: int, flags: int, stream_id: int, length: int
+) -> None:
+    assert f.frame_header(ftype, flags, stream_id, length) == struct.pack(
+        "!BBII", ftype, flags, stream_id, length
+    )
+
+
+@pytest.mark.parametrize(
+    "fields", [(256, 0, 0, 0), (0, 256, 0, 0), (0, 0, 2**32, 0), (0, 0, 0, 2**32), (0, 0, -1, 0)]
+)
+def test_a_header_field_out_of_range_is_not_encoded(fields: tuple[int, int, int, int]) -> None:
+    with pytest.raises(ProtocolError, match="out of range"):
+        f.frame_header(*fields)
 
 
 def test_oversized_body_is_refused_from_the_header_alone() -> None:
