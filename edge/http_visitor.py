@@ -164,7 +164,7 @@ class HttpVisitor(asyncio.Protocol):
         if peer:
             self.client = (peer[0], peer[1])
         self.edge.visitors.add(self)
-        self._arm(self.limits.idle_timeout)
+        self._arm(self.limits.idle_timeout, _monotonic())
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -175,7 +175,7 @@ class HttpVisitor(asyncio.Protocol):
             return
         if phase == _PHASE_IDLE:
             self.phase = _PHASE_HEAD
-            self._arm(self.limits.header_timeout)
+            self._arm(self.limits.header_timeout, _monotonic())
         elif phase == _PHASE_BODY:
             self._last_read = _monotonic()
         if self._preface is not None:
@@ -262,7 +262,8 @@ class HttpVisitor(asyncio.Protocol):
                     self.exchange.send_end(event.trailers)
                 if self.phase == _PHASE_BODY:  # the response has not started early
                     self.phase = _PHASE_WAIT
-                    self._arm(self.limits.response_timeout)
+                    # In the body phase the time of the last read is kept: this one's.
+                    self._arm(self.limits.response_timeout, self._last_read)
                 elif self.phase == _PHASE_REFUSED:
                     self._after_refusal()
             elif event is NEED_DATA:
@@ -332,7 +333,7 @@ class HttpVisitor(asyncio.Protocol):
             return
         self.phase = _PHASE_BODY
         self._last_read = now
-        self._arm(limits.body_idle_timeout)
+        self._arm(limits.body_idle_timeout, now)
         if self.visitor.waiting_for_continue:
             # The edge answers the expectation itself once the request is routed
             # (RFC 9110 10.1.1): many local services never send 100, and the visitor
@@ -348,7 +349,7 @@ class HttpVisitor(asyncio.Protocol):
             prefix = self._forwarded
             if not prefix:
                 prefix = self._forwarded = forwarded_prefix(host_header, client_ip, self.scheme)
-            fields += prefix + request_id + b"\r\n"
+            fields = b"".join((fields, prefix, request_id, b"\r\n"))
             forwarded = RequestHead(method, target, headers, framing=request.framing, fields=fields)
         else:
             forwarded = RequestHead(
@@ -434,7 +435,7 @@ class HttpVisitor(asyncio.Protocol):
             limits = self.limits
             self._idle_since = now
             idle = limits.stream_idle_timeout
-            self._arm(idle if idle < limits.idle_timeout else limits.idle_timeout)
+            self._arm(idle if idle < limits.idle_timeout else limits.idle_timeout, now)
             self._resume_reading()
             if self.visitor.buffered:
                 self._process_visitor()  # a pipelined request waits in the parser
@@ -608,8 +609,8 @@ class HttpVisitor(asyncio.Protocol):
         self.request_id = b""
         if self.visitor.start_next_cycle() and not self.edge.draining:
             self.phase = _PHASE_IDLE
-            self._idle_since = _monotonic()
-            self._arm(self.limits.idle_timeout)
+            self._idle_since = now = _monotonic()
+            self._arm(self.limits.idle_timeout, now)
         else:
             self.close()
 
@@ -643,10 +644,12 @@ class HttpVisitor(asyncio.Protocol):
 
     # -- the connection's one timer -------------------------------------------------------
 
-    def _arm(self, seconds: float) -> None:
+    def _arm(self, seconds: float, now: float) -> None:
+        """The phase's timer, due ``seconds`` after ``now`` (the caller's clock reading: most
+        have one already)."""
         # Four times a request: the timer is re-created only when the new deadline comes
         # before it; a later one is caught up with when it fires (``_on_timer``).
-        self._deadline = deadline = _monotonic() + seconds
+        self._deadline = deadline = now + seconds
         if self._timer is None or self._timer_at > deadline:
             if self._timer is not None:
                 self._timer.cancel()
@@ -677,7 +680,7 @@ class HttpVisitor(asyncio.Protocol):
             if self.exchange is not None and remaining > 0:
                 # Idle for a while: free the tunnel stream, keep the visitor connection.
                 self._drop_exchange("the visitor connection is idle")
-                self._arm(remaining)
+                self._arm(remaining, now)
             else:
                 self.close()
         elif phase == _PHASE_HEAD:

@@ -78,6 +78,20 @@ def message_framing(headers: Headers, is_request: bool) -> Framing:
     return body_framing(te, lengths, is_request)
 
 
+def _digits(value: bytes) -> int:
+    """The number that 1 to 18 ASCII digits spell, or -1 for any other bytes."""
+    n = len(value)
+    if n == 0 or n > 18:
+        return -1
+    number = 0
+    for i in range(n):
+        digit = value[i] - 48
+        if digit < 0 or digit > 9:
+            return -1
+        number = number * 10 + digit
+    return number
+
+
 def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Framing:
     """The framing of a message from its Transfer-Encoding values joined by commas (None
     without one) and its Content-Length field values (RFC 9112 6.3)."""
@@ -94,11 +108,13 @@ def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Fr
         return BODY_CLOSE, 0
     if not lengths:
         return (BODY_NONE, 0) if is_request else (BODY_CLOSE, 0)
+    if len(lengths) == 1:
+        # The usual one: a single plain number, read by a loop that compiles to arithmetic
+        # (strip, isdigit and int() are generic calls there).
+        length = _digits(lengths[0])
+        if length >= 0:
+            return BODY_LENGTH, length
     value = lengths[0].strip()
-    if len(lengths) == 1 and value.isdigit() and len(value) <= 18:
-        # The usual one: a single plain number. Compiled, int() of a str is a direct call,
-        # of bytes a generic call of the type (twice the instructions).
-        return BODY_LENGTH, int(value.decode("latin-1"))
     if len(lengths) > 1 or b"," in value:
         # Several fields, or a list in one: all the same value, or the message is refused.
         values = {v.strip() for field in lengths for v in field.split(b",")}
@@ -117,6 +133,12 @@ _NOTABLE: Final = frozenset(
 )
 
 
+def _connection_tokens(tokens: set[bytes] | None, value: bytes) -> set[bytes]:
+    """``tokens`` with those of one more Connection field value, lower-cased."""
+    more = {t.strip().lower() for t in value.split(b",")}
+    return more if tokens is None else tokens | more
+
+
 def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, bool, bool]:
     """Read a request's headers once: its framing, whether the connection closes after it,
     whether it asks for an upgrade, whether it waits for ``100 Continue``, and whether it
@@ -124,7 +146,7 @@ def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, 
     framing and Host violations."""
     te: bytes | None = None
     lengths: list[bytes] = []
-    tokens: set[bytes] = set()
+    tokens: set[bytes] | None = None  # of Connection fields, which few requests have
     hosts = 0
     upgrade_field = expects = False
     plain = True
@@ -142,7 +164,7 @@ def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, 
         else:
             plain = False
             if name == b"connection":
-                tokens.update(t.strip().lower() for t in value.split(b","))
+                tokens = _connection_tokens(tokens, value)
             elif name == b"upgrade":
                 upgrade_field = True
     framing = body_framing(te, lengths, is_request=True)
@@ -151,8 +173,12 @@ def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, 
         raise ParseError("chunked transfer coding in an HTTP/1.0 request")
     if hosts > 1 or (hosts == 0 and not http10):
         raise ParseError("a request needs exactly one Host header")
-    close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
-    upgrade = upgrade_field and b"upgrade" in tokens
+    if tokens is None:
+        close_after = http10
+        upgrade = False
+    else:
+        close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+        upgrade = upgrade_field and b"upgrade" in tokens
     # Only a body that is still to come is worth a 100 (RFC 9110 10.1.1).
     has_body = kind == BODY_CHUNKED or (kind == BODY_LENGTH and framing[1] > 0)
     return framing, close_after, upgrade, expects and not http10 and has_body, plain
@@ -164,7 +190,7 @@ def response_facts(headers: Headers, http10: bool, bodiless: bool) -> tuple[Fram
     no hop-by-hop field."""
     te: bytes | None = None
     lengths: list[bytes] = []
-    tokens: set[bytes] = set()
+    tokens: set[bytes] | None = None
     plain = True
     for name, value in headers:
         if name not in _NOTABLE:
@@ -176,11 +202,14 @@ def response_facts(headers: Headers, http10: bool, bodiless: bool) -> tuple[Fram
         elif name in HOP_BY_HOP or name == b"upgrade":
             plain = False
             if name == b"connection":
-                tokens.update(t.strip().lower() for t in value.split(b","))
+                tokens = _connection_tokens(tokens, value)
     framing = (BODY_NONE, 0) if bodiless else body_framing(te, lengths, is_request=False)
-    close_after = (
-        b"close" in tokens or (http10 and b"keep-alive" not in tokens) or framing[0] == BODY_CLOSE
-    )
+    if framing[0] == BODY_CLOSE:
+        close_after = True
+    elif tokens is None:
+        close_after = http10
+    else:
+        close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
     return framing, close_after, plain
 
 

@@ -55,6 +55,13 @@ def _response(line: bytes, clean: bool) -> object:
 @example(b":b")
 @example(b"X(A): b")
 @example(b"X-A: \x01\x7f\xff")
+@example(b"X-A: b")
+@example(b"X-A: b\t")
+@example(b"X-A: b ")
+@example(b"X-A:  b")
+@example(b"X-A: \tb")
+@example(b"X-A: ")
+@example(b"X-A:b")
 def test_header_lines_read_alike(line: bytes) -> None:
     assert _outcome(lambda: _Reader._headers([line], clean=True)) == _outcome(
         lambda: _Reader._headers([line], clean=False)
