@@ -29,8 +29,17 @@ class RouteRefused(Exception):
 
 
 def route(edge: Edge, host: str) -> Tunnel:
-    pool = edge.routes.lookup_host(host)
-    tunnel = pool.pick() if pool is not None else None
+    # A name bound as it is, served by one tunnel, is the usual case: read here, it costs a
+    # few attribute reads, where lookup_host and pick are two calls into Python (the route
+    # table is not compiled). Aliases, wildcards and pools of several take those calls.
+    routes = edge.routes
+    pool = routes.hosts.get(host)
+    if pool is None:
+        pool = routes.lookup_host(host)
+    tunnel: Tunnel | None = None
+    if pool is not None:
+        members = pool.members
+        tunnel = members[0] if len(members) == 1 else pool.pick()
     if tunnel is None:
         edge.metrics.refused("unknown_host")
         raise RouteRefused(
