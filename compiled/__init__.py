@@ -43,5 +43,6 @@ HOT_MODULES: tuple[str, ...] = (
     "edge.visitor_policy",
     "edge.access_log",
     "edge.config",
+    "agent.tunnels",
     "agent.link",
 )
