@@ -115,7 +115,7 @@ def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
     if not (0 <= ftype < 256 and 0 <= flags < 256 and 0 <= stream_id <= _U32_MAX) or not (
         0 <= length <= _U32_MAX
     ):
-        raise ProtocolError(f"frame header field out of range: {ftype, flags, stream_id, length}")
+        raise ValueError(f"frame header field out of range: {ftype, flags, stream_id, length}")
     return ((((ftype << 8 | flags) << 32) | stream_id) << 32 | length).to_bytes(HEADER_SIZE, "big")
 
 

@@ -250,7 +250,7 @@ def test_frame_header_is_the_pinned_struct_layout(
     "fields", [(256, 0, 0, 0), (0, 256, 0, 0), (0, 0, 2**32, 0), (0, 0, 0, 2**32), (0, 0, -1, 0)]
 )
 def test_a_header_field_out_of_range_is_not_encoded(fields: tuple[int, int, int, int]) -> None:
-    with pytest.raises(ProtocolError, match="out of range"):
+    with pytest.raises(ValueError, match="out of range"):
         f.frame_header(*fields)
 
 
