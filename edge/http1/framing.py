@@ -11,7 +11,7 @@ Proxy-Connection) are not relayed; the writer frames what it sends itself and sa
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from edge.http1.events import (
     Framing,
@@ -403,9 +403,11 @@ class ResponseWriting:
     )
 
     _writer: Writer
-    # Each implementation's own reader class. Its methods read it into a local cast to that
-    # class: compiled (compiled/), attributes of a native class are read from its struct.
-    reader: ReceiveBuffer
+    # Each implementation's own reader class. Methods read it into a local typed as that class
+    # (or as ReceiveBuffer, for its state): compiled (compiled/), attributes of a typed local
+    # are read from the object's struct, those of an Any through a generic lookup. As Python,
+    # the annotation costs nothing where a cast() would be a call.
+    reader: Any
     _upgrade: bool
     _continue: bool
     _close_after: bool
@@ -436,7 +438,8 @@ class ResponseWriting:
         headers, close_delimited = frame_response(
             writer, head, self._request_method == b"HEAD", self._http10
         )
-        if close_delimited or self.reader.state not in (READ_DONE, READ_DONE_PENDING):
+        reader: ReceiveBuffer = self.reader
+        if close_delimited or reader.state not in (READ_DONE, READ_DONE_PENDING):
             # Close-delimited, or answering before the request body was read: the rest of
             # it cannot be skipped reliably, so this connection ends with the response.
             self._close_after = True
@@ -458,7 +461,8 @@ class ResponseWriting:
         return self._writer.end(trailers)
 
     def start_next_cycle(self) -> bool:
-        if self._close_after or self.reader.state != READ_DONE or self._writer.state != W_DONE:
+        reader: ReceiveBuffer = self.reader
+        if self._close_after or reader.state != READ_DONE or self._writer.state != W_DONE:
             return False
         self._next_message()
         return True
@@ -473,7 +477,7 @@ class RequestWriting:
     __slots__ = ("_close_after", "_method", "_upgrade", "_writer", "reader")
 
     _writer: Writer
-    reader: ReceiveBuffer
+    reader: Any
     _upgrade: bool
     _close_after: bool
     _method: bytes
@@ -488,7 +492,8 @@ class RequestWriting:
         wire, self._upgrade = frame_request(writer, head)
         self._method = head.method
         self._close_after = False
-        self.reader.state = READ_HEAD
+        reader: ReceiveBuffer = self.reader
+        reader.state = READ_HEAD
         return wire
 
     def send_data(self, data: bytes) -> bytes:
@@ -500,7 +505,8 @@ class RequestWriting:
         return self._writer.end(trailers)
 
     def start_next_cycle(self) -> bool:
-        if self._close_after or self.reader.state != READ_DONE or self._writer.state != W_DONE:
+        reader: ReceiveBuffer = self.reader
+        if self._close_after or reader.state != READ_DONE or self._writer.state != W_DONE:
             return False
         self._next_message()
         self._writer.state = W_IDLE

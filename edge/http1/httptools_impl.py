@@ -39,7 +39,7 @@ bytes, tests/http1/test_differences.py says so.
 from __future__ import annotations
 
 import re
-from typing import Final, cast
+from typing import Final
 
 import httptools
 
@@ -435,7 +435,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         state = reader.state
         if state == _BODY:
             event = reader.body_event()
@@ -458,7 +458,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self) -> RequestHead:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         method = reader.method
         target = reader.msg.target
         # llhttp takes several spaces between the parts of a request line (RFC 9112 3 lets
@@ -490,7 +490,7 @@ class HttptoolsVisitorConnection(ResponseWriting):
         )
 
     def _next_message(self) -> None:
-        cast(_Reader, self.reader).next_message()
+        self.reader.next_message()
 
 
 class HttptoolsOriginConnection(RequestWriting):
@@ -507,7 +507,7 @@ class HttptoolsOriginConnection(RequestWriting):
         self._upgrade = False
 
     def _next_message(self) -> None:
-        cast(_Reader, self.reader).next_message()
+        self.reader.next_message()
         self.reader.state = _DONE  # nothing to read until the next request goes out
 
     def receive_data(self, data: bytes) -> None:
@@ -518,7 +518,7 @@ class HttptoolsOriginConnection(RequestWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         state = reader.state
         if state == _BODY:
             return reader.body_event()
@@ -543,7 +543,7 @@ class HttptoolsOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self) -> ResponseHead:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         parser = reader.parser
         version = parser.get_http_version()
         if version[0] != "1":

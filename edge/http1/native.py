@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Final, cast
+from typing import Final
 
 from edge.http1.events import (
     END_OF_MESSAGE,
@@ -323,7 +323,8 @@ class NativeVisitorConnection(ResponseWriting):
         self._request_method = b""
 
     def receive_data(self, data: bytes) -> None:
-        self.reader.feed(data)
+        reader: _Reader = self.reader
+        reader.feed(data)
 
     @property
     def waiting_for_continue(self) -> bool:
@@ -331,7 +332,7 @@ class NativeVisitorConnection(ResponseWriting):
 
     @property
     def buffered(self) -> int:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         return len(reader._buf) - reader._pos
 
     @property
@@ -339,7 +340,7 @@ class NativeVisitorConnection(ResponseWriting):
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         state = reader.state
         if state == _HEAD:
             if reader._pos >= len(reader._buf):
@@ -367,7 +368,7 @@ class NativeVisitorConnection(ResponseWriting):
         return PAUSED  # DONE (waiting for our response) or SWITCHED
 
     def _request(self, lines: list[bytes]) -> RequestHead:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         first = lines[0]
         method, _, rest = first.partition(b" ")
         target, _, version = rest.partition(b" ")
@@ -411,7 +412,8 @@ class NativeVisitorConnection(ResponseWriting):
         return RequestHead(method, target, headers, b"1.0" if http10 else b"1.1", framing, fields)
 
     def _next_message(self) -> None:
-        self.reader.state = _HEAD
+        reader: _Reader = self.reader
+        reader.state = _HEAD
 
 
 class NativeOriginConnection(RequestWriting):
@@ -428,14 +430,15 @@ class NativeOriginConnection(RequestWriting):
         self._upgrade = False
 
     def receive_data(self, data: bytes) -> None:
-        self.reader.feed(data)
+        reader: _Reader = self.reader
+        reader.feed(data)
 
     @property
     def trailing_data(self) -> bytes:
         return self.reader.rest()
 
     def next_event(self) -> Event:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         state = reader.state
         if state == _HEAD:
             lines = reader._head_lines()
@@ -460,7 +463,7 @@ class NativeOriginConnection(RequestWriting):
         return PAUSED
 
     def _response(self, lines: list[bytes]) -> ResponseHead:
-        reader = cast(_Reader, self.reader)
+        reader: _Reader = self.reader
         first = lines[0]
         minor: bytes | None = None
         if first.startswith(b"HTTP/1.1 "):
