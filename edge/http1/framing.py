@@ -139,6 +139,14 @@ def _connection_tokens(tokens: set[bytes] | None, value: bytes) -> set[bytes]:
     return more if tokens is None else tokens | more
 
 
+def _closes(tokens: set[bytes] | None, http10: bool) -> bool:
+    """Whether the connection ends after a message with these Connection tokens: ``close``,
+    or HTTP/1.0 without ``keep-alive``."""
+    if tokens is None:
+        return http10
+    return b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+
+
 def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, bool, bool]:
     """Read a request's headers once: its framing, whether the connection closes after it,
     whether it asks for an upgrade, whether it waits for ``100 Continue``, and whether it
@@ -173,12 +181,8 @@ def request_facts(headers: Headers, http10: bool) -> tuple[Framing, bool, bool, 
         raise ParseError("chunked transfer coding in an HTTP/1.0 request")
     if hosts > 1 or (hosts == 0 and not http10):
         raise ParseError("a request needs exactly one Host header")
-    if tokens is None:
-        close_after = http10
-        upgrade = False
-    else:
-        close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
-        upgrade = upgrade_field and b"upgrade" in tokens
+    close_after = _closes(tokens, http10)
+    upgrade = upgrade_field and tokens is not None and b"upgrade" in tokens
     # Only a body that is still to come is worth a 100 (RFC 9110 10.1.1).
     has_body = kind == BODY_CHUNKED or (kind == BODY_LENGTH and framing[1] > 0)
     return framing, close_after, upgrade, expects and not http10 and has_body, plain
@@ -204,12 +208,7 @@ def response_facts(headers: Headers, http10: bool, bodiless: bool) -> tuple[Fram
             if name == b"connection":
                 tokens = _connection_tokens(tokens, value)
     framing = (BODY_NONE, 0) if bodiless else body_framing(te, lengths, is_request=False)
-    if framing[0] == BODY_CLOSE:
-        close_after = True
-    elif tokens is None:
-        close_after = http10
-    else:
-        close_after = b"close" in tokens or (http10 and b"keep-alive" not in tokens)
+    close_after = framing[0] == BODY_CLOSE or _closes(tokens, http10)
     return framing, close_after, plain
 
 
