@@ -40,6 +40,7 @@ class Scenario:
     path: str
     connections: int
     rows: tuple[str, ...]  # figures the report shows: "req/s", "MB/s", "p50", "p99"
+    rate: float = 0.0  # requests due per second on a fixed timetable; 0: a closed loop
 
 
 @dataclass(slots=True)

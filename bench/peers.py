@@ -10,11 +10,15 @@ against the same origin process:
     pagekite     load generator -> front-end -> back-end -> origin    (bench.peer_pagekite)
 
 Scenarios: 1 KiB keep-alive over 50 connections (req/s) and 1 MiB downloads over 10
-(MB/s), as in ``bench http``. Each peer is optional: when its programs are not installed
-(``--install`` runs ``bench tools --install`` first) or it does not start within
-``--start-timeout``, its rows say why and the run goes on. A peer runs only while it is
-measured, then it and its temp dir are gone; Burrow's stack (which owns the origin) runs
-throughout. Every child is stopped on the way out, on errors and Ctrl-C too.
+(MB/s), as in ``bench http``, and 1 KiB due at a fixed rate (``--rate``, 2,000/s) over the
+same 50 connections, its latency counted from when each request was due, as in ``bench
+run``'s ``http-1k-rate``: how each tunnel answers a load it can carry, tail included.
+
+Each peer is optional: when its programs are not installed (``--install`` runs ``bench tools
+--install`` first) or it does not start within ``--start-timeout``, its rows say why and the
+run goes on. A peer runs only while it is measured, then it and its temp dir are gone;
+Burrow's stack (which owns the origin) runs throughout. Every child is stopped on the way
+out, on errors and Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from bench.stack import (
 )
 
 _SCENARIOS = ("small", "download")
+_RATE_ROWS = ("req/s", "p50", "p99")
 _NOT_TUNNEL = ("origin", "loadgen")  # busy keys left out of "tunnel CPU"
 
 
@@ -72,6 +77,7 @@ class PeerSettings:
     warmup: float = 0.5
     connections: int = 50
     download_connections: int = 10
+    rate: float = 2000.0  # the constant-rate row's requests per second; 0: no such row
     quick: bool = False
     install: bool = False
     start_timeout: float = 20.0
@@ -137,6 +143,7 @@ class PeersRun:
                 "warmup": s.warmup,
                 "connections": s.connections,
                 "download_connections": s.download_connections,
+                "rate": s.rate,
             },
             "targets": [t.to_json() for t in self.targets],
             "measurements": [m.to_json() for m in self.measurements],
@@ -152,9 +159,19 @@ def make_peers(log_dir: Path, start_timeout: float) -> list[PeerTunnel]:
     ]
 
 
+def peer_scenarios(settings: PeerSettings) -> list[Scenario]:
+    """``bench http``'s 1 KiB and 1 MiB rows, then the fixed-rate row unless ``rate`` is 0."""
+    out = [s for s in scenarios(settings.http()) if s.key in _SCENARIOS]
+    if settings.rate > 0:
+        conns = settings.connections
+        title = f"1 KiB at {settings.rate:,.0f}/s, {conns} conns"
+        out.append(Scenario("rate", title, "/bytes/1024", conns, _RATE_ROWS, settings.rate))
+    return out
+
+
 def run_peers_bench(settings: PeerSettings, log_dir: Path) -> PeersRun:
     run = PeersRun(settings)
-    run.scenarios = [s for s in scenarios(settings.http()) if s.key in _SCENARIOS]
+    run.scenarios = peer_scenarios(settings)
     t0 = time.monotonic()
     peers = make_peers(log_dir, settings.start_timeout)
     if settings.install and any(p.missing_tools() for p in peers):
@@ -285,6 +302,7 @@ def measure(
         "--warmup",
         str(settings.warmup),
         "--mark-window",
+        *(("--rate", str(scenario.rate)) if scenario.rate else ()),
     )
     slug = target.replace(" ", "").replace("-", "")
     child = Child("loadgen", argv, log_dir / f"loadgen-{scenario.key}-{slug}.log")
@@ -386,6 +404,11 @@ def format_peers_report(run: PeersRun) -> str:
         "vs direct: throughput over direct's. tunnel CPU: CPU seconds per wall second of the "
         "tunnel's own processes (edge+agent, sshd+ssh, front+back), 2.00 = both cores.",
     ]
+    if any(scenario.rate for scenario in run.scenarios):
+        lines.append(
+            "At a fixed rate, requests fall due on a timetable and each latency runs from when "
+            "it was due: a tunnel that falls behind is charged for the wait."
+        )
     findings = [(t.name, f) for t in run.targets for f in t.findings]
     if findings:
         lines.append("findings:")
@@ -404,6 +427,12 @@ def add_peers_arguments(p: argparse.ArgumentParser) -> None:
     """The options past the common ones (--duration, --warmup, --quick, --json, --logs)."""
     p.add_argument("--connections", type=int, default=50, help="for 1 KiB (default 50)")
     p.add_argument("--download-connections", type=int, default=10, help="for 1 MiB (default 10)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=2000.0,
+        help="requests per second of the fixed-rate 1 KiB row (default 2000; 0 leaves it out)",
+    )
     p.add_argument(
         "--install",
         action="store_true",
@@ -425,6 +454,7 @@ def run_peers_command(args: argparse.Namespace) -> int:
         warmup=warmup,
         connections=args.connections,
         download_connections=args.download_connections,
+        rate=args.rate,
         quick=args.quick,
         install=args.install,
         start_timeout=args.start_timeout,
@@ -434,10 +464,11 @@ def run_peers_command(args: argparse.Namespace) -> int:
         or warmup < 0
         or min(settings.connections, settings.download_connections) < 1
         or settings.start_timeout <= 0
+        or settings.rate < 0
     ):
         print(
-            "bench peers: --duration and --start-timeout must be > 0, --warmup >= 0, and "
-            "connection counts at least 1",
+            "bench peers: --duration and --start-timeout must be > 0, --warmup and --rate "
+            ">= 0, and connection counts at least 1",
             file=sys.stderr,
         )
         return 2
