@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-access = logging.getLogger("burrow.edge.access")
+access: Final = logging.getLogger("burrow.edge.access")
 INFO: Final = logging.INFO
 _MAX_TARGET: Final = 1024  # a request target may be 16 KiB; a log line need not be
 
