@@ -18,14 +18,14 @@ ANY_ADDRESS = "*"
 
 
 @cache
-def host_has_ipv6() -> bool:
-    """Whether an IPv6 socket can be bound here (a kernel booted with ipv6.disable=1, or a
-    container without IPv6, cannot)."""
+def can_bind_ipv6(address: str = "::") -> bool:
+    """Whether an IPv6 socket can be bound to ``address`` here (a kernel booted with
+    ipv6.disable=1, or a container without IPv6, cannot)."""
     if not socket.has_ipv6:
         return False
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::", 0))
+            sock.bind((address, 0))
     except OSError:
         return False
     return True
@@ -36,7 +36,7 @@ def expand_hosts(hosts: str | Sequence[str]) -> list[str]:
     out: list[str] = []
     for host in (hosts,) if isinstance(hosts, str) else hosts:
         if host == ANY_ADDRESS:
-            wildcard = ["0.0.0.0", "::"] if host_has_ipv6() else ["0.0.0.0"]
+            wildcard = ["0.0.0.0", "::"] if can_bind_ipv6() else ["0.0.0.0"]
             out.extend(h for h in wildcard if h not in out)
         elif host not in out:
             out.append(host)

@@ -5,7 +5,6 @@ has a deadline."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +13,7 @@ import trustme
 from agent.client import link_tls_context
 from agent.tunnels import TunnelSpec
 from edge.config import Limits
-from edge.listen import expand_hosts, host_has_ipv6
+from edge.listen import can_bind_ipv6, expand_hosts
 from edge.server import Edge
 from tests.e2e.client import Visitor
 from tests.e2e.conftest import AgentRunner, edge_config, start_edge
@@ -22,17 +21,7 @@ from tests.e2e.test_tcp_tunnels import EchoServer
 from tests.e2e.test_tls import _closed_after
 from tests.e2e.tlshelp import BASE, HttpsVisitor, client_context, write_leaf
 
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+pytestmark = pytest.mark.skipif(not can_bind_ipv6("::1"), reason="no IPv6 loopback (::1) here")
 
 BOTH = ("127.0.0.1", "::1")
 APP = f"app.{BASE}"
@@ -44,17 +33,17 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture(scope="module")
-def cert_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    # ::1 too: the agent dials the edge by that address and checks it against the certificate.
-    leaf = ca.issue_cert(f"*.{BASE}", BASE, "localhost", "::1")
-    return write_leaf(leaf, tmp_path_factory.mktemp("dual-cert"), "edge")
-
-
-@pytest.fixture(scope="module")
 def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("dual-ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def cert_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    # ::1 too: the agent dials the edge by that address and checks it against the certificate.
+    leaf = ca.issue_cert(f"*.{BASE}", BASE, "localhost", "::1")
+    return write_leaf(leaf, tmp_path_factory.mktemp("dual-cert"), "edge")
 
 
 @pytest.fixture
@@ -134,7 +123,7 @@ async def test_a_silent_client_on_the_tls_agent_port_is_closed_within_the_handsh
 
 
 def test_the_any_address_is_both_families_where_the_host_has_ipv6() -> None:
-    expected = ["0.0.0.0", "::"] if host_has_ipv6() else ["0.0.0.0"]
+    expected = ["0.0.0.0", "::"] if can_bind_ipv6() else ["0.0.0.0"]
     assert expand_hosts("*") == expected
     assert expand_hosts(("*", "0.0.0.0")) == expected  # no address bound twice
     assert expand_hosts("0.0.0.0") == ["0.0.0.0"]  # an explicit family stays that family
