@@ -70,6 +70,23 @@ def _listen_addresses(text: str) -> tuple[tuple[str, ...], int]:
     return tuple(hosts), ports.pop()
 
 
+class _ListenAction(argparse._AppendAction):
+    """``action="append"`` whose first use on the command line replaces the default
+    addresses instead of adding to them (argparse's append keeps the default's items)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        given = getattr(namespace, self.dest, None)
+        items = [] if given is None or given is self.default else list(given)
+        items.append(values)
+        setattr(namespace, self.dest, items)
+
+
 def _merge_listen(
     values: list[tuple[tuple[str, ...], int]], flag: str
 ) -> tuple[tuple[str, ...], int]:
@@ -127,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 flag,
                 type=_listen_addresses,
-                action="append",
+                action=_ListenAction,
                 default=[_listen_addresses(default)],
                 metavar="ADDR[,ADDR]",
                 help=f"{what} (default {default}; repeat or comma-separate addresses on one port)",

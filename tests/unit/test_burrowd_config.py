@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import _config, _parse
+from edge.cli import _config, _parse, _parser
 from edge.settings import PATH_VARIABLE
 
 FILE = """\
@@ -158,3 +158,8 @@ def test_a_missing_file_given_by_flag_is_an_error(
 ) -> None:
     err = _error(capsys, ["--config", str(tmp_path / "nope.toml"), "edge"])
     assert "cannot read the config file" in err
+
+
+def test_a_listener_flag_replaces_the_default_without_a_file_too() -> None:
+    args = _parser().parse_args(["edge", "--http", "[::1]:8080"])
+    assert _config(args).http_host == ("::1",)
