@@ -7,6 +7,10 @@ burrowd edge     the edge alone, agents authenticated by tokens from flags or a 
                  by tokens control signs (--control-url), with routing state from control
 burrowd control  the control service: REST API /v1 on PostgreSQL
 burrowd migrate  apply database migrations and exit
+burrowd check    check the config file and reach its database, Redis and control
+
+Every flag can also be set in a TOML config file (--config FILE, else $BURROWD_CONFIG, else
+/etc/burrow/burrowd.toml if it exists; see edge.settings); flags override it.
 
 Both serve /metrics, /healthz and /readyz on the admin address (--admin), and log to stderr
 as text or, with --log-format json, one JSON object per line.
@@ -29,6 +33,7 @@ from agent.client import Agent, link_tls_context
 from agent.tunnels import TunnelSpec, parse_address
 from bench.origin import start_origin
 from control import cli as control_cli
+from edge import settings
 from edge.auth import StaticTokens
 from edge.config import EdgeConfig
 from edge.log_format import FORMATS, configure_logging
@@ -47,6 +52,52 @@ def _hostport(text: str) -> tuple[str, int]:
         return parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _listen_addresses(text: str) -> tuple[tuple[str, ...], int]:
+    """``ADDR[,ADDR...]`` on one port: ``*:80`` (IPv4 and IPv6), ``0.0.0.0:80``,
+    ``[::]:80``, ``127.0.0.1:8080,[::1]:8080``, or ``PORT`` (loopback)."""
+    hosts: list[str] = []
+    ports: set[int] = set()
+    for part in text.split(","):
+        host, port = _hostport(part.strip())
+        hosts.append(host)
+        ports.add(port)
+    if len(ports) > 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one listener serves one port; give every address the same port"
+        )
+    return tuple(hosts), ports.pop()
+
+
+class _ListenAction(argparse._AppendAction):
+    """``action="append"`` whose first use on the command line replaces the default
+    addresses instead of adding to them (argparse's append keeps the default's items)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        given = getattr(namespace, self.dest, None)
+        items = [] if given is None or given is self.default else list(given)
+        items.append(values)
+        setattr(namespace, self.dest, items)
+
+
+def _merge_listen(
+    values: list[tuple[tuple[str, ...], int]], flag: str
+) -> tuple[tuple[str, ...], int]:
+    """Repeated listener flags add addresses to one listener."""
+    hosts = tuple(h for value in values for h in value[0])
+    ports = {port for _, port in values}
+    if len(ports) > 1:
+        raise SystemExit(
+            f"burrowd: every {flag} address must use the same port, not {sorted(ports)}"
+        )
+    return hosts, ports.pop()
 
 
 def _admin_address(text: str) -> tuple[str, int]:
@@ -69,6 +120,12 @@ def _port_range(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="burrowd", description="The Burrow tunnel server.")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"TOML config file (default ${settings.PATH_VARIABLE}, else "
+        f"{settings.DEFAULT_PATH} if it exists); flags override it",
+    )
     p.add_argument("--log", default="info", help="log level: debug, info, warning")
     p.add_argument(
         "--log-format", choices=FORMATS, default="text", help="text (default) or json lines"
@@ -79,16 +136,20 @@ def _parser() -> argparse.ArgumentParser:
     def edge_flags(
         sp: argparse.ArgumentParser, http: str, https: str, agents: str, admin: str
     ) -> None:
-        sp.add_argument(
-            "--http", type=_hostport, default=http, help=f"visitor HTTP (default {http})"
-        )
-        sp.add_argument(
-            "--https", type=_hostport, default=https, help=f"visitor HTTPS (default {https})"
-        )
+        for flag, default, what in (
+            ("--http", http, "visitor HTTP"),
+            ("--https", https, "visitor HTTPS"),
+            ("--agents", agents, "agent links"),
+        ):
+            sp.add_argument(
+                flag,
+                type=_listen_addresses,
+                action=_ListenAction,
+                default=[_listen_addresses(default)],
+                metavar="ADDR[,ADDR]",
+                help=f"{what} (default {default}; repeat or comma-separate addresses on one port)",
+            )
         sp.add_argument("--no-https", action="store_true", help="do not serve HTTPS")
-        sp.add_argument(
-            "--agents", type=_hostport, default=agents, help=f"agent links (default {agents})"
-        )
         sp.add_argument(
             "--tcp-ports", type=_port_range, default=(20000, 20999), help="TCP tunnel ports"
         )
@@ -128,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     control_cli.add_commands(sub)
 
     edge = sub.add_parser("edge", help="run the edge")
-    edge_flags(edge, "0.0.0.0:80", "0.0.0.0:443", "0.0.0.0:4443", "127.0.0.1:9090")
+    edge_flags(edge, "*:80", "*:443", "*:4443", "127.0.0.1:9090")
     edge.add_argument(
         "--token",
         action="append",
@@ -160,6 +221,10 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the last routing state here, so a restart during a control outage still "
         "enforces it",
     )
+    sub.add_parser(
+        "check",
+        help="check the config file and reach its database, Redis and control; exit 0 or 1",
+    )
     return p
 
 
@@ -174,19 +239,22 @@ def _cert_pairs(values: list[str]) -> list[tuple[str, str]]:
 
 
 def _config(args: argparse.Namespace) -> EdgeConfig:
+    http = _merge_listen(args.http, "--http")
+    https = _merge_listen(args.https, "--https")
+    agents = _merge_listen(args.agents, "--agents")
     return EdgeConfig(
         base_domain=args.base_domain,
-        http_host=args.http[0],
-        http_port=args.http[1],
-        https_host=args.https[0],
-        https_port=None if args.no_https else args.https[1],
-        agent_host=args.agents[0],
-        agent_port=args.agents[1],
+        http_host=http[0],
+        http_port=http[1],
+        https_host=https[0],
+        https_port=None if args.no_https else https[1],
+        agent_host=agents[0],
+        agent_port=agents[1],
         agent_tls=not args.agent_plaintext,
         agent_hostname=getattr(args, "agent_hostname", ""),
         tls_files=_cert_pairs(args.cert),
         local_ca_dir=getattr(args, "local_ca", None),
-        tcp_host=args.http[0],
+        tcp_host=http[0],
         tcp_ports=args.tcp_ports,
         public_http_port=args.public_port,
         drain_seconds=args.drain,
@@ -417,14 +485,50 @@ async def _edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(argv: list[str]) -> str:
+    """The subcommand named in ``argv`` (a flag's value never is one), or ""."""
+    commands = ("dev", "edge", "control", "migrate", "check")
+    return next((a for a in argv if a in commands), "")
+
+
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, settings.Settings]:
+    """Flags over the config file over the environment."""
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    given, rest = pre.parse_known_args(argv)
+    try:
+        loaded = settings.load(settings.config_path(given.config), parser)
+    except settings.SettingsError as exc:
+        if _command(rest) == "check":
+            parser.exit(1, f"config: FAILED: {exc}\n")
+        parser.exit(2, f"burrowd: {exc}\n")
+    command = _command(rest)
+    lists = settings.apply(loaded, parser, command)
+    args = parser.parse_args(rest)
+    settings.fill_lists(args, lists)
+    return args, loaded
+
+
+async def _check(loaded: settings.Settings) -> int:
+    from edge.check import run_check
+
+    lines = await run_check(loaded)
+    for line in lines:
+        print(line, flush=True)
+    return 0 if all(line.ok for line in lines) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args, loaded = _parse(argv)
     configure_logging(args.log, args.log_format, access_log=args.access_log)
     runners = {
         "dev": _dev,
         "edge": _edge,
         "control": control_cli.run_control,
         "migrate": control_cli.run_migrate,
+        "check": lambda _: _check(loaded),
     }
     runner = runners[args.command]
     try:

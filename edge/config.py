@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+ListenHosts = str | tuple[str, ...]
+
 
 @dataclass(slots=True)
 class Limits:
@@ -30,17 +32,19 @@ class Limits:
 class EdgeConfig:
     base_domain: str = "localhost"
     edge_id: str = "edge-1"
-    http_host: str = "127.0.0.1"
+    # Each listener's host is one address or several on the listener's one port; "*" is
+    # every address of IPv4 and, where the host has it, IPv6 (edge.listen).
+    http_host: ListenHosts = "127.0.0.1"
     http_port: int = 8080
-    agent_host: str = "127.0.0.1"
+    agent_host: ListenHosts = "127.0.0.1"
     agent_port: int = 4443
-    tcp_host: str = "127.0.0.1"
+    tcp_host: ListenHosts = "127.0.0.1"
     tcp_ports: tuple[int, int] = (20000, 20999)
     public_http_port: int | None = None  # the port printed in URLs (when behind a NAT/LB)
     public_scheme: str = "http"
     # HTTPS: None disables the listener. Certificates come from static files (cert, key),
     # a local CA (dev) or the fallback; see certs.CertStore.
-    https_host: str = "127.0.0.1"
+    https_host: ListenHosts = "127.0.0.1"
     https_port: int | None = None
     public_https_port: int | None = None
     tls_files: list[tuple[str, str]] = field(default_factory=list)

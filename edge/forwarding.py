@@ -42,10 +42,13 @@ def route(edge: Edge, host: str) -> Tunnel:
         tunnel = members[0] if len(members) == 1 else pool.pick()
     if tunnel is None:
         edge.metrics.refused("unknown_host")
+        # A name under the base domain is asked for by its label, any other by itself.
+        label, _, parent = host.partition(".")
+        name = label if parent == edge.config.base_domain else host
         raise RouteRefused(
             404,
             f"No tunnel is serving {host} right now. If it is yours, start it with "
-            f"`burrow http PORT --name {host.split('.', 1)[0]}`.",
+            f"`burrow http PORT --name {name}`.",
         )
     if tunnel.protocol != "http":
         edge.metrics.refused("wrong_mode")

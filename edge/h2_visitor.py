@@ -765,7 +765,7 @@ class H2Visitor(asyncio.Protocol):
         )
         if access.isEnabledFor(INFO):
             stream.log_access(None)
-        page = error_page(status, detail)
+        page = error_page(status, detail, stream.request_id)
         headers = [
             (b":status", str(status).encode()),
             (b"content-type", b"text/html; charset=utf-8"),

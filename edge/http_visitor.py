@@ -529,7 +529,7 @@ class HttpVisitor(asyncio.Protocol):
         rid = self._report(status, detail)
         self.exchange_flush()
         if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
-            page = error_page(status, detail)
+            page = error_page(status, detail, rid)
             body = b"" if self.method == b"HEAD" else page
             head = (
                 f"HTTP/1.1 {status} {TITLES.get(status, 'Error')}\r\n"
@@ -579,7 +579,7 @@ class HttpVisitor(asyncio.Protocol):
             self._fail(status, refusal.detail, extra)
             return
         rid = self._report(status, refusal.detail)
-        page = error_page(status, refusal.detail)
+        page = error_page(status, refusal.detail, rid)
         head = ResponseHead(
             status,
             [

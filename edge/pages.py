@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import html
+import re
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} {title}</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
 h1{{font-size:1.4em}}code{{background:#f2f2f2;padding:0 .3em}}small{{color:#777}}</style></head>
-<body><h1>{status} {title}</h1><p>{detail}</p><p><small>burrow edge</small></p></body></html>
+<body><h1>{status} {title}</h1><p>{detail}</p><p><small>{footer}</small></p></body></html>
 """
 
 TITLES = {
@@ -27,8 +28,27 @@ TITLES = {
     504: "Gateway Timeout",
 }
 
+# A detail is plain text that reads as well in a log line; `backticks` mark a command or a
+# name to type, which the page shows as code.
+_CODE_SPAN = re.compile(r"`([^`]+)`")
 
-def error_page(status: int, detail: str) -> bytes:
-    """An HTML page; ``detail`` is plain text (escaped here) saying what happened."""
+
+def detail_html(detail: str) -> str:
+    """``detail`` escaped, with each `span` in backticks as <code>."""
+    parts = _CODE_SPAN.split(detail)
+    # split() with one group alternates text, code, text, ...: odd indexes are code.
+    return "".join(
+        f"<code>{html.escape(part)}</code>" if i % 2 else html.escape(part)
+        for i, part in enumerate(parts)
+    )
+
+
+def error_page(status: int, detail: str, request_id: str | bytes = b"") -> bytes:
+    """An HTML page saying what happened (``detail``, plain text) and, when there is one,
+    the request's id, which a visitor can quote to the tunnel's owner to find it in logs."""
     title = TITLES.get(status, "Error")
-    return _TEMPLATE.format(status=status, title=title, detail=html.escape(detail)).encode()
+    rid = request_id.decode("latin-1") if isinstance(request_id, bytes) else request_id
+    footer = f"request id <code>{html.escape(rid)}</code> · burrow edge" if rid else "burrow edge"
+    return _TEMPLATE.format(
+        status=status, title=title, detail=detail_html(detail), footer=footer
+    ).encode()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from edge.agent_session import AgentInstances, AgentSession
 from edge.auth import Authenticator
 from edge.config import EdgeConfig
 from edge.http_visitor import HttpVisitor
+from edge.listen import Listener, format_hosts, listen
 from edge.metrics import EdgeMetrics, EdgeState
 from edge.ownership import HostOwnership
 from edge.routing import BindError, RouteTable, Tunnel
@@ -57,11 +57,11 @@ class Edge:
         self.agent_instances = AgentInstances(config.name_lease_seconds)
         self.sessions: set[AgentSession] = set()
         self.visitors: set[Any] = set()
-        self.tcp_listeners: dict[int, asyncio.Server] = {}
+        self.tcp_listeners: dict[int, Listener] = {}
         self.draining = False
         self.listening = False  # every visitor and agent listener is up
         self.started = time.time()
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listener] = []
         self._admin: asyncio.Server | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,44 +109,37 @@ class Edge:
     async def _listen(self) -> None:
         loop = self.loop
         cfg = self.config
-        http = await loop.create_server(
-            lambda: HttpVisitor(self),
-            cfg.http_host,
-            cfg.http_port,
-            reuse_address=True,
-            backlog=2048,
+        http = await listen(
+            loop, lambda: HttpVisitor(self), cfg.http_host, cfg.http_port, backlog=2048
         )
         self._servers = [http]
-        agents = await loop.create_server(
+        agents = await listen(
+            loop,
             lambda: AgentSession(self),
             cfg.agent_host,
             cfg.agent_port,
-            reuse_address=True,
             backlog=2048,
             ssl=self._agent_tls_context() if cfg.agent_tls else None,
+            # An agent that connects and says nothing is let go as soon as one that stalls
+            # after the handshake would be, not after asyncio's default of 60 s.
+            ssl_handshake_timeout=cfg.limits.handshake_timeout if cfg.agent_tls else None,
         )
-        self._servers = [http, agents]
+        self._servers.append(agents)
         # Port 0 means "any": record what the OS chose so URLs and the agent are right.
-        cfg.http_port = http.sockets[0].getsockname()[1]
-        cfg.agent_port = agents.sockets[0].getsockname()[1]
+        cfg.http_port = http.port
+        cfg.agent_port = agents.port
         if cfg.https_port is not None:
-            https = await loop.create_server(
-                lambda: TlsVisitor(self),
-                cfg.https_host,
-                cfg.https_port,
-                reuse_address=True,
-                backlog=2048,
+            https = await listen(
+                loop, lambda: TlsVisitor(self), cfg.https_host, cfg.https_port, backlog=2048
             )
             self._servers.append(https)
-            cfg.https_port = https.sockets[0].getsockname()[1]
+            cfg.https_port = https.port
         log.info(
-            "edge %s: http on %s:%d, https on %s, agents on %s:%d%s, tcp ports %d-%d, admin on %s",
+            "edge %s: http on %s, https on %s, agents on %s%s, tcp ports %d-%d, admin on %s",
             cfg.edge_id,
-            cfg.http_host,
-            cfg.http_port,
-            f"{cfg.https_host}:{cfg.https_port}" if cfg.https_port is not None else "(off)",
-            cfg.agent_host,
-            cfg.agent_port,
+            format_hosts(cfg.http_host, cfg.http_port),
+            format_hosts(cfg.https_host, cfg.https_port) if cfg.https_port is not None else "(off)",
+            format_hosts(cfg.agent_host, cfg.agent_port),
             " (TLS)" if cfg.agent_tls else " (plaintext)",
             *cfg.tcp_ports,
             f"{cfg.admin_host}:{cfg.admin_port}" if cfg.admin_port is not None else "(off)",
@@ -318,16 +311,10 @@ class Edge:
         if port and port in self.tcp_listeners:
             return port
         try:
-            server = await self.loop.create_server(
-                lambda: TcpVisitor(self),
-                self.config.tcp_host,
-                port,
-                reuse_address=True,
-                family=socket.AF_INET if ":" not in self.config.tcp_host else socket.AF_INET6,
-            )
+            server = await listen(self.loop, lambda: TcpVisitor(self), self.config.tcp_host, port)
         except OSError:
             return 0
-        port = server.sockets[0].getsockname()[1]
+        port = server.port
         self.tcp_listeners[port] = server
         return port
 

@@ -23,15 +23,16 @@ class Response:
 class Visitor:
     """One keep-alive visitor connection to the edge's HTTP port."""
 
-    def __init__(self, port: int, host: str) -> None:
+    def __init__(self, port: int, host: str, address: str = "127.0.0.1") -> None:
         self.port = port
         self.host = host
+        self.address = address  # the edge's address to dial: ::1 for an IPv6 visitor
         self.conn = h11.Connection(h11.CLIENT)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> Visitor:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.reader, self.writer = await asyncio.open_connection(self.address, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -100,16 +100,21 @@ class HttpsVisitor(Visitor):
     """``tests.e2e.client.Visitor`` over TLS. ``server_name`` (SNI) defaults to the Host."""
 
     def __init__(
-        self, port: int, host: str, context: ssl.SSLContext, server_name: str | None = None
+        self,
+        port: int,
+        host: str,
+        context: ssl.SSLContext,
+        server_name: str | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
-        super().__init__(port, host)
+        super().__init__(port, host, address)
         self.context = context
         self.server_name = host if server_name is None else server_name
 
     async def __aenter__(self) -> HttpsVisitor:
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection(
-                "127.0.0.1", self.port, ssl=self.context, server_hostname=self.server_name
+                self.address, self.port, ssl=self.context, server_hostname=self.server_name
             ),
             5,
         )
