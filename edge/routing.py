@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -179,6 +180,16 @@ class RouteTable:
             return False
         return owner != account
 
+    def held_error(self, key: object, label: str) -> BindError:
+        """The refusal for ``key`` while its lease keeps it for another account."""
+        lease = self._leases.get(key)
+        left = lease[1] - self._clock() if lease is not None else 0.0
+        until = datetime.fromtimestamp(time.time() + max(left, 0.0), UTC).strftime("%H:%M")
+        return BindError(
+            "held",
+            f"{label} is held for the account that used it until {until} UTC; pick another",
+        )
+
     def _claim(
         self, table: dict[Any, TunnelPool], key: object, label: str, tunnel: Tunnel
     ) -> list[Tunnel]:
@@ -186,7 +197,7 @@ class RouteTable:
         pool = table.get(key)
         if pool is None:
             if self._leased_to_other(key, tunnel.account):
-                raise BindError("taken", f"{label} is reserved by another account")
+                raise self.held_error(key, label)
             table[key] = TunnelPool(tunnel.account, [tunnel])
             self._leases.pop(key, None)
             return []

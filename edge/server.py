@@ -43,6 +43,7 @@ class Edge:
         self.config = config
         self.authenticator = authenticator
         self.ownership = ownership if ownership is not None else HostOwnership()
+        self.ownership.set_installation(config.base_domain, config.agent_hostname)
         self.routes = RouteTable(
             config.base_domain,
             lease_seconds=config.name_lease_seconds,
@@ -300,6 +301,8 @@ class Edge:
                     "bad_port", f"port {wanted} is outside this edge's range {low}-{high}"
                 )
             if not self.routes.port_available(wanted, account):
+                if wanted not in self.routes.ports:
+                    raise self.routes.held_error(wanted, f"port {wanted}")
                 raise BindError("taken", f"port {wanted} is in use by another account")
             if not await self._listen_tcp(wanted):
                 raise BindError("in_use", f"port {wanted} cannot be opened on the edge")

@@ -1,0 +1,168 @@
+"""One account's agent against another's, at a real edge with control's routing state on a
+real bus: which hosts a token may bind, held names, quotas, suspensions, key retirement."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bus.events import NameClaim, NameRemoved, NameSet
+from bus.memory import MemoryBus
+from control.token_signing import issue_token
+from edge.token_format import TokenClaims
+from proto.messages import Bind, BindFailed, Bound, Message
+from tests.e2e.conftest import TOKEN, edge_config, start_edge, wait_for
+from tests.e2e.rawlink import RawLink
+from tests.e2e.test_routing_sync import KEY, HeldSnapshot, Stack, control_state
+
+
+def signed(org: str, tid: str, hosts: tuple[str, ...] = ()) -> str:
+    claims = TokenClaims(org=org, tid=tid, iat=int(time.time()) - 5, hosts=list(hosts))
+    return issue_token(claims, KEY)
+
+
+ACME = signed("acme", "t-acme", ("*.shop.localhost",))
+# A hostile token: host patterns that cover names and domains it owns none of.
+GLOBEX_GREEDY = signed("globex", "t-globex", ("*.com", "*.test", "*.localhost", "*.shop.localhost"))
+GLOBEX = signed("globex", "t-globex-plain")
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    bus = MemoryBus()
+    running = await Stack(HeldSnapshot(control_state()), bus).start()
+    yield running
+    await running.stop()
+    await bus.close()
+
+
+async def link(port: int, token: str, instance: str = "raw") -> RawLink:
+    raw = await RawLink(port).connect()
+    await raw.hello(token, instance)
+    return raw
+
+
+async def bind(raw: RawLink, name: str, protocol: str = "http", port: int = 0) -> Message:
+    raw.send(Bind(request_id=7, protocol=protocol, name=name, port=port))
+    return await raw.receive()
+
+
+def refused_with(reply: Message, code: str) -> str:
+    assert isinstance(reply, BindFailed), reply
+    assert reply.code == code, (reply.code, reply.message)
+    return reply.message
+
+
+# -- 1: token host claims only narrow what the org owns --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "says"),
+    [
+        ("x.shop.localhost", "taken", "shop.localhost is reserved by another account"),
+        ("*.shop.localhost", "taken", "shop.localhost is reserved by another account"),
+        ("unclaimed.example.com", "not_owned", "not a domain of your account"),
+        ("*.com", "not_owned", "not a domain of your account"),
+        ("www.acme.test", "taken", "custom domain of another account"),
+        ("x.free.localhost", "not_owned", "reserve free first"),
+        ("*.localhost", "bad_name", "not a valid name"),
+        ("edge.localhost", "reserved", "this Burrow installation uses itself"),
+        ("x.api.localhost", "reserved", "this Burrow installation uses itself"),
+    ],
+)
+async def test_a_greedy_token_binds_nothing_it_does_not_own(
+    stack: Stack, name: str, code: str, says: str
+) -> None:
+    raw = await link(stack.edge.config.agent_port, GLOBEX_GREEDY)
+    assert says in refused_with(await bind(raw, name), code)
+    assert stack.edge.routes.lookup_host(name.removeprefix("*.")) is None
+    raw.close()
+
+
+async def test_the_owner_binds_names_under_its_reserved_name(stack: Stack) -> None:
+    raw = await link(stack.edge.config.agent_port, ACME)
+    for name in ("shop", "x.shop.localhost", "*.shop.localhost"):
+        reply = await bind(raw, name)
+        assert isinstance(reply, Bound), reply
+    raw.close()
+
+
+async def test_the_default_token_cannot_bind_the_installations_names(stack: Stack) -> None:
+    raw = await link(stack.edge.config.agent_port, GLOBEX)
+    for name in ("edge", "api", "www", "console", "admin"):
+        assert "uses itself" in refused_with(await bind(raw, name), "reserved")
+    assert isinstance(await bind(raw, "free-name"), Bound)  # first come, as before
+    raw.close()
+
+
+async def test_without_control_the_installation_names_are_still_refused() -> None:
+    edge = await start_edge(edge_config(agent_hostname="tunnel.localhost"))
+    try:
+        raw = await link(edge.config.agent_port, TOKEN)
+        for name in ("edge", "tunnel"):
+            refused_with(await bind(raw, name), "reserved")
+        assert isinstance(await bind(raw, "anything"), Bound)
+        raw.close()
+    finally:
+        await edge.shutdown(drain=0.5)
+
+
+async def test_a_name_released_by_control_binds_again(stack: Stack) -> None:
+    await stack.publish(NameSet(seq=11, claim=NameClaim(host="demo.localhost", org="acme")))
+    await wait_for(lambda: stack.edge.ownership.seq == 11, what="the reservation")
+    raw = await link(stack.edge.config.agent_port, GLOBEX)
+    refused_with(await bind(raw, "demo"), "taken")
+    await stack.publish(NameRemoved(seq=12, host="demo.localhost"))
+    await wait_for(lambda: stack.edge.ownership.seq == 12, what="the release")
+    assert isinstance(await bind(raw, "demo"), Bound)
+    raw.close()
+
+
+# -- 6 and 7: the lease on a released name -------------------------------------------------
+
+
+async def test_a_held_name_says_whose_and_until_when(stack: Stack) -> None:
+    port = stack.edge.config.agent_port
+    first = await link(port, GLOBEX, "laptop")
+    bound = await bind(first, "")
+    assert isinstance(bound, Bound)
+    label = bound.name.split(".", 1)[0]
+    first.close()
+    await wait_for(lambda: stack.edge.routes.lookup_host(bound.name) is None, what="release")
+    other = await link(port, ACME)
+    message = refused_with(await bind(other, label), "held")
+    assert message.startswith(f"{bound.name} is held for the account that used it until ")
+    assert " UTC" in message
+    other.close()
+    # The account it was given to asks for it back by name after a restart, and gets it.
+    again = await link(port, GLOBEX, "laptop-restarted")
+    reply = await bind(again, label)
+    assert isinstance(reply, Bound) and reply.name == bound.name, reply
+    again.close()
+
+
+async def test_a_restarted_agent_gets_its_tcp_port_back() -> None:
+    bus = MemoryBus()
+    stack = Stack(HeldSnapshot(control_state()), bus)
+    stack.edge.config.tcp_ports = (28100, 28110)
+    await stack.start()
+    try:
+        port = stack.edge.config.agent_port
+        first = await link(port, GLOBEX, "db")
+        bound = await bind(first, "", "tcp")
+        assert isinstance(bound, Bound) and bound.port, bound
+        first.close()
+        await wait_for(lambda: stack.edge.routes.lookup_port(bound.port) is None, what="release")
+        other = await link(port, ACME)
+        says = refused_with(await bind(other, "", "tcp", bound.port), "held")
+        assert f"port {bound.port} is held for the account that used it until" in says
+        other.close()
+        again = await link(port, GLOBEX, "db-restarted")
+        reply = await bind(again, "", "tcp", bound.port)
+        assert isinstance(reply, Bound) and reply.port == bound.port, reply
+        again.close()
+    finally:
+        await stack.stop()
+        await bus.close()
