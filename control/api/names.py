@@ -17,6 +17,7 @@ from control.keys import CONFIG, DB, OUTBOX
 from control.openapi import describe
 from control.routing_outbox import domain_route
 from control.store.accounts import audit
+from edge.token_format import installation_name
 
 routes = web.RouteTableDef()
 
@@ -43,6 +44,12 @@ def host_for(name: str, base_domain: str) -> str:
             "invalid",
             f"{name[:80]!r} is not a valid name: use 1-63 letters, digits and hyphens "
             f"(it becomes <name>.{base_domain})",
+        )
+    if installation_name(label + suffix, base_domain):
+        raise ApiError(
+            422,
+            "reserved",
+            f"{label + suffix} is a name this Burrow installation uses itself; pick another name",
         )
     return label + suffix
 
