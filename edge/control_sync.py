@@ -68,6 +68,10 @@ TAKEN_MESSAGE = (
     "this name now belongs to another account (it was reserved or verified as their "
     "domain); pick another name"
 )
+RETIRED_MESSAGE = (
+    "the key that signed this authtoken was retired: create a new token in the Burrow "
+    "console or ask your operator, then run `burrow config add-authtoken TOKEN`"
+)
 EXPIRED_MESSAGE = (
     "authtoken expired: create a new one in the Burrow console or ask your operator, then "
     "run `burrow config add-authtoken TOKEN`"
@@ -343,6 +347,7 @@ class RoutingSync:
             self.keyring.set_keys(list(self._keys))
             self.keyring.set_revocations(list(self._revoked.values()))
         self._end_sessions(set(self._revoked), REVOKED_MESSAGE)
+        self._end_retired(self._keys)
         for claim in snapshot.names:
             self.edge.evict_others(claim.host, claim.org, TAKEN_MESSAGE)
         for route in snapshot.domains:
@@ -423,6 +428,7 @@ class RoutingSync:
             self._keys = list(event.keys)
             if self.keyring is not None:
                 self.keyring.set_keys(list(event.keys))
+            self._end_retired(self._keys)
         elif isinstance(event, CertChanged) and self.on_cert_changed is not None:
             try:
                 self.on_cert_changed(event.host)
@@ -443,6 +449,18 @@ class RoutingSync:
             identity = session.identity
             if identity is not None and identity.token_id in token_ids:
                 session.end_refused("auth", message)
+
+    def _end_retired(self, keys: list[VerifyKey]) -> None:
+        """End sessions whose token was signed by a key no longer in ``keys``: a retired
+        key refuses new links at once (``SignedTokens.set_keys``), and the ones it already
+        let in go too. An empty set ends nothing: it is no key set control would send."""
+        if not keys:
+            return
+        accepted = {key.kid for key in keys}
+        for session in list(self.edge.sessions):
+            identity = session.identity
+            if identity is not None and identity.key_id and identity.key_id not in accepted:
+                session.end_refused("auth", RETIRED_MESSAGE)
 
     # -- background loops -----------------------------------------------------------------
 

@@ -154,10 +154,10 @@ class SignedTokens:
                 "the authtoken's signature does not match its contents: it was altered or "
                 "copied incompletely; copy the whole token again"
             ) from None
-        return kid, entry[0], identity_from_claims(decode_claims(payload))
+        return kid, entry[0], identity_from_claims(decode_claims(payload), kid)
 
 
-def identity_from_claims(claims: TokenClaims) -> Identity:
+def identity_from_claims(claims: TokenClaims, key_id: str = "") -> Identity:
     return Identity(
         account=claims.org,
         token_id=claims.tid,
@@ -168,6 +168,7 @@ def identity_from_claims(claims: TokenClaims) -> Identity:
         ip_allow=tuple(claims.ip_allow),
         ip_deny=tuple(claims.ip_deny),
         expires_at=float(claims.exp),
+        key_id=key_id,
     )
 
 

@@ -8,14 +8,23 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bus.events import NameClaim, NameRemoved, NameSet
+from bus.events import KeysSet, NameClaim, NameRemoved, NameSet
 from bus.memory import MemoryBus
-from control.token_signing import issue_token
+from control.token_signing import SigningKey, issue_token
 from edge.token_format import TokenClaims
 from proto.messages import Bind, BindFailed, Bound, Message
-from tests.e2e.conftest import TOKEN, edge_config, start_edge, wait_for
+from tests.e2e.conftest import TOKEN, AgentRunner, edge_config, start_edge, wait_for
+from tests.e2e.origin import LocalService
 from tests.e2e.rawlink import RawLink
-from tests.e2e.test_routing_sync import KEY, HeldSnapshot, Stack, control_state
+from tests.e2e.test_routing_sync import (
+    KEY,
+    HeldSnapshot,
+    Stack,
+    control_state,
+    http,
+    refused,
+    task_of,
+)
 
 
 def signed(org: str, tid: str, hosts: tuple[str, ...] = ()) -> str:
@@ -163,6 +172,37 @@ async def test_a_restarted_agent_gets_its_tcp_port_back() -> None:
         reply = await bind(again, "", "tcp", bound.port)
         assert isinstance(reply, Bound) and reply.port == bound.port, reply
         again.close()
+    finally:
+        await stack.stop()
+        await bus.close()
+
+
+# -- 4: retiring a signing key ends the links its tokens opened ----------------------------
+
+OTHER_KEY = SigningKey.generate("k2")
+
+
+async def test_retiring_a_key_ends_the_agents_its_tokens_let_in(
+    agents: AgentRunner, service: LocalService
+) -> None:
+    bus = MemoryBus()
+    stack = Stack(HeldSnapshot(control_state(keys=[KEY.verify_key(), OTHER_KEY.verify_key()])), bus)
+    await stack.start()
+    try:
+        claims = TokenClaims(org="acme", tid="t-k2", iat=int(time.time()) - 5)
+        old_key_token = issue_token(claims, OTHER_KEY)
+        doomed = await agents.start(stack.edge, http(service, "shop"), token=old_key_token)
+        kept = await agents.start(stack.edge, http(service, "kept"), token=GLOBEX)
+        await stack.publish(KeysSet(seq=11, keys=[KEY.verify_key()]))
+        message = await refused(task_of(agents, doomed))
+        assert "the key that signed this authtoken was retired" in message
+        await wait_for(lambda: stack.edge.routes.lookup_host("shop.localhost") is None)
+        assert kept.connected and stack.edge.routes.lookup_host("kept.localhost") is not None
+        # And it cannot come back.
+        again = await agents.start(
+            stack.edge, http(service, "shop"), token=old_key_token, wait=False
+        )
+        assert "retired" in await refused(task_of(agents, again))
     finally:
         await stack.stop()
         await bus.close()
