@@ -40,6 +40,7 @@ from bus.events import (
     DomainSet,
     KeysSet,
     NameSet,
+    OrgSuspended,
     Revocation,
     RoutingEvent,
     RoutingSnapshot,
@@ -49,6 +50,7 @@ from bus.events import (
     routing_decoder,
     snapshot_decoder,
 )
+from edge.token_auth import SUSPENDED_MESSAGE
 
 if TYPE_CHECKING:
     from edge.ownership import HostOwnership
@@ -86,6 +88,8 @@ class TokenKeyring(Protocol):
     def revoke(self, revocation: Revocation) -> None: ...
 
     def set_revocations(self, revocations: list[Revocation]) -> None: ...
+
+    def set_suspended(self, orgs: set[str]) -> None: ...
 
 
 class SnapshotUnavailable(Exception):
@@ -348,6 +352,7 @@ class RoutingSync:
             self.keyring.set_revocations(list(self._revoked.values()))
         self._end_sessions(set(self._revoked), REVOKED_MESSAGE)
         self._end_retired(self._keys)
+        self._suspend(self.ownership.suspended)
         for claim in snapshot.names:
             self.edge.evict_others(claim.host, claim.org, TAKEN_MESSAGE)
         for route in snapshot.domains:
@@ -424,6 +429,8 @@ class RoutingSync:
             self.edge.evict_others(event.claim.host, event.claim.org, TAKEN_MESSAGE)
         elif isinstance(event, DomainSet):
             self.edge.evict_others(event.route.host, event.route.org, TAKEN_MESSAGE)
+        elif isinstance(event, OrgSuspended):
+            self._suspend({event.org} if event.suspended else set())
         elif isinstance(event, KeysSet):
             self._keys = list(event.keys)
             if self.keyring is not None:
@@ -449,6 +456,17 @@ class RoutingSync:
             identity = session.identity
             if identity is not None and identity.token_id in token_ids:
                 session.end_refused("auth", message)
+
+    def _suspend(self, orgs: set[str]) -> None:
+        """Hand the suspended orgs to the keyring, and end the links of ``orgs``."""
+        if self.keyring is not None:
+            self.keyring.set_suspended(set(self.ownership.suspended))
+        if not orgs:
+            return
+        for session in list(self.edge.sessions):
+            identity = session.identity
+            if identity is not None and identity.account in orgs:
+                session.end_refused("suspended", SUSPENDED_MESSAGE)
 
     def _end_retired(self, keys: list[VerifyKey]) -> None:
         """End sessions whose token was signed by a key no longer in ``keys``: a retired

@@ -26,6 +26,9 @@ from bus.events import (
     NameClaim,
     NameRemoved,
     NameSet,
+    OrgLimits,
+    OrgLimitsSet,
+    OrgSuspended,
     RoutingEvent,
     RoutingSnapshot,
 )
@@ -40,7 +43,17 @@ def _host(host: str) -> str:
 class HostOwnership:
     """Reserved names (host -> org) and custom domains (host or ``*.domain`` -> route)."""
 
-    __slots__ = ("_agent_hostname", "_base", "_domains", "_names", "_targets", "loaded", "seq")
+    __slots__ = (
+        "_agent_hostname",
+        "_base",
+        "_domains",
+        "_limits",
+        "_names",
+        "_targets",
+        "loaded",
+        "seq",
+        "suspended",
+    )
 
     def __init__(self) -> None:
         self._base = ""
@@ -48,6 +61,8 @@ class HostOwnership:
         self._names: dict[str, str] = {}
         self._domains: dict[str, DomainRoute] = {}
         self._targets = 0  # domains with a target: lookups skip alias work when there are none
+        self._limits: dict[str, OrgLimits] = {}  # orgs whose quotas are not the defaults
+        self.suspended: set[str] = set()  # orgs an operator suspended
         self.seq = 0
         self.loaded = False  # a snapshot (from control or its cache) has been loaded
 
@@ -65,6 +80,8 @@ class HostOwnership:
         self._targets = 0
         for route in snapshot.domains:
             self._set_domain(route)
+        self._limits = {limits.org: limits for limits in snapshot.limits}
+        self.suspended = set(snapshot.suspended)
         self.seq = snapshot.seq
         self.loaded = True
 
@@ -85,6 +102,17 @@ class HostOwnership:
             self._set_domain(event.route)
         elif isinstance(event, DomainRemoved):
             self._remove_domain(event.host)
+        elif isinstance(event, OrgSuspended):
+            if event.suspended:
+                self.suspended.add(event.org)
+            else:
+                self.suspended.discard(event.org)
+        elif isinstance(event, OrgLimitsSet):
+            limits = event.limits
+            if limits.tunnels or limits.links or limits.tcp_ports:
+                self._limits[limits.org] = limits
+            else:
+                self._limits.pop(limits.org, None)
         self.seq = event.seq
         return True
 
@@ -94,6 +122,8 @@ class HostOwnership:
             seq=self.seq,
             names=[NameClaim(host=h, org=o) for h, o in self._names.items()],
             domains=list(self._domains.values()),
+            suspended=sorted(self.suspended),
+            limits=list(self._limits.values()),
         )
 
     def _set_domain(self, route: DomainRoute) -> None:
@@ -108,6 +138,10 @@ class HostOwnership:
             self._targets -= 1
 
     # -- questions ------------------------------------------------------------------------
+
+    def limits_for(self, org: str) -> OrgLimits | None:
+        """The quotas control set for ``org``; None: the edge's defaults."""
+        return self._limits.get(org)
 
     def owner_of_name(self, host: str) -> str | None:
         return self._names.get(host)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bus.events import KeysSet, NameClaim, NameRemoved, NameSet
+from bus.events import KeysSet, NameClaim, NameRemoved, NameSet, OrgSuspended
 from bus.memory import MemoryBus
 from control.token_signing import SigningKey, issue_token
 from edge.token_format import TokenClaims
@@ -203,6 +203,41 @@ async def test_retiring_a_key_ends_the_agents_its_tokens_let_in(
             stack.edge, http(service, "shop"), token=old_key_token, wait=False
         )
         assert "retired" in await refused(task_of(agents, again))
+    finally:
+        await stack.stop()
+        await bus.close()
+
+
+# -- 3: an operator's suspension ends an org's agents and refuses them until lifted --------
+
+
+async def test_a_suspended_org_is_ended_and_refused_until_lifted(
+    stack: Stack, agents: AgentRunner, service: LocalService
+) -> None:
+    suspended = await agents.start(stack.edge, http(service, "shop"), token=ACME)
+    other = await agents.start(stack.edge, http(service, "other"), token=GLOBEX)
+    await stack.publish(OrgSuspended(seq=11, org="acme", suspended=True))
+    assert "suspended by the operator" in await refused(task_of(agents, suspended))
+    await wait_for(lambda: stack.edge.routes.lookup_host("shop.localhost") is None)
+    assert other.connected
+    again = await agents.start(stack.edge, http(service, "shop"), token=ACME, wait=False)
+    assert "suspended" in await refused(task_of(agents, again))
+    await stack.publish(OrgSuspended(seq=12, org="acme", suspended=False))
+    await wait_for(lambda: stack.edge.ownership.seq == 12, what="the suspension to lift")
+    back = await agents.start(stack.edge, http(service, "shop"), token=ACME)
+    assert back.tunnels[0].url
+
+
+async def test_a_suspension_survives_in_the_snapshot(
+    agents: AgentRunner, service: LocalService
+) -> None:
+    bus = MemoryBus()
+    stack = Stack(HeldSnapshot(control_state(suspended=["acme"])), bus)
+    await stack.start()
+    try:
+        agent = await agents.start(stack.edge, http(service, "shop"), token=ACME, wait=False)
+        assert "suspended" in await refused(task_of(agents, agent))
+        assert stack.sync.current_snapshot().suspended == ["acme"]
     finally:
         await stack.stop()
         await bus.close()
