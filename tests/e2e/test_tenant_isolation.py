@@ -3,17 +3,30 @@ real bus: which hosts a token may bind, held names, quotas, suspensions, key ret
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bus.events import KeysSet, NameClaim, NameRemoved, NameSet, OrgSuspended
+from bus.events import (
+    KeysSet,
+    NameClaim,
+    NameRemoved,
+    NameSet,
+    OrgLimits,
+    OrgLimitsSet,
+    OrgSuspended,
+)
 from bus.memory import MemoryBus
 from control.token_signing import SigningKey, issue_token
+from edge.config import Limits
+from edge.server import Edge
 from edge.token_format import TokenClaims
-from proto.messages import Bind, BindFailed, Bound, Message
-from tests.e2e.conftest import TOKEN, AgentRunner, edge_config, start_edge, wait_for
+from proto.frames import PROTOCOL_VERSION
+from proto.messages import Bind, BindFailed, Bound, Hello, Message, Refused
+from proto.mux import MessageReceived
+from tests.e2e.conftest import OTHER_TOKEN, TOKEN, AgentRunner, edge_config, start_edge, wait_for
 from tests.e2e.origin import LocalService
 from tests.e2e.rawlink import RawLink
 from tests.e2e.test_routing_sync import (
@@ -238,6 +251,116 @@ async def test_a_suspension_survives_in_the_snapshot(
         agent = await agents.start(stack.edge, http(service, "shop"), token=ACME, wait=False)
         assert "suspended" in await refused(task_of(agents, agent))
         assert stack.sync.current_snapshot().suspended == ["acme"]
+    finally:
+        await stack.stop()
+        await bus.close()
+
+
+# -- 5: per-org quotas at the edge -------------------------------------------------------
+
+
+async def replies(raw: RawLink, count: int) -> list[Message]:
+    """The next ``count`` binds' answers or refusals (several may come in one read, which
+    ``RawLink.receive`` would not all return)."""
+    assert raw.reader is not None
+    got: list[Message] = []
+    while len(got) < count:
+        data = await asyncio.wait_for(raw.reader.read(65536), 5.0)
+        if not data:
+            break
+        for event in raw.mux.receive_data(data):
+            if isinstance(event, MessageReceived) and isinstance(
+                event.message, Bound | BindFailed | Refused
+            ):
+                got.append(event.message)
+    return got
+
+
+async def quota_edge(**limits: int) -> Edge:
+    return await start_edge(edge_config(tcp_ports=(28200, 28230), limits=Limits(**limits)))
+
+
+async def test_an_org_past_its_tunnel_quota_is_refused_and_leases_count() -> None:
+    edge = await quota_edge(max_tunnels_per_org=3)
+    try:
+        port = edge.config.agent_port
+        first, second = await link(port, TOKEN, "a"), await link(port, TOKEN, "b")
+        names = []
+        for raw in (first, first, second):
+            reply = await bind(raw, "")
+            assert isinstance(reply, Bound), reply
+            names.append(reply.name)
+        says = refused_with(await bind(second, ""), "quota")
+        assert "may hold 3 tunnels on this edge" in says
+        bob = await link(port, OTHER_TOKEN)
+        assert isinstance(await bind(bob, ""), Bound)  # another account is not affected
+        # A link that leaves keeps its names leased to the account: they still count...
+        first.close()
+        await wait_for(lambda: edge.routes.lookup_host(names[0]) is None, what="release")
+        refused_with(await bind(second, ""), "quota")
+        # ...and the account takes them back by name.
+        for name in names[:2]:
+            assert isinstance(await bind(second, name.split(".")[0]), Bound)
+        second.close()
+        bob.close()
+    finally:
+        await edge.shutdown(drain=0.5)
+
+
+async def test_an_org_cannot_take_every_tcp_port() -> None:
+    edge = await quota_edge(max_tcp_ports_per_org=2, max_tunnels_per_agent=32)
+    try:
+        port = edge.config.agent_port
+        greedy = await link(port, TOKEN)
+        for request_id in range(10):  # a burst: all in flight at once
+            greedy.send(Bind(request_id=request_id, protocol="tcp"))
+        got = await replies(greedy, 10)
+        assert sum(isinstance(r, Bound) for r in got) == 2
+        failed = [r for r in got if isinstance(r, BindFailed)]
+        assert {r.code for r in failed} == {"quota"}
+        assert "may hold 2 TCP ports on this edge" in failed[0].message
+        assert len(edge.tcp_listeners) == 2  # the refused binds left no port open
+        other = await link(port, OTHER_TOKEN)
+        assert isinstance(await bind(other, "", "tcp"), Bound)
+        greedy.close()
+        other.close()
+    finally:
+        await edge.shutdown(drain=0.5)
+
+
+async def test_an_org_past_its_link_quota_is_refused() -> None:
+    edge = await quota_edge(max_links_per_org=2)
+    try:
+        port = edge.config.agent_port
+        links = [await link(port, TOKEN, f"agent-{n}") for n in range(2)]
+        third = await RawLink(port).connect()
+        third.send(Hello([PROTOCOL_VERSION], "raw-test", "agent-3", TOKEN))
+        [refusal] = await replies(third, 1)
+        assert isinstance(refusal, Refused) and refusal.code == "quota", refusal
+        assert "may have 2 agents connected to this edge" in refusal.message
+        bob = await link(port, OTHER_TOKEN, "bob")
+        assert isinstance(await bind(bob, ""), Bound)
+        # The same agent reconnecting while its old link still looks alive is let in.
+        again = await link(port, TOKEN, "agent-1")
+        assert isinstance(await bind(again, ""), Bound)
+        for raw in (*links, third, bob, again):
+            raw.close()
+    finally:
+        await edge.shutdown(drain=0.5)
+
+
+async def test_control_sets_an_orgs_quota() -> None:
+    bus = MemoryBus()
+    stack = Stack(HeldSnapshot(control_state(limits=[OrgLimits(org="globex", tunnels=1)])), bus)
+    await stack.start()
+    try:
+        raw = await link(stack.edge.config.agent_port, GLOBEX)
+        assert isinstance(await bind(raw, ""), Bound)
+        assert "may hold 1 tunnels" in refused_with(await bind(raw, ""), "quota")
+        await stack.publish(OrgLimitsSet(seq=11, limits=OrgLimits(org="globex", tunnels=5)))
+        await wait_for(lambda: stack.edge.ownership.seq == 11, what="the new limit")
+        assert isinstance(await bind(raw, ""), Bound)
+        raw.close()
     finally:
         await stack.stop()
         await bus.close()
