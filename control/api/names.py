@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import UTC
 
 import msgspec
 from aiohttp import web
@@ -93,6 +94,17 @@ async def reserve_name(request: web.Request) -> web.Response:
                 409,
                 "in_use",
                 f"{host} is in use by another account's tunnel right now; pick another name",
+            )
+        held = await q.value(
+            "SELECT until FROM name_holds WHERE host = %s AND org_id <> %s AND until > now()",
+            (host, who.org_id),
+        )
+        if held is not None:
+            raise ApiError(
+                409,
+                "held",
+                f"{host} is held for the account that used it until "
+                f"{held.astimezone(UTC).strftime('%H:%M')} UTC; pick another name",
             )
         row = await q.one(
             f"INSERT INTO reserved_names (id, org_id, host) VALUES (%s, %s, %s)"

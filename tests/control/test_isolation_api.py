@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bus.events import EdgeState, LiveTunnel, RoutingSnapshot, snapshot_decoder
+from bus.events import EdgeState, EdgeStopped, LiveTunnel, RoutingSnapshot, snapshot_decoder
 from control.edge_reports import apply_report
 from control.keys import DB
 from edge.auth import AuthError
@@ -112,8 +112,8 @@ async def test_the_installations_names_cannot_be_reserved(api: Api) -> None:
 # -- 2: a name another account is using is not theirs to reserve ---------------------------
 
 
-async def serving(control: TestClient, org_id: str, host: str) -> None:
-    """An edge reports a live tunnel of ``org_id`` on ``host``."""
+async def serving(control: TestClient, org_id: str, host: str) -> str:
+    """An edge reports a live tunnel of ``org_id`` on ``host``; the edge's id."""
     edge_id = "edge-" + secrets.token_hex(4)
     tunnel = LiveTunnel(
         key=f"s-{edge_id}/1",
@@ -127,6 +127,7 @@ async def serving(control: TestClient, org_id: str, host: str) -> None:
     report = EdgeState(edge_id=edge_id, at=time.time(), started=time.time(), tunnels=[tunnel])
     async with control.app[DB].transaction() as q:  # type: ignore[index]
         await apply_report(q, report)
+    return edge_id
 
 
 async def test_a_name_in_use_by_another_account_cannot_be_reserved(
@@ -141,6 +142,21 @@ async def test_a_name_in_use_by_another_account_cannot_be_reserved(
     assert "in use by another account's tunnel" in err["error"]["message"]
     assert f"{name}.tunnels.test" not in {c.host for c in (await snapshot(api)).names}
     # The account using it may reserve it.
+    await reserve(api, alice, name)
+
+
+async def test_a_name_held_for_the_account_that_just_used_it_cannot_be_reserved(
+    api: Api, control: TestClient
+) -> None:
+    alice = await api.signup()
+    newcomer = await api.signup()
+    name = "held-" + secrets.token_hex(3)
+    edge_id = await serving(control, alice["org"]["id"], f"{name}.tunnels.test")
+    async with control.app[DB].transaction() as q:  # type: ignore[index]
+        await apply_report(q, EdgeStopped(edge_id=edge_id, at=time.time()))
+    err = await api.call("POST", "/v1/names", newcomer["key"], status=409, json={"name": name})
+    assert err["error"]["code"] == "held"
+    assert "held for the account that used it until" in err["error"]["message"]
     await reserve(api, alice, name)
 
 
