@@ -59,6 +59,7 @@ class OrgLimits(msgspec.Struct, frozen=True):
     tunnels: int = 0
     links: int = 0
     tcp_ports: int = 0
+    streams: int = 0  # visitor connections open at once
 
 
 class RoutingSnapshot(msgspec.Struct):

@@ -164,7 +164,7 @@ def domain_route(row: dict[str, object]) -> DomainRoute:
     )
 
 
-LIMIT_NAMES = ("tunnels", "links", "tcp_ports")
+LIMIT_NAMES = ("tunnels", "links", "tcp_ports", "streams")
 
 
 def org_limits(org_id: str, limits: object) -> OrgLimits:

@@ -28,6 +28,7 @@ class Limits:
     max_tunnels_per_org: int = 200
     max_links_per_org: int = 50  # agent links open at once
     max_tcp_ports_per_org: int = 20
+    max_streams_per_org: int = 4000  # visitor connections open at once, over all its links
     handshake_timeout: float = 10.0  # an agent must say Hello within this
 
 

@@ -109,7 +109,7 @@ class HostOwnership:
                 self.suspended.discard(event.org)
         elif isinstance(event, OrgLimitsSet):
             limits = event.limits
-            if limits.tunnels or limits.links or limits.tcp_ports:
+            if limits.tunnels or limits.links or limits.tcp_ports or limits.streams:
                 self._limits[limits.org] = limits
             else:
                 self._limits.pop(limits.org, None)

@@ -56,9 +56,10 @@ class Edge:
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None
         self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
         self.agent_instances = AgentInstances(config.name_lease_seconds)
-        # Per account, for its quotas: tunnels installed, and agent links by instance id.
+        # Per account, for its quotas: tunnels installed, and its welcomed agent links (each
+        # link holds its account's list, so a stream open sums the account's streams).
         self.org_tunnels: dict[str, int] = {}
-        self.org_links: dict[str, dict[str, int]] = {}
+        self.org_sessions: dict[str, list[AgentSession]] = {}
         self.sessions: set[AgentSession] = set()
         self.visitors: set[Any] = set()
         self.tcp_listeners: dict[int, asyncio.Server] = {}
@@ -271,19 +272,21 @@ class Edge:
 
     # -- quotas ---------------------------------------------------------------------------
 
-    def org_quotas(self, account: str) -> tuple[int, int, int]:
-        """(tunnels, agent links, TCP ports) ``account`` may hold on this edge: control's
-        values for it where it set them, else this edge's defaults."""
+    def org_quotas(self, account: str) -> tuple[int, int, int, int]:
+        """(tunnels, agent links, TCP ports, visitor streams) ``account`` may hold on this
+        edge at once: control's values for it where it set them, else this edge's defaults."""
         limits = self.config.limits
         tunnels = limits.max_tunnels_per_org
         links = limits.max_links_per_org
         ports = limits.max_tcp_ports_per_org
+        streams = limits.max_streams_per_org
         custom = self.ownership.limits_for(account)
         if custom is not None:
             tunnels = custom.tunnels or tunnels
             links = custom.links or links
             ports = custom.tcp_ports or ports
-        return tunnels, links, ports
+            streams = custom.streams or streams
+        return tunnels, links, ports, streams
 
     def _check_quota(self, session: AgentSession, key: str | int | None, *, tcp: bool) -> None:
         """Refuse a bind that would take ``session``'s account past its tunnel or TCP port
@@ -294,7 +297,7 @@ class Edge:
         routes = self.routes
         if key is not None and routes.holds(key, account, session.instance_id):
             return
-        tunnels, _, ports_limit = self.org_quotas(account)
+        tunnels, _, ports_limit, _ = self.org_quotas(account)
         leased, ports = routes.holdings(account)
         if self.org_tunnels.get(account, 0) + leased >= tunnels:
             raise BindError(
@@ -410,12 +413,15 @@ class Edge:
         assert session.identity is not None
         account = session.identity.account
         instance = session.instance_id
-        links = self.org_links.setdefault(account, {})
+        peers = self.org_sessions.setdefault(account, [])
         # One link of the same agent instance is its stale predecessor, about to go: it does
         # not count, so a reconnect at the limit works; a second one does.
-        others = sum(links.values()) - (1 if links.get(instance) else 0)
-        links[instance] = links.get(instance, 0) + 1
-        limit = self.org_quotas(account)[1]
+        stale = 1 if instance and any(p.instance_id == instance for p in peers) else 0
+        others = len(peers) - stale
+        peers.append(session)
+        session.org_peers = peers
+        _, limit, _, streams = self.org_quotas(account)
+        session.org_stream_limit = streams
         if others >= limit:
             session.end_refused(
                 "quota",
@@ -459,16 +465,6 @@ class Edge:
                 self.on_tunnel_down(tunnel)
             tunnel.session.tunnel_taken(tunnel, reason)
 
-    def _count_link_closed(self, account: str, instance: str) -> None:
-        links = self.org_links.get(account)
-        if links is None or instance not in links:
-            return
-        links[instance] -= 1
-        if links[instance] <= 0:
-            del links[instance]
-            if not links:
-                del self.org_links[account]
-
     def session_closed(self, session: AgentSession) -> None:
         self.sessions.discard(session)
         if session.identity is not None:  # counted as an agent's while it was open
@@ -476,7 +472,11 @@ class Edge:
         if session.welcomed and session.instance_id:
             self.agent_instances.disconnected(session.instance_id, time.monotonic())
         if session.welcomed and session.identity is not None:
-            self._count_link_closed(session.identity.account, session.instance_id)
+            peers = self.org_sessions.get(session.identity.account)
+            if peers is not None and session in peers:
+                peers.remove(session)
+                if not peers:
+                    del self.org_sessions[session.identity.account]
         tunnels = list(session.tunnels.values())
         session.tunnels.clear()
         for tunnel in tunnels:

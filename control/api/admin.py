@@ -51,6 +51,7 @@ class LimitsBody(msgspec.Struct, forbid_unknown_fields=True):
     tunnels: Quota = 0
     links: Quota = 0
     tcp_ports: Quota = 0
+    streams: Quota = 0  # visitor connections open at once
 
 
 class OrgPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -178,7 +179,8 @@ _ORG_COLUMNS = "id, name, created_at, suspended_at, limits"
 @routes.patch("/v1/admin/orgs/{org_id}")
 @describe(
     "Suspend an organization (its agents are ended and refused at every edge until lifted) "
-    "or lift that, or set its quotas (tunnels, agent links, TCP ports; 0: the edge default).",
+    "or lift that, or set its quotas (tunnels, agent links, TCP ports, visitor streams; "
+    "0: the edge default).",
     body=OrgPatch,
     auth="admin",
 )

@@ -2,7 +2,7 @@
 -- quotas; edges get both with the routing snapshot and events.
 
 ALTER TABLE orgs ADD COLUMN suspended_at timestamptz;
--- {"tunnels": n, "links": n, "tcp_ports": n}; a missing key or 0: the edge's default.
+-- {"tunnels": n, "links": n, "tcp_ports": n, "streams": n}; a missing key or 0: the edge's default.
 ALTER TABLE orgs ADD COLUMN limits jsonb NOT NULL DEFAULT '{}';
 
 -- A name whose last tunnel went down stays with its account at the edge for a while (the

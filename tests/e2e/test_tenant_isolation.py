@@ -26,6 +26,7 @@ from edge.token_format import TokenClaims
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import Bind, BindFailed, Bound, Hello, Message, Refused
 from proto.mux import MessageReceived
+from tests.e2e.client import Visitor, get
 from tests.e2e.conftest import OTHER_TOKEN, TOKEN, AgentRunner, edge_config, start_edge, wait_for
 from tests.e2e.origin import LocalService
 from tests.e2e.rawlink import RawLink
@@ -364,3 +365,30 @@ async def test_control_sets_an_orgs_quota() -> None:
     finally:
         await stack.stop()
         await bus.close()
+
+
+async def test_an_orgs_visitor_streams_are_capped_over_all_its_agents(
+    agents: AgentRunner, service: LocalService
+) -> None:
+    edge = await start_edge(
+        edge_config(limits=Limits(max_streams_per_org=2, stream_idle_timeout=30.0))
+    )
+    try:
+        for name in ("one", "two"):
+            await agents.start(edge, http(service, name))
+        await agents.start(edge, http(service, "bobs"), token=OTHER_TOKEN)
+        port = edge.config.http_port
+        async with (
+            Visitor(port, "one.localhost") as first,
+            Visitor(port, "two.localhost") as second,
+        ):
+            for visitor in (first, second):  # kept alive: each holds a stream of its agent
+                assert (await visitor.request("GET", "/hello")).status == 200
+            over = await get(port, "one.localhost", "/hello")
+            assert over.status == 429
+            assert "tunnels of this account already have 2 open connections" in over.text
+            assert (await get(port, "bobs.localhost", "/hello")).status == 200
+        await wait_for(lambda: sum(s.mux.stream_count for s in edge.sessions) <= 1)
+        assert (await get(port, "two.localhost", "/hello")).status == 200
+    finally:
+        await edge.shutdown(drain=0.5)
