@@ -53,6 +53,7 @@ from bus.events import (
 from edge.token_auth import SUSPENDED_MESSAGE
 
 if TYPE_CHECKING:
+    from edge.auth import Identity
     from edge.ownership import HostOwnership
     from edge.server import Edge
 
@@ -450,23 +451,24 @@ class RoutingSync:
         self._end_sessions({revocation.token_id}, REVOKED_MESSAGE)
 
     def _end_sessions(self, token_ids: set[str], message: str) -> None:
-        if not token_ids:
-            return
+        if token_ids:
+            self._end_where(lambda identity: identity.token_id in token_ids, "auth", message)
+
+    def _end_where(self, ends: Callable[[Identity], bool], code: str, message: str) -> None:
+        """End every live session whose identity ``ends`` picks, with ``Refused(code)``."""
         for session in list(self.edge.sessions):
             identity = session.identity
-            if identity is not None and identity.token_id in token_ids:
-                session.end_refused("auth", message)
+            if identity is not None and ends(identity):
+                session.end_refused(code, message)
 
     def _suspend(self, orgs: set[str]) -> None:
         """Hand the suspended orgs to the keyring, and end the links of ``orgs``."""
         if self.keyring is not None:
             self.keyring.set_suspended(set(self.ownership.suspended))
-        if not orgs:
-            return
-        for session in list(self.edge.sessions):
-            identity = session.identity
-            if identity is not None and identity.account in orgs:
-                session.end_refused("suspended", SUSPENDED_MESSAGE)
+        if orgs:
+            self._end_where(
+                lambda identity: identity.account in orgs, "suspended", SUSPENDED_MESSAGE
+            )
 
     def _end_retired(self, keys: list[VerifyKey]) -> None:
         """End sessions whose token was signed by a key no longer in ``keys``: a retired
@@ -475,10 +477,11 @@ class RoutingSync:
         if not keys:
             return
         accepted = {key.kid for key in keys}
-        for session in list(self.edge.sessions):
-            identity = session.identity
-            if identity is not None and identity.key_id and identity.key_id not in accepted:
-                session.end_refused("auth", RETIRED_MESSAGE)
+        self._end_where(
+            lambda identity: bool(identity.key_id) and identity.key_id not in accepted,
+            "auth",
+            RETIRED_MESSAGE,
+        )
 
     # -- background loops -----------------------------------------------------------------
 
@@ -527,10 +530,7 @@ class RoutingSync:
         """End sessions whose token has expired, and forget revocations past their token's
         own expiry."""
         now = self._clock()
-        for session in list(self.edge.sessions):
-            identity = session.identity
-            if identity is not None and identity.expires_at and identity.expires_at <= now:
-                session.end_refused("auth", EXPIRED_MESSAGE)
+        self._end_where(lambda identity: 0 < identity.expires_at <= now, "auth", EXPIRED_MESSAGE)
         gone = [tid for tid, r in self._revoked.items() if 0 < r.until <= now]
         for token_id in gone:
             del self._revoked[token_id]
