@@ -87,7 +87,14 @@ def installation_name(host: str, base_domain: str, agent_hostname: str = "") -> 
     ``host``, ``base_domain`` and ``agent_hostname`` are lowercase, without a trailing dot;
     ``host`` may be a ``*.`` pattern."""
     bare = host[2:] if host.startswith("*.") else host
-    if agent_hostname and (bare == agent_hostname or bare.endswith("." + agent_hostname)):
+    # An agent hostname that is the base domain or above it (``burrowd dev`` dials
+    # "localhost" with base "localhost") reserves only the base itself, not every name.
+    own_agent_name = (
+        agent_hostname
+        and agent_hostname != base_domain
+        and not base_domain.endswith("." + agent_hostname)
+    )
+    if own_agent_name and (bare == agent_hostname or bare.endswith("." + agent_hostname)):
         return agent_hostname
     if bare == base_domain:
         return base_domain

@@ -392,3 +392,16 @@ async def test_an_orgs_visitor_streams_are_capped_over_all_its_agents(
         assert (await get(port, "two.localhost", "/hello")).status == 200
     finally:
         await edge.shutdown(drain=0.5)
+
+
+async def test_an_agent_hostname_that_is_the_base_domain_reserves_only_itself() -> None:
+    # As `burrowd dev` runs it: agents dial "localhost", tunnels are "<name>.localhost".
+    edge = await start_edge(edge_config(agent_hostname="localhost"))
+    try:
+        raw = await link(edge.config.agent_port, TOKEN)
+        assert isinstance(await bind(raw, "demo"), Bound)
+        assert isinstance(await bind(raw, ""), Bound)
+        refused_with(await bind(raw, "edge"), "reserved")
+        raw.close()
+    finally:
+        await edge.shutdown(drain=0.5)
