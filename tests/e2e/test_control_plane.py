@@ -75,6 +75,27 @@ class Stack:
             assert resp.status == status, (resp.status, body)
             return body
 
+    async def sign_in_operator(self, email: str) -> None:
+        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
+        for ``operator_call`` until its cookies are cleared."""
+        async with self.http.post(
+            self.control.url + "/v1/signup", json={"email": email, "password": PASSWORD}
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            user_id = (await resp.json())["user"]["id"]
+        assert self.control.runner is not None
+        await self.control.runner.app[DB].execute(
+            "UPDATE users SET is_admin = true WHERE id = %s", (user_id,)
+        )
+
+    async def operator_call(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        async with self.http.request(
+            method, self.control.url + path, headers={"X-Requested-With": "t"}, **kw
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == status, (resp.status, body)
+            return body
+
     async def signup(self, email: str) -> dict[str, Any]:
         """A user with their own org, and an admin API key for it."""
         async with self.http.post(
@@ -252,21 +273,10 @@ async def test_a_name_another_org_is_serving_cannot_be_reserved_from_under_it(
 
     # An operator gives the name to the brand's owner: the squatter's tunnel loses it at
     # once, and the owner's agent can bind it straight away (no lease kept for the squatter).
-    async with stack.http.post(
-        stack.control.url + "/v1/signup", json={"email": "ops@brand.example", "password": PASSWORD}
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        operator_id = (await resp.json())["user"]["id"]
-    assert stack.control.runner is not None
-    await stack.control.runner.app[DB].execute(
-        "UPDATE users SET is_admin = true WHERE id = %s", (operator_id,)
+    await stack.sign_in_operator("ops@brand.example")
+    await stack.operator_call(
+        "POST", "/v1/admin/names", 201, json={"name": "brand", "org_id": owner["org"]["id"]}
     )
-    async with stack.http.post(
-        stack.control.url + "/v1/admin/names",
-        json={"name": "brand", "org_id": owner["org"]["id"]},
-        headers={"X-Requested-With": "t"},
-    ) as resp:
-        assert resp.status == 201, await resp.text()
     stack.http.cookie_jar.clear()
     for _ in range(100):
         if (await get(port, "brand.tunnels.test", "/hello")).status == 404:

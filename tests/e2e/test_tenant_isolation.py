@@ -19,7 +19,6 @@ from bus.events import (
     OrgSuspended,
 )
 from bus.memory import MemoryBus
-from control.keys import DB
 from control.token_signing import SigningKey, issue_token
 from edge.config import Limits
 from edge.server import Edge
@@ -27,7 +26,6 @@ from edge.token_format import TokenClaims
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import Bind, BindFailed, Bound, Hello, Message, Refused
 from proto.mux import MessageReceived
-from tests.control.conftest import PASSWORD
 from tests.e2e.client import Visitor, get
 from tests.e2e.conftest import OTHER_TOKEN, TOKEN, AgentRunner, edge_config, start_edge, wait_for
 from tests.e2e.origin import LocalService
@@ -422,26 +420,6 @@ async def platform(
         yield running
 
 
-async def as_operator(platform: PlatformStack, email: str) -> None:
-    """Sign ``email`` up as an operator; the HTTP session keeps their login cookie."""
-    async with platform.http.post(
-        platform.control.url + "/v1/signup", json={"email": email, "password": PASSWORD}
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        user_id = (await resp.json())["user"]["id"]
-    assert platform.control.runner is not None
-    await platform.control.runner.app[DB].execute(
-        "UPDATE users SET is_admin = true WHERE id = %s", (user_id,)
-    )
-
-
-async def operator_call(platform: PlatformStack, method: str, path: str, **kw: object) -> None:
-    async with platform.http.request(
-        method, platform.control.url + path, headers={"X-Requested-With": "t"}, **kw
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-
-
 async def test_an_operator_suspends_an_org_and_disables_a_user_at_the_edge(
     platform: PlatformStack, agents: AgentRunner, service: LocalService
 ) -> None:
@@ -455,22 +433,22 @@ async def test_an_operator_suspends_an_org_and_disables_a_user_at_the_edge(
     initech_agent = await agents.start(
         platform.edge, http(service, "initech-d"), token=initech_token["token"]
     )
-    await as_operator(platform, "ops@suspend.example")
+    await platform.sign_in_operator("ops@suspend.example")
 
     org_path = f"/v1/admin/orgs/{acme['org']['id']}"
-    await operator_call(platform, "PATCH", org_path, json={"suspended": True})
+    await platform.operator_call("PATCH", org_path, json={"suspended": True})
     assert "suspended by the operator" in await refused(task_of(agents, acme_agent), 10.0)
     again = await agents.start(
         platform.edge, http(service, "acme-s"), token=acme_token["token"], wait=False
     )
     assert "suspended" in await refused(task_of(agents, again), 10.0)
-    await operator_call(platform, "PATCH", org_path, json={"suspended": False})
+    await platform.operator_call("PATCH", org_path, json={"suspended": False})
     await wait_for(lambda: not platform.edge.ownership.suspended, 10.0, "the suspension to lift")
     back = await agents.start(platform.edge, http(service, "acme-s"), token=acme_token["token"])
     assert back.tunnels[0].url
 
     # A user the operator disables loses their agents' links too, not only their logins.
-    await operator_call(
-        platform, "PATCH", f"/v1/admin/users/{initech['user']['id']}", json={"disabled": True}
+    await platform.operator_call(
+        "PATCH", f"/v1/admin/users/{initech['user']['id']}", json={"disabled": True}
     )
     assert "revoked" in await refused(task_of(agents, initech_agent), 10.0)
