@@ -52,12 +52,24 @@ class VerifyKey(msgspec.Struct, frozen=True):
     public_key: bytes  # raw, 32 bytes
 
 
+class OrgLimits(msgspec.Struct, frozen=True):
+    """Per-org quotas set in control (a plan, an operator); 0: the edge's default."""
+
+    org: str
+    tunnels: int = 0
+    links: int = 0
+    tcp_ports: int = 0
+    streams: int = 0  # visitor connections open at once
+
+
 class RoutingSnapshot(msgspec.Struct):
     seq: int
     names: list[NameClaim] = []
     domains: list[DomainRoute] = []
     revoked: list[Revocation] = []
     keys: list[VerifyKey] = []
+    suspended: list[str] = []  # org ids whose agents are refused
+    limits: list[OrgLimits] = []  # orgs whose quotas differ from the edge's defaults
 
 
 class NameSet(msgspec.Struct, tag="name_set"):
@@ -92,6 +104,21 @@ class KeysSet(msgspec.Struct, tag="keys_set"):
     keys: list[VerifyKey]
 
 
+class OrgSuspended(msgspec.Struct, tag="org_suspended"):
+    """An operator suspended ``org`` (its agents are ended and refused) or lifted that."""
+
+    seq: int
+    org: str
+    suspended: bool
+
+
+class OrgLimitsSet(msgspec.Struct, tag="org_limits_set"):
+    """An org's quotas changed; all zero: back to the edge's defaults."""
+
+    seq: int
+    limits: OrgLimits
+
+
 class CertChanged(msgspec.Struct, tag="cert_changed"):
     """A certificate for ``host`` was issued or renewed; edges reload it."""
 
@@ -100,7 +127,15 @@ class CertChanged(msgspec.Struct, tag="cert_changed"):
 
 
 RoutingEvent = (
-    NameSet | NameRemoved | DomainSet | DomainRemoved | TokenRevoked | KeysSet | CertChanged
+    NameSet
+    | NameRemoved
+    | DomainSet
+    | DomainRemoved
+    | TokenRevoked
+    | KeysSet
+    | CertChanged
+    | OrgSuspended
+    | OrgLimitsSet
 )
 
 # -- edge reports (edges -> control) -------------------------------------------------------

@@ -19,6 +19,7 @@ from bus.base import ROUTING_CHANNEL, Bus, BusUnavailable
 from bus.events import (
     DomainRoute,
     NameClaim,
+    OrgLimits,
     Revocation,
     RoutingEvent,
     RoutingSnapshot,
@@ -132,7 +133,25 @@ class RoutingOutbox:
                     " ORDER BY created_at"
                 )
             ]
-        return RoutingSnapshot(seq=seq, names=names, domains=domains, revoked=revoked, keys=keys)
+            suspended = [
+                r["id"]
+                for r in await q.all(
+                    "SELECT id FROM orgs WHERE suspended_at IS NOT NULL ORDER BY id"
+                )
+            ]
+            limits = [
+                org_limits(r["id"], r["limits"])
+                for r in await q.all("SELECT id, limits FROM orgs WHERE limits <> '{}' ORDER BY id")
+            ]
+        return RoutingSnapshot(
+            seq=seq,
+            names=names,
+            domains=domains,
+            revoked=revoked,
+            keys=keys,
+            suspended=suspended,
+            limits=limits,
+        )
 
 
 def domain_route(row: dict[str, object]) -> DomainRoute:
@@ -143,6 +162,15 @@ def domain_route(row: dict[str, object]) -> DomainRoute:
         tls_mode=str(row["tls_mode"]),
         target=str(row["target_name"] or ""),
     )
+
+
+LIMIT_NAMES = ("tunnels", "links", "tcp_ports", "streams")
+
+
+def org_limits(org_id: str, limits: object) -> OrgLimits:
+    """An org's ``limits`` column as the edges get it."""
+    given = limits if isinstance(limits, dict) else {}
+    return OrgLimits(org_id, **{k: int(given.get(k) or 0) for k in LIMIT_NAMES})
 
 
 def revocation(token_id: str, expires_at: object) -> Revocation:

@@ -97,6 +97,10 @@ class AgentSession(LinkSession):
         self.started = time.time()
         self.going_away = False
         self.welcomed = False
+        # The welcomed links of this account on this edge (this one included) and how many
+        # visitor streams they may have open together; set by ``Edge.agent_welcomed``.
+        self.org_peers: list[AgentSession] = []
+        self.org_stream_limit = 0
         self._next_tunnel_id = 1
         self._handshake: asyncio.TimerHandle | None = None
 
@@ -229,6 +233,16 @@ class AgentSession(LinkSession):
             self.edge.metrics.refused("stream_limit")
             raise StreamUnavailable(
                 429, f"The tunnel already has {self.mux.max_streams} open connections."
+            )
+        peers = self.org_peers
+        if len(peers) == 1:  # the usual case: one comparison
+            open_streams = self.mux.stream_count
+        else:
+            open_streams = sum(peer.mux.stream_count for peer in peers)
+        if open_streams >= self.org_stream_limit and peers:
+            self.edge.metrics.refused("org_stream_limit")
+            raise StreamUnavailable(
+                429, f"The tunnels of this account already have {open_streams} open connections."
             )
         return self.open(StreamOpen(tunnel.tunnel_id, kind, client[0], client[1]), sink)
 

@@ -35,6 +35,9 @@ class Identity:
     ip_allow: tuple[str, ...] = ()
     ip_deny: tuple[str, ...] = ()
     expires_at: float = 0.0  # unix seconds; 0: never
+    # The signing key that vouched for the token ("" for static tokens): its retirement ends
+    # the sessions it let in.
+    key_id: str = ""
 
 
 class AuthError(Exception):

@@ -25,6 +25,12 @@ class Limits:
     response_timeout: float = 60.0  # no response head from the local service: 504
     max_streams_per_agent: int = 1000  # concurrent visitor connections per agent link
     max_tunnels_per_agent: int = 32
+    # Per account (org) on this edge; control may set other values per org (a plan). Names
+    # and ports a lease keeps for an account count against it until the lease ends.
+    max_tunnels_per_org: int = 200
+    max_links_per_org: int = 50  # agent links open at once
+    max_tcp_ports_per_org: int = 20
+    max_streams_per_org: int = 4000  # visitor connections open at once, over all its links
     handshake_timeout: float = 10.0  # an agent must say Hello within this
 
 

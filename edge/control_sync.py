@@ -40,6 +40,7 @@ from bus.events import (
     DomainSet,
     KeysSet,
     NameSet,
+    OrgSuspended,
     Revocation,
     RoutingEvent,
     RoutingSnapshot,
@@ -49,8 +50,10 @@ from bus.events import (
     routing_decoder,
     snapshot_decoder,
 )
+from edge.token_auth import SUSPENDED_MESSAGE
 
 if TYPE_CHECKING:
+    from edge.auth import Identity
     from edge.ownership import HostOwnership
     from edge.server import Edge
 
@@ -68,6 +71,10 @@ TAKEN_MESSAGE = (
     "this name now belongs to another account (it was reserved or verified as their "
     "domain); pick another name"
 )
+RETIRED_MESSAGE = (
+    "the key that signed this authtoken was retired: create a new token in the Burrow "
+    "console or ask your operator, then run `burrow config add-authtoken TOKEN`"
+)
 EXPIRED_MESSAGE = (
     "authtoken expired: create a new one in the Burrow console or ask your operator, then "
     "run `burrow config add-authtoken TOKEN`"
@@ -82,6 +89,8 @@ class TokenKeyring(Protocol):
     def revoke(self, revocation: Revocation) -> None: ...
 
     def set_revocations(self, revocations: list[Revocation]) -> None: ...
+
+    def set_suspended(self, orgs: set[str]) -> None: ...
 
 
 class SnapshotUnavailable(Exception):
@@ -343,6 +352,8 @@ class RoutingSync:
             self.keyring.set_keys(list(self._keys))
             self.keyring.set_revocations(list(self._revoked.values()))
         self._end_sessions(set(self._revoked), REVOKED_MESSAGE)
+        self._end_retired(self._keys)
+        self._suspend(self.ownership.suspended)
         for claim in snapshot.names:
             self.edge.evict_others(claim.host, claim.org, TAKEN_MESSAGE)
         for route in snapshot.domains:
@@ -419,10 +430,13 @@ class RoutingSync:
             self.edge.evict_others(event.claim.host, event.claim.org, TAKEN_MESSAGE)
         elif isinstance(event, DomainSet):
             self.edge.evict_others(event.route.host, event.route.org, TAKEN_MESSAGE)
+        elif isinstance(event, OrgSuspended):
+            self._suspend({event.org} if event.suspended else set())
         elif isinstance(event, KeysSet):
             self._keys = list(event.keys)
             if self.keyring is not None:
                 self.keyring.set_keys(list(event.keys))
+            self._end_retired(self._keys)
         elif isinstance(event, CertChanged) and self.on_cert_changed is not None:
             try:
                 self.on_cert_changed(event.host)
@@ -437,12 +451,37 @@ class RoutingSync:
         self._end_sessions({revocation.token_id}, REVOKED_MESSAGE)
 
     def _end_sessions(self, token_ids: set[str], message: str) -> None:
-        if not token_ids:
-            return
+        if token_ids:
+            self._end_where(lambda identity: identity.token_id in token_ids, "auth", message)
+
+    def _end_where(self, ends: Callable[[Identity], bool], code: str, message: str) -> None:
+        """End every live session whose identity ``ends`` picks, with ``Refused(code)``."""
         for session in list(self.edge.sessions):
             identity = session.identity
-            if identity is not None and identity.token_id in token_ids:
-                session.end_refused("auth", message)
+            if identity is not None and ends(identity):
+                session.end_refused(code, message)
+
+    def _suspend(self, orgs: set[str]) -> None:
+        """Hand the suspended orgs to the keyring, and end the links of ``orgs``."""
+        if self.keyring is not None:
+            self.keyring.set_suspended(set(self.ownership.suspended))
+        if orgs:
+            self._end_where(
+                lambda identity: identity.account in orgs, "suspended", SUSPENDED_MESSAGE
+            )
+
+    def _end_retired(self, keys: list[VerifyKey]) -> None:
+        """End sessions whose token was signed by a key no longer in ``keys``: a retired
+        key refuses new links at once (``SignedTokens.set_keys``), and the ones it already
+        let in go too. An empty set ends nothing: it is no key set control would send."""
+        if not keys:
+            return
+        accepted = {key.kid for key in keys}
+        self._end_where(
+            lambda identity: bool(identity.key_id) and identity.key_id not in accepted,
+            "auth",
+            RETIRED_MESSAGE,
+        )
 
     # -- background loops -----------------------------------------------------------------
 
@@ -491,10 +530,7 @@ class RoutingSync:
         """End sessions whose token has expired, and forget revocations past their token's
         own expiry."""
         now = self._clock()
-        for session in list(self.edge.sessions):
-            identity = session.identity
-            if identity is not None and identity.expires_at and identity.expires_at <= now:
-                session.end_refused("auth", EXPIRED_MESSAGE)
+        self._end_where(lambda identity: 0 < identity.expires_at <= now, "auth", EXPIRED_MESSAGE)
         gone = [tid for tid, r in self._revoked.items() if 0 < r.until <= now]
         for token_id in gone:
             del self._revoked[token_id]

@@ -9,6 +9,12 @@ snapshot instead of guessing (see ``edge.control_sync``).
 
 An empty ``HostOwnership`` claims nothing, so an edge without a control plane binds exactly
 as before: any free name under the base domain, custom domains only from the token's list.
+
+Once control's state is loaded, a token's host list only narrows what its org owns: a name
+under the base domain deeper than one label (``x.app.<base>``, ``*.app.<base>``) binds only
+for the org that reserved ``app``, and a host outside the base domain only for the org whose
+domain covers it. The installation's own names (``edge.<base>``, the agent hostname, ...:
+``edge.token_format.INSTALLATION_LABELS``) bind for nobody, with or without control.
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ from bus.events import (
     NameClaim,
     NameRemoved,
     NameSet,
+    OrgLimits,
+    OrgLimitsSet,
+    OrgSuspended,
     RoutingEvent,
     RoutingSnapshot,
 )
 from edge.routing import BindError, normalize_host
+from edge.token_format import installation_name
 
 
 def _host(host: str) -> str:
@@ -33,16 +43,35 @@ def _host(host: str) -> str:
 class HostOwnership:
     """Reserved names (host -> org) and custom domains (host or ``*.domain`` -> route)."""
 
-    __slots__ = ("_domains", "_names", "_targets", "loaded", "seq")
+    __slots__ = (
+        "_agent_hostname",
+        "_base",
+        "_domains",
+        "_limits",
+        "_names",
+        "_targets",
+        "loaded",
+        "seq",
+        "suspended",
+    )
 
     def __init__(self) -> None:
+        self._base = ""
+        self._agent_hostname = ""
         self._names: dict[str, str] = {}
         self._domains: dict[str, DomainRoute] = {}
         self._targets = 0  # domains with a target: lookups skip alias work when there are none
+        self._limits: dict[str, OrgLimits] = {}  # orgs whose quotas are not the defaults
+        self.suspended: set[str] = set()  # orgs an operator suspended
         self.seq = 0
         self.loaded = False  # a snapshot (from control or its cache) has been loaded
 
     # -- state ----------------------------------------------------------------------------
+
+    def set_installation(self, base_domain: str, agent_hostname: str = "") -> None:
+        """The edge's base domain and agent hostname, whose own names nobody may bind."""
+        self._base = _host(base_domain)
+        self._agent_hostname = _host(agent_hostname)
 
     def load(self, snapshot: RoutingSnapshot) -> None:
         """Replace everything with ``snapshot``."""
@@ -51,6 +80,8 @@ class HostOwnership:
         self._targets = 0
         for route in snapshot.domains:
             self._set_domain(route)
+        self._limits = {limits.org: limits for limits in snapshot.limits}
+        self.suspended = set(snapshot.suspended)
         self.seq = snapshot.seq
         self.loaded = True
 
@@ -71,6 +102,17 @@ class HostOwnership:
             self._set_domain(event.route)
         elif isinstance(event, DomainRemoved):
             self._remove_domain(event.host)
+        elif isinstance(event, OrgSuspended):
+            if event.suspended:
+                self.suspended.add(event.org)
+            else:
+                self.suspended.discard(event.org)
+        elif isinstance(event, OrgLimitsSet):
+            limits = event.limits
+            if limits.tunnels or limits.links or limits.tcp_ports or limits.streams:
+                self._limits[limits.org] = limits
+            else:
+                self._limits.pop(limits.org, None)
         self.seq = event.seq
         return True
 
@@ -80,6 +122,8 @@ class HostOwnership:
             seq=self.seq,
             names=[NameClaim(host=h, org=o) for h, o in self._names.items()],
             domains=list(self._domains.values()),
+            suspended=sorted(self.suspended),
+            limits=list(self._limits.values()),
         )
 
     def _set_domain(self, route: DomainRoute) -> None:
@@ -94,6 +138,10 @@ class HostOwnership:
             self._targets -= 1
 
     # -- questions ------------------------------------------------------------------------
+
+    def limits_for(self, org: str) -> OrgLimits | None:
+        """The quotas control set for ``org``; None: the edge's defaults."""
+        return self._limits.get(org)
 
     def owner_of_name(self, host: str) -> str | None:
         return self._names.get(host)
@@ -133,11 +181,31 @@ class HostOwnership:
 
     def check_bind(self, org: str, hostname: str, protocol: str) -> None:
         """Raise ``BindError`` unless ``org`` may bind ``hostname`` for ``protocol``."""
+        base = self._base
+        own = installation_name(hostname, base, self._agent_hostname) if base else ""
+        if own:
+            raise BindError(
+                "reserved",
+                f"{hostname} is a name this Burrow installation uses itself; pick another name",
+            )
+        if base and hostname.endswith("." + base):
+            self._check_base_name(org, hostname, base)
+            return
         owner = self._names.get(hostname)
-        if owner is not None and owner != org:
-            raise BindError("taken", f"{hostname} is reserved by another account")
+        if owner is not None:
+            if owner != org:
+                raise BindError("taken", f"{hostname} is reserved by another account")
+            return
         route = self.domain_for(hostname)
         if route is None:
+            # Without the base domain (set by the edge) a custom domain cannot be told from
+            # a base-domain name, so only an edge's copy refuses hosts nobody owns.
+            if self.loaded and base:
+                raise BindError(
+                    "not_owned",
+                    f"{hostname} is not a domain of your account: add it and verify it in "
+                    "the console or with the API before binding it",
+                )
             return
         if route.org != org:
             raise BindError("taken", f"{hostname} is a custom domain of another account")
@@ -157,6 +225,24 @@ class HostOwnership:
                 "tls_mode",
                 f"{route.host} is set to TLS passthrough: open it with `burrow tls`, or set "
                 "its TLS mode to terminate in the console or with the API",
+            )
+
+    def _check_base_name(self, org: str, hostname: str, base: str) -> None:
+        """A name under the base domain: it and every name under it belong to the org that
+        reserved its top label; a deeper name nobody reserved binds only without control."""
+        top = hostname[: -len(base) - 1].rsplit(".", 1)[-1]
+        name = f"{top}.{base}"
+        owner = self._names.get(name)
+        if owner is not None:
+            if owner != org:
+                under = "" if name == hostname else f" (it is under {name})"
+                raise BindError("taken", f"{name} is reserved by another account{under}")
+            return
+        if name != hostname and self.loaded:
+            raise BindError(
+                "not_owned",
+                f"{hostname} is under {name}, which your account has not reserved: reserve "
+                f"{top} first (the names under a name belong to its owner)",
             )
 
     def alias_route(self, host: str) -> tuple[str, str] | None:

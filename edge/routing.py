@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -123,6 +124,9 @@ class RouteTable:
         self.hosts: dict[str, TunnelPool] = {}
         self.ports: dict[int, TunnelPool] = {}
         self._leases: dict[Any, tuple[str, float]] = {}
+        # account -> hostnames and ports it has held since it last counted them; entries
+        # it no longer holds (by a pool or a lease) are dropped when it next counts.
+        self._holdings: dict[str, set[Any]] = {}
         self._clock = clock
         self._reserved = reserved
         self._alias = alias
@@ -179,6 +183,16 @@ class RouteTable:
             return False
         return owner != account
 
+    def held_error(self, key: object, label: str) -> BindError:
+        """The refusal for ``key`` while its lease keeps it for another account."""
+        lease = self._leases.get(key)
+        left = lease[1] - self._clock() if lease is not None else 0.0
+        until = datetime.fromtimestamp(time.time() + max(left, 0.0), UTC).strftime("%H:%M")
+        return BindError(
+            "held",
+            f"{label} is held for the account that used it until {until} UTC; pick another",
+        )
+
     def _claim(
         self, table: dict[Any, TunnelPool], key: object, label: str, tunnel: Tunnel
     ) -> list[Tunnel]:
@@ -186,9 +200,10 @@ class RouteTable:
         pool = table.get(key)
         if pool is None:
             if self._leased_to_other(key, tunnel.account):
-                raise BindError("taken", f"{label} is reserved by another account")
+                raise self.held_error(key, label)
             table[key] = TunnelPool(tunnel.account, [tunnel])
             self._leases.pop(key, None)
+            self._holdings.setdefault(tunnel.account, set()).add(key)
             return []
         if pool.account != tunnel.account:
             raise BindError("taken", f"{label} is in use by another account")
@@ -213,6 +228,40 @@ class RouteTable:
         stale = self._claim(self.ports, port, f"port {port}", tunnel)
         tunnel.port = port
         return stale
+
+    def holdings(self, account: str) -> tuple[int, int]:
+        """(names and ports kept for ``account`` by a lease alone, TCP ports it holds by a
+        tunnel or a lease), for its quotas. Costs one step per name it holds: per bind, never
+        per request."""
+        held = self._holdings.get(account)
+        if not held:
+            return 0, 0
+        now = self._clock()
+        leased = ports = 0
+        for key in list(held):
+            pool = (self.ports if isinstance(key, int) else self.hosts).get(key)
+            if pool is None or pool.account != account:
+                lease = self._leases.get(key)
+                if lease is None or lease[0] != account or lease[1] < now:
+                    held.discard(key)
+                    continue
+                leased += 1
+            if isinstance(key, int):
+                ports += 1
+        if not held:
+            del self._holdings[account]
+        return leased, ports
+
+    def holds(self, key: str | int, account: str, instance_id: str) -> bool:
+        """Whether a bind of ``key`` by this agent takes back what its account already
+        counts: a name or port leased to it, or its own stale tunnel's place."""
+        pool = self.ports.get(key) if isinstance(key, int) else self.hosts.get(key)
+        if pool is not None:
+            return pool.account == account and any(
+                t.instance_id == instance_id for t in pool.members
+            )
+        lease = self._leases.get(key)
+        return lease is not None and lease[0] == account and lease[1] >= self._clock()
 
     def port_available(self, port: int, account: str) -> bool:
         pool = self.ports.get(port)

@@ -43,6 +43,7 @@ class Edge:
         self.config = config
         self.authenticator = authenticator
         self.ownership = ownership if ownership is not None else HostOwnership()
+        self.ownership.set_installation(config.base_domain, config.agent_hostname)
         self.routes = RouteTable(
             config.base_domain,
             lease_seconds=config.name_lease_seconds,
@@ -55,6 +56,10 @@ class Edge:
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None
         self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
         self.agent_instances = AgentInstances(config.name_lease_seconds)
+        # Per account, for its quotas: tunnels installed, and its welcomed agent links (each
+        # link holds its account's list, so a stream open sums the account's streams).
+        self.org_tunnels: dict[str, int] = {}
+        self.org_sessions: dict[str, list[AgentSession]] = {}
         self.sessions: set[AgentSession] = set()
         self.visitors: set[Any] = set()
         self.tcp_listeners: dict[int, Listener] = {}
@@ -219,6 +224,7 @@ class Edge:
             if bind.protocol in ("http", "tls"):
                 self._bind_host(session, bind)
             elif bind.protocol == "tcp":
+                self._check_quota(session, bind.port or None, tcp=True)
                 self.loop.create_task(self._bind_tcp(session, bind))
             else:
                 raise BindError("protocol", f"unknown tunnel protocol {bind.protocol!r}")
@@ -237,6 +243,7 @@ class Edge:
             ownership.check_bind(identity.account, hostname, bind.protocol)
         else:
             hostname = routes.random_hostname()
+        self._check_quota(session, hostname, tcp=False)
         if bind.protocol == "tls" and self.config.https_port is None:
             raise BindError("protocol", "this edge has no HTTPS listener for TLS tunnels")
         tunnel = session.new_tunnel(bind)
@@ -256,15 +263,73 @@ class Edge:
             )
         )
 
+    # -- quotas ---------------------------------------------------------------------------
+
+    def org_quotas(self, account: str) -> tuple[int, int, int, int]:
+        """(tunnels, agent links, TCP ports, visitor streams) ``account`` may hold on this
+        edge at once: control's values for it where it set them, else this edge's defaults."""
+        limits = self.config.limits
+        tunnels = limits.max_tunnels_per_org
+        links = limits.max_links_per_org
+        ports = limits.max_tcp_ports_per_org
+        streams = limits.max_streams_per_org
+        custom = self.ownership.limits_for(account)
+        if custom is not None:
+            tunnels = custom.tunnels or tunnels
+            links = custom.links or links
+            ports = custom.tcp_ports or ports
+            streams = custom.streams or streams
+        return tunnels, links, ports, streams
+
+    def _check_quota(self, session: AgentSession, key: str | int | None, *, tcp: bool) -> None:
+        """Refuse a bind that would take ``session``'s account past its tunnel or TCP port
+        quota. ``key``: the hostname or port asked for (None: any port). Taking back what
+        the account already counts (its lease, its own stale tunnel) is always allowed."""
+        assert session.identity is not None
+        account = session.identity.account
+        routes = self.routes
+        if key is not None and routes.holds(key, account, session.instance_id):
+            return
+        tunnels, _, ports_limit, _ = self.org_quotas(account)
+        leased, ports = routes.holdings(account)
+        if self.org_tunnels.get(account, 0) + leased >= tunnels:
+            raise BindError(
+                "quota",
+                f"your account may hold {tunnels} tunnels on this edge at once (names kept "
+                "for a reconnect count too); stop one, or ask your operator to raise the limit",
+            )
+        pool = routes.ports.get(key) if isinstance(key, int) else None
+        joins = pool is not None and pool.account == account  # a port it serves already
+        if tcp and not joins and ports >= ports_limit:
+            raise BindError(
+                "quota",
+                f"your account may hold {ports_limit} TCP ports on this edge at once (ports "
+                "kept for a reconnect count too); stop one, or ask your operator to raise "
+                "the limit",
+            )
+
+    def _count_tunnel(self, account: str, delta: int) -> None:
+        left = self.org_tunnels.get(account, 0) + delta
+        if left > 0:
+            self.org_tunnels[account] = left
+        else:
+            self.org_tunnels.pop(account, None)
+
     async def _bind_tcp(self, session: AgentSession, bind: Bind) -> None:
+        port = 0
         try:
             port = await self._tcp_port_for(session, bind.port)
             if session.closed:
+                self._close_unused_port(port)
                 return
+            # Again, now the port is open: binds in flight together all passed the first check.
+            self._check_quota(session, port, tcp=True)
             tunnel = session.new_tunnel(bind)
             stale = self.routes.claim_port(port, tunnel)
             self._install(session, tunnel, stale)
         except BindError as exc:
+            if port:
+                self._close_unused_port(port)
             session.send(BindFailed(request_id=bind.request_id, code=exc.code, message=exc.message))
             return
         host = self.config.base_domain
@@ -293,6 +358,8 @@ class Edge:
                     "bad_port", f"port {wanted} is outside this edge's range {low}-{high}"
                 )
             if not self.routes.port_available(wanted, account):
+                if wanted not in self.routes.ports:
+                    raise self.routes.held_error(wanted, f"port {wanted}")
                 raise BindError("taken", f"port {wanted} is in use by another account")
             if not await self._listen_tcp(wanted):
                 raise BindError("in_use", f"port {wanted} cannot be opened on the edge")
@@ -305,6 +372,13 @@ class Edge:
             if await self._listen_tcp(port):
                 return port
         raise BindError("exhausted", f"all tcp ports {low}-{high} are in use")
+
+    def _close_unused_port(self, port: int) -> None:
+        """Stop listening on ``port`` unless a tunnel serves it."""
+        if port not in self.routes.ports:
+            server = self.tcp_listeners.pop(port, None)
+            if server is not None:
+                server.close()
 
     async def _listen_tcp(self, port: int) -> int:
         """Listen on ``port`` (0: any) unless already listening; the port, or 0 on failure."""
@@ -323,9 +397,28 @@ class Edge:
     def agent_welcomed(self, session: AgentSession) -> None:
         if session.instance_id and self.agent_instances.connected(session.instance_id):
             self.metrics.agent_reconnected()
+        assert session.identity is not None
+        account = session.identity.account
+        instance = session.instance_id
+        peers = self.org_sessions.setdefault(account, [])
+        # One link of the same agent instance is its stale predecessor, about to go: it does
+        # not count, so a reconnect at the limit works; a second one does.
+        stale = 1 if instance and any(p.instance_id == instance for p in peers) else 0
+        others = len(peers) - stale
+        peers.append(session)
+        session.org_peers = peers
+        _, limit, _, streams = self.org_quotas(account)
+        session.org_stream_limit = streams
+        if others >= limit:
+            session.end_refused(
+                "quota",
+                f"your account may have {limit} agents connected to this edge at once; stop "
+                "one, or ask your operator to raise the limit",
+            )
 
     def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
         session.tunnels[tunnel.tunnel_id] = tunnel
+        self._count_tunnel(tunnel.account, 1 - len(stale))
         for old in stale:
             log.info(
                 "tunnel %s taken over by a reconnect of the same agent",
@@ -341,6 +434,7 @@ class Edge:
 
     def release(self, tunnel: Tunnel) -> None:
         self.routes.release(tunnel)
+        self._count_tunnel(tunnel.account, -1)
         if self.on_tunnel_down is not None:
             self.on_tunnel_down(tunnel)
         if tunnel.port and tunnel.port not in self.routes.ports:
@@ -352,6 +446,7 @@ class Edge:
         """Control gave ``host`` to ``owner``: another account's agents on it lose it now,
         and are told why, rather than keeping it until they reconnect."""
         for tunnel in self.routes.evict_others(host, owner):
+            self._count_tunnel(tunnel.account, -1)
             log.info("tunnel %s of %s ended: %s", host, tunnel.account, reason)
             if self.on_tunnel_down is not None:
                 self.on_tunnel_down(tunnel)
@@ -363,6 +458,12 @@ class Edge:
             self.metrics.link_closed(session.bytes_in, session.bytes_out)
         if session.welcomed and session.instance_id:
             self.agent_instances.disconnected(session.instance_id, time.monotonic())
+        if session.welcomed and session.identity is not None:
+            peers = self.org_sessions.get(session.identity.account)
+            if peers is not None and session in peers:
+                peers.remove(session)
+                if not peers:
+                    del self.org_sessions[session.identity.account]
         tunnels = list(session.tunnels.values())
         session.tunnels.clear()
         for tunnel in tunnels:

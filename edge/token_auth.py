@@ -29,12 +29,16 @@ from edge.token_format import TokenClaims, decode_claims, parse_token
 MAX_CACHED_TOKENS = 4096
 
 _ADD_TOKEN = "run `burrow config add-authtoken TOKEN`"
+SUSPENDED_MESSAGE = (
+    "this account is suspended by the operator of this Burrow installation: its agents are "
+    "refused until they lift it; ask them why"
+)
 
 
 class SignedTokens:
     """Accept authtokens signed by a known key, unexpired and not revoked."""
 
-    __slots__ = ("_cache", "_clock", "_expiry_heap", "_keys", "_revoked")
+    __slots__ = ("_cache", "_clock", "_expiry_heap", "_keys", "_revoked", "_suspended")
 
     def __init__(self, keys: Iterable[VerifyKey], clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -45,6 +49,7 @@ class SignedTokens:
         self._revoked: dict[str, float] = {}
         # (until, token id) for entries that can be dropped; stale pairs are skipped on pop.
         self._expiry_heap: list[tuple[float, str]] = []
+        self._suspended: frozenset[str] = frozenset()  # org ids an operator suspended
         self.set_keys(keys)
 
     # -- keys -----------------------------------------------------------------------------
@@ -116,6 +121,10 @@ class SignedTokens:
             if self._revoked.get(token_id) == until:
                 del self._revoked[token_id]
 
+    def set_suspended(self, orgs: Iterable[str]) -> None:
+        """Replace the set of suspended orgs, whose tokens are refused while it lasts."""
+        self._suspended = frozenset(orgs)
+
     # -- authentication -------------------------------------------------------------------
 
     def authenticate(self, token: str) -> Identity:
@@ -137,6 +146,8 @@ class SignedTokens:
                 "this authtoken was revoked; create a new one with the Burrow console or "
                 f"your operator and {_ADD_TOKEN}"
             )
+        if identity.account in self._suspended:
+            raise AuthError(SUSPENDED_MESSAGE)
         return identity
 
     def _verify(self, token: str) -> tuple[str, bytes, Identity]:
@@ -154,10 +165,10 @@ class SignedTokens:
                 "the authtoken's signature does not match its contents: it was altered or "
                 "copied incompletely; copy the whole token again"
             ) from None
-        return kid, entry[0], identity_from_claims(decode_claims(payload))
+        return kid, entry[0], identity_from_claims(decode_claims(payload), kid)
 
 
-def identity_from_claims(claims: TokenClaims) -> Identity:
+def identity_from_claims(claims: TokenClaims, key_id: str = "") -> Identity:
     return Identity(
         account=claims.org,
         token_id=claims.tid,
@@ -168,6 +179,7 @@ def identity_from_claims(claims: TokenClaims) -> Identity:
         ip_allow=tuple(claims.ip_allow),
         ip_deny=tuple(claims.ip_deny),
         expires_at=float(claims.exp),
+        key_id=key_id,
     )
 
 

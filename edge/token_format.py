@@ -50,6 +50,62 @@ MAX_CIDRS = 200
 MAX_BASIC_AUTH = 20
 MAX_HOST_CHARS = 253
 
+# Labels directly under the base domain that the installation answers on itself (or will):
+# never reservable, never bound, never handed out at random. The one list both control
+# (reservations, token hosts) and the edge (binds) read. The agent hostname is added to it
+# from each role's config.
+INSTALLATION_LABELS = frozenset(
+    {
+        "_acme-challenge",
+        "_burrow",
+        "admin",
+        "agent",
+        "agents",
+        "api",
+        "autoconfig",
+        "autodiscover",
+        "billing",
+        "console",
+        "control",
+        "dashboard",
+        "docs",
+        "edge",
+        "login",
+        "mail",
+        "ns1",
+        "ns2",
+        "smtp",
+        "status",
+        "www",
+    }
+)
+
+
+def installation_name(host: str, base_domain: str, agent_hostname: str = "") -> str:
+    """The installation's own name that ``host`` is or falls under, else "".
+
+    ``host``, ``base_domain`` and ``agent_hostname`` are lowercase, without a trailing dot;
+    ``host`` may be a ``*.`` pattern."""
+    bare = host[2:] if host.startswith("*.") else host
+    # An agent hostname that is the base domain or above it (``burrowd dev`` dials
+    # "localhost" with base "localhost") reserves only the base itself, not every name.
+    own_agent_name = (
+        agent_hostname
+        and agent_hostname != base_domain
+        and not base_domain.endswith("." + agent_hostname)
+    )
+    if own_agent_name and (bare == agent_hostname or bare.endswith("." + agent_hostname)):
+        return agent_hostname
+    if bare == base_domain:
+        return base_domain
+    suffix = "." + base_domain
+    if bare.endswith(suffix):
+        top = bare[: -len(suffix)].rsplit(".", 1)[-1]
+        if top in INSTALLATION_LABELS:
+            return top + suffix
+    return ""
+
+
 _KID = re.compile(r"[A-Za-z0-9-]{1,32}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

@@ -10,21 +10,26 @@ carries ``next_after`` to ask for the next one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
+from bus.events import NameClaim, NameSet, OrgLimitsSet, OrgSuspended
 from control import principals
 from control.api import tunnels
+from control.api.names import host_for
 from control.bodies import read_json, to_json, to_json_status
-from control.db import Row
+from control.db import Row, json_param
 from control.errors import ApiError
-from control.keys import CONFIG, DB, SIGNING
+from control.ids import new_id
+from control.keys import CONFIG, DB, OUTBOX, SIGNING
 from control.openapi import describe
 from control.principals import Principal
+from control.routing_outbox import org_limits
 from control.signing_keys import SigningKeyError
 from control.store.accounts import audit
+from control.store.tokens import revoke_tokens
 
 routes = web.RouteTableDef()
 
@@ -35,6 +40,28 @@ MAX_LIMIT = 1000
 class UserPatch(msgspec.Struct, forbid_unknown_fields=True):
     disabled: bool | msgspec.UnsetType = msgspec.UNSET
     is_admin: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+Quota = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+
+class LimitsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """An org's quotas at every edge; 0: the edge's default."""
+
+    tunnels: Quota = 0
+    links: Quota = 0
+    tcp_ports: Quota = 0
+    streams: Quota = 0  # visitor connections open at once
+
+
+class OrgPatch(msgspec.Struct, forbid_unknown_fields=True):
+    suspended: bool | msgspec.UnsetType = msgspec.UNSET
+    limits: LimitsBody | msgspec.UnsetType = msgspec.UNSET
+
+
+class AssignBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    org_id: str
 
 
 async def operator(request: web.Request) -> Principal:
@@ -117,12 +144,15 @@ async def admin_update_user(request: web.Request) -> web.Response:
             raise ApiError(404, "not_found", "no user with that id")
         if body.disabled is True:
             await q.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
+            # Their agent tokens stop too, in every org, and their tunnels end.
+            await revoke_tokens(q, request.app[OUTBOX], created_by=user_id)
         if body.disabled is not msgspec.UNSET:
             action = "user.disable" if body.disabled else "user.enable"
             await audit(q, None, who.actor, action, user_id)
         if body.is_admin is not msgspec.UNSET:
             action = "user.make_admin" if body.is_admin else "user.remove_admin"
             await audit(q, None, who.actor, action, user_id)
+    request.app[OUTBOX].changed()
     return to_json(row)
 
 
@@ -132,7 +162,7 @@ async def admin_orgs(request: web.Request) -> web.Response:
     await operator(request)
     params = page(request)
     rows = await request.app[DB].all(
-        "SELECT o.id, o.name, o.created_at,"
+        "SELECT o.id, o.name, o.created_at, o.suspended_at, o.limits,"
         " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS member_count,"
         " (SELECT count(*) FROM agent_tokens t WHERE t.org_id = o.id AND t.revoked_at IS NULL)"
         "   AS token_count,"
@@ -141,6 +171,99 @@ async def admin_orgs(request: web.Request) -> web.Response:
         params,
     )
     return paged("orgs", rows, params)
+
+
+_ORG_COLUMNS = "id, name, created_at, suspended_at, limits"
+
+
+@routes.patch("/v1/admin/orgs/{org_id}")
+@describe(
+    "Suspend an organization (its agents are ended and refused at every edge until lifted) "
+    "or lift that, or set its quotas (tunnels, agent links, TCP ports, visitor streams; "
+    "0: the edge default).",
+    body=OrgPatch,
+    auth="admin",
+)
+async def admin_update_org(request: web.Request) -> web.Response:
+    who = await operator(request)
+    body = await read_json(request, OrgPatch)
+    org_id = request.match_info["org_id"][:64]
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        row = await q.one(f"SELECT {_ORG_COLUMNS} FROM orgs WHERE id = %s FOR UPDATE", (org_id,))
+        if row is None:
+            raise ApiError(404, "not_found", "no organization with that id")
+        if body.suspended is not msgspec.UNSET:
+            suspended = body.suspended
+            row = await q.one(
+                "UPDATE orgs SET suspended_at = CASE WHEN %s THEN coalesce(suspended_at, now())"
+                f" END WHERE id = %s RETURNING {_ORG_COLUMNS}",
+                (suspended, org_id),
+            )
+            await outbox.record(
+                q, lambda seq: OrgSuspended(seq=seq, org=org_id, suspended=suspended)
+            )
+            await audit(
+                q, org_id, who.actor, "org.suspend" if suspended else "org.unsuspend", org_id
+            )
+        if body.limits is not msgspec.UNSET:
+            given = {k: v for k, v in msgspec.to_builtins(body.limits).items() if v}
+            row = await q.one(
+                f"UPDATE orgs SET limits = %s WHERE id = %s RETURNING {_ORG_COLUMNS}",
+                (json_param(given), org_id),
+            )
+            limits = org_limits(org_id, given)
+            await outbox.record(q, lambda seq: OrgLimitsSet(seq=seq, limits=limits))
+            await audit(q, org_id, who.actor, "org.limits", org_id)
+    outbox.changed()
+    return to_json(row)
+
+
+@routes.post("/v1/admin/orgs/{org_id}/revoke-tokens")
+@describe(
+    "Revoke every agent token of an organization: every edge ends their agents' links.",
+    auth="admin",
+)
+async def admin_revoke_org_tokens(request: web.Request) -> web.Response:
+    who = await operator(request)
+    org_id = request.match_info["org_id"][:64]
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        if await q.value("SELECT 1 FROM orgs WHERE id = %s", (org_id,)) is None:
+            raise ApiError(404, "not_found", "no organization with that id")
+        revoked = await revoke_tokens(q, outbox, org_id=org_id)
+        await audit(q, org_id, who.actor, "org.revoke_tokens", org_id)
+    outbox.changed()
+    return to_json({"revoked": revoked})
+
+
+@routes.post("/v1/admin/names")
+@describe(
+    "Give a name under the base domain to an organization, taking it from whoever holds or "
+    "uses it: their tunnels on it end at every edge.",
+    body=AssignBody,
+    auth="admin",
+)
+async def admin_assign_name(request: web.Request) -> web.Response:
+    who = await operator(request)
+    body = await read_json(request, AssignBody)
+    host = host_for(body.name, request.app[CONFIG].base_domain)
+    org_id = body.org_id[:64]
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        if await q.value("SELECT 1 FROM orgs WHERE id = %s", (org_id,)) is None:
+            raise ApiError(404, "not_found", "no organization with that id")
+        row = await q.one(
+            "INSERT INTO reserved_names (id, org_id, host) VALUES (%s, %s, %s)"
+            " ON CONFLICT (host) DO UPDATE SET org_id = excluded.org_id, created_at = now()"
+            " RETURNING id, host, org_id, created_at",
+            (new_id("name"), org_id, host),
+        )
+        claim = NameClaim(host, org_id)
+        await outbox.record(q, lambda seq: NameSet(seq=seq, claim=claim))
+        await audit(q, org_id, who.actor, "name.assign", host)
+    outbox.changed()
+    return to_json_status(row, 201)
 
 
 @routes.get("/v1/admin/domains")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import UTC
 
 import msgspec
 from aiohttp import web
 
 from bus.events import DomainRoute, DomainSet, NameClaim, NameRemoved, NameSet
 from control import principals
+from control.api import tunnels
 from control.bodies import read_json, to_json, to_json_status
 from control.errors import ApiError, not_found
 from control.ids import new_id
@@ -17,6 +19,7 @@ from control.keys import CONFIG, DB, OUTBOX
 from control.openapi import describe
 from control.routing_outbox import domain_route
 from control.store.accounts import audit
+from edge.token_format import installation_name
 
 routes = web.RouteTableDef()
 
@@ -44,6 +47,12 @@ def host_for(name: str, base_domain: str) -> str:
             f"{name[:80]!r} is not a valid name: use 1-63 letters, digits and hyphens "
             f"(it becomes <name>.{base_domain})",
         )
+    if installation_name(label + suffix, base_domain):
+        raise ApiError(
+            422,
+            "reserved",
+            f"{label + suffix} is a name this Burrow installation uses itself; pick another name",
+        )
     return label + suffix
 
 
@@ -65,7 +74,8 @@ async def list_names(request: web.Request) -> web.Response:
 async def reserve_name(request: web.Request) -> web.Response:
     who = await principals.principal(request)
     who.require("admin")
-    host = host_for((await read_json(request, NameBody)).name, request.app[CONFIG].base_domain)
+    config = request.app[CONFIG]
+    host = host_for((await read_json(request, NameBody)).name, config.base_domain)
     outbox = request.app[OUTBOX]
     async with request.app[DB].transaction() as q:
         count = await q.value(
@@ -73,6 +83,29 @@ async def reserve_name(request: web.Request) -> web.Response:
         )
         if count >= MAX_NAMES_PER_ORG:
             raise ApiError(409, "limit", f"an organization may reserve {MAX_NAMES_PER_ORG} names")
+        # A name another account serves right now stays theirs: reserving it would end
+        # their tunnel at once. An operator can still reassign it (POST /v1/admin/names).
+        in_use = await q.value(
+            f"SELECT count(*) {tunnels.LIVE} AND t.hostname = %(host)s AND t.org_id <> %(org)s",
+            {"stale": config.edge_stale_seconds, "host": host, "org": who.org_id},
+        )
+        if in_use:
+            raise ApiError(
+                409,
+                "in_use",
+                f"{host} is in use by another account's tunnel right now; pick another name",
+            )
+        held = await q.value(
+            "SELECT until FROM name_holds WHERE host = %s AND org_id <> %s AND until > now()",
+            (host, who.org_id),
+        )
+        if held is not None:
+            raise ApiError(
+                409,
+                "held",
+                f"{host} is held for the account that used it until "
+                f"{held.astimezone(UTC).strftime('%H:%M')} UTC; pick another name",
+            )
         row = await q.one(
             f"INSERT INTO reserved_names (id, org_id, host) VALUES (%s, %s, %s)"
             f" ON CONFLICT (host) DO NOTHING RETURNING {_COLUMNS}",

@@ -10,9 +10,10 @@ from control.api.accounts import _name
 from control.bodies import read_json, to_json, to_json_status
 from control.db import Queries
 from control.errors import ApiError, not_found
-from control.keys import DB
+from control.keys import DB, OUTBOX
 from control.openapi import describe
 from control.store import accounts
+from control.store.tokens import revoke_tokens
 
 routes = web.RouteTableDef()
 
@@ -144,6 +145,7 @@ async def remove_member(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     if user_id != who.user_id:  # anyone may leave
         who.require("admin")
+    outbox = request.app[OUTBOX]
     async with request.app[DB].transaction() as q:
         current = await _locked_role(q, who.org_id, user_id)
         if current == "owner":
@@ -154,5 +156,8 @@ async def remove_member(request: web.Request) -> web.Response:
         await q.execute(
             "DELETE FROM memberships WHERE org_id = %s AND user_id = %s", (who.org_id, user_id)
         )
+        # The agent tokens they made in this org go with them, and so do their tunnels.
+        revoked = await revoke_tokens(q, outbox, org_id=who.org_id, created_by=user_id)
         await accounts.audit(q, who.org_id, who.actor, "member.remove", user_id)
-    return to_json({"removed": user_id})
+    outbox.changed()
+    return to_json({"removed": user_id, "revoked_tokens": revoked})

@@ -12,7 +12,8 @@ from bus.events import TokenRevoked
 from control import principals
 from control.api.accounts import _name
 from control.bodies import read_json, to_json, to_json_status
-from control.db import Row, json_param
+from control.config import ControlConfig
+from control.db import Queries, Row, json_param
 from control.errors import ApiError, not_found
 from control.ids import new_id
 from control.keys import CONFIG, DB, OUTBOX, SIGNING
@@ -21,7 +22,7 @@ from control.routing_outbox import revocation
 from control.store.accounts import audit
 from control.token_signing import issue_token
 from edge.auth import hash_basic_password
-from edge.token_format import TokenClaims, encode_claims
+from edge.token_format import TokenClaims, encode_claims, installation_name
 
 routes = web.RouteTableDef()
 
@@ -84,6 +85,51 @@ def _claims(body: TokenBody, org_id: str, token_id: str, default_days: int) -> T
         raise ApiError(422, "invalid", str(exc)) from exc
 
 
+def agent_hostname(config: ControlConfig) -> str:
+    """The host part of the configured agent server ("" when none is set)."""
+    server = config.agent_server
+    host = server.rsplit(":", 1)[0] if server.count(":") == 1 else server
+    return host.strip().lower().rstrip(".")
+
+
+def host_refusal(host: str, base: str, agent_host: str, names: set[str], domains: set[str]) -> str:
+    """Why the org with reserved ``names`` and custom ``domains`` may not put ``host`` in a
+    token, or "": the rule the edge applies at bind (``edge.ownership``), told up front."""
+    if installation_name(host, base, agent_host):
+        return "it is a name this Burrow installation uses itself"
+    bare = host[2:] if host.startswith("*.") else host
+    suffix = "." + base
+    if bare.endswith(suffix):
+        top = bare[: -len(suffix)].rsplit(".", 1)[-1]
+        if f"{top}{suffix}" in names:
+            return ""
+        return f"{top}{suffix} is not a name your organization has reserved; reserve {top} first"
+    if host in domains:
+        return ""
+    if any(d.startswith("*.") and host.endswith(d[1:]) for d in domains):
+        return ""
+    return "it is not a domain of your organization; add it (and verify it) first"
+
+
+async def check_hosts(q: Queries, org_id: str, hosts: list[str], config: ControlConfig) -> None:
+    """422 naming the first host in ``hosts`` the org does not own."""
+    if not hosts:
+        return
+    names = {
+        r["host"]
+        for r in await q.all("SELECT host FROM reserved_names WHERE org_id = %s", (org_id,))
+    }
+    domains = {
+        r["host"] for r in await q.all("SELECT host FROM domains WHERE org_id = %s", (org_id,))
+    }
+    base = config.base_domain.lower().rstrip(".")
+    agent_host = agent_hostname(config)
+    for host in hosts:
+        why = host_refusal(host, base, agent_host, names, domains)
+        if why:
+            raise ApiError(422, "not_owned", f"hosts: {host[:253]!r} cannot be bound: {why}")
+
+
 @routes.post("/v1/tokens")
 @describe(
     "Create an agent authtoken; the response holds the token, shown this once.",
@@ -100,6 +146,7 @@ async def create_token(request: web.Request) -> web.Response:
     text = issue_token(claims, key)
     expires = datetime.fromtimestamp(claims.exp, UTC) if claims.exp else None
     async with request.app[DB].transaction() as q:
+        await check_hosts(q, who.org_id, claims.hosts, config)
         row = await q.one(
             f"INSERT INTO agent_tokens (id, org_id, created_by, description, kid, claims,"
             f" expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",

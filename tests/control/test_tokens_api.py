@@ -23,6 +23,8 @@ async def snapshot(api: Api) -> RoutingSnapshot:
 
 async def test_issued_token_verifies_at_the_edge_with_its_claims(api: Api) -> None:
     user = await api.signup()
+    # A token may name only hosts its org owns (tests/control/test_isolation_api.py).
+    await api.call("POST", "/v1/domains", user["key"], status=201, json={"domain": "*.example.com"})
     made = await api.call(
         "POST",
         "/v1/tokens",

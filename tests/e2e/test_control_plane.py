@@ -19,6 +19,7 @@ from agent.client import AgentRefused
 from agent.tunnels import TunnelSpec
 from bus.redis_bus import RedisBus
 from control.app import create_app
+from control.keys import DB
 from edge.control_sync import HttpSnapshotSource, RoutingSync
 from edge.server import Edge
 from edge.token_auth import SignedTokens
@@ -69,6 +70,27 @@ class Stack:
     async def call(self, method: str, path: str, key: str, status: int = 200, **kw: Any) -> Any:
         async with self.http.request(
             method, self.control.url + path, headers={"Authorization": f"Bearer {key}"}, **kw
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == status, (resp.status, body)
+            return body
+
+    async def sign_in_operator(self, email: str) -> None:
+        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
+        for ``operator_call`` until its cookies are cleared."""
+        async with self.http.post(
+            self.control.url + "/v1/signup", json={"email": email, "password": PASSWORD}
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            user_id = (await resp.json())["user"]["id"]
+        assert self.control.runner is not None
+        await self.control.runner.app[DB].execute(
+            "UPDATE users SET is_admin = true WHERE id = %s", (user_id,)
+        )
+
+    async def operator_call(self, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        async with self.http.request(
+            method, self.control.url + path, headers={"X-Requested-With": "t"}, **kw
         ) as resp:
             body = await resp.json()
             assert resp.status == status, (resp.status, body)
@@ -227,7 +249,7 @@ async def test_tunnels_survive_control_and_redis_restarts(
             await agents.stop_all()
 
 
-async def test_a_name_reserved_by_another_org_is_taken_from_its_live_tunnel(
+async def test_a_name_another_org_is_serving_cannot_be_reserved_from_under_it(
     stack: Stack, service: LocalService, agents: AgentRunner
 ) -> None:
     squatter = await stack.signup("early@squat.example")
@@ -237,10 +259,25 @@ async def test_a_name_reserved_by_another_org_is_taken_from_its_live_tunnel(
     await agents.start(stack.edge, spec, token=squat_token["token"])
     port = stack.edge.config.http_port
     assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    for _ in range(100):  # control learns of the tunnel from the edge's reports
+        if (await stack.call("GET", "/v1/tunnels", squatter["key"]))["tunnels"]:
+            break
+        await asyncio.sleep(0.05)
 
-    # The brand's owner reserves the name: the squatter's tunnel loses it at once, and the
-    # owner's agent can bind it straight away (no lease kept for the squatter).
-    await stack.call("POST", "/v1/names", owner["key"], status=201, json={"name": "brand"})
+    # Reserving a name another account serves right now would end its tunnel at once: it
+    # is refused (an operator can reassign the name with the admin API), and the tunnel
+    # keeps serving.
+    err = await stack.call("POST", "/v1/names", owner["key"], status=409, json={"name": "brand"})
+    assert err["error"]["code"] == "in_use"
+    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+
+    # An operator gives the name to the brand's owner: the squatter's tunnel loses it at
+    # once, and the owner's agent can bind it straight away (no lease kept for the squatter).
+    await stack.sign_in_operator("ops@brand.example")
+    await stack.operator_call(
+        "POST", "/v1/admin/names", 201, json={"name": "brand", "org_id": owner["org"]["id"]}
+    )
+    stack.http.cookie_jar.clear()
     for _ in range(100):
         if (await get(port, "brand.tunnels.test", "/hello")).status == 404:
             break

@@ -269,7 +269,8 @@ def test_released_name_is_leased_to_its_account_until_expiry(
     clock.now += 599
     with pytest.raises(BindError) as info:
         routes.claim_host(HOST, tunnel("mallory"))
-    assert info.value.code == "taken"
+    assert info.value.code == "held"
+    assert "held for the account that used it until" in info.value.message
 
     clock.now += 2  # the lease has run out
     thief = tunnel("mallory")
