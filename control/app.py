@@ -56,7 +56,7 @@ async def database_dsn(config: ControlConfig) -> str:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    db = await Database.connect(await database_dsn(config))
+    db = await Database.connect(await database_dsn(config), limit_seconds=config.database_timeout)
     applied = await migrate(db)
     if applied:
         log.info("database migrated: %s", ", ".join(applied))

@@ -19,6 +19,9 @@ class PasswordCost:
 class ControlConfig:
     # None: the embedded PostgreSQL under ``data_dir``.
     database_url: str | None = None
+    # Seconds one database connect, pool acquire or statement may take before the API
+    # answers 503 unavailable (and the connection is dropped, to be made afresh).
+    database_timeout: float = 3.0
     # None: the in-memory bus (one process: edge and control together, as in ``burrowd dev``).
     redis_url: str | None = None
     bus_prefix: str = "burrow:"

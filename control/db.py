@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiopg
@@ -20,6 +20,34 @@ Row = dict[str, Any]
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached or refused the connection."""
+
+
+# How long one pool acquire, connect or statement may take before the caller gets
+# DatabaseUnavailable: a frozen server must cost an API call seconds, not a hang.
+DEFAULT_TIMEOUT = 3.0
+
+# What a lost, refused or frozen server looks like from aiopg: psycopg2's OperationalError
+# (connection lost or refused), InterfaceError (the connection was already closed) and
+# TimeoutError (aiopg closes the connection when a statement, connect or acquire overruns).
+_OUTAGE = (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError, OSError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _outage_is_unavailable() -> Iterator[None]:
+    """Turn an outage into DatabaseUnavailable (a 503 for the API) without a traceback.
+    aiopg drops a connection that failed, so the next call connects afresh: the service
+    recovers by itself when the server is back."""
+    try:
+        yield
+    except _OUTAGE as exc:
+        if cancel_requested():
+            raise
+        raise DatabaseUnavailable(f"PostgreSQL is unavailable: {_first_line(exc)}") from exc
 
 
 class Queries:
@@ -51,12 +79,22 @@ class Database:
         self.pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str, *, minsize: int = 1, maxsize: int = 10) -> Database:
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        minsize: int = 1,
+        maxsize: int = 10,
+        limit_seconds: float = DEFAULT_TIMEOUT,
+    ) -> Database:
+        # aiopg applies its ``timeout`` (our ``limit_seconds``) to connecting, to acquiring
+        # from the pool and to every statement (closing the connection that overran).
         try:
-            pool = await aiopg.create_pool(dsn, minsize=minsize, maxsize=maxsize, timeout=10)
-        except (psycopg2.OperationalError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first}") from exc
+            pool = await aiopg.create_pool(
+                dsn, minsize=minsize, maxsize=maxsize, timeout=limit_seconds
+            )
+        except _OUTAGE as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
         return cls(pool)
 
     async def close(self) -> None:
@@ -65,30 +103,32 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _cursor(self) -> AsyncIterator[Any]:
-        async with (
-            self.pool.acquire() as conn,
-            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
-        ):
-            yield cur
+        with _outage_is_unavailable():
+            async with (
+                self.pool.acquire() as conn,
+                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+            ):
+                yield cur
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
-        async with (
-            self.pool.acquire() as conn,
-            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
-        ):
-            await cur.execute("BEGIN")
-            try:
-                yield Queries(cur)
-            except BaseException:
-                # The original error (a cancellation, often) is what the caller must see,
-                # not a failed ROLLBACK on a connection the cancellation broke.
+        with _outage_is_unavailable():
+            async with (
+                self.pool.acquire() as conn,
+                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+            ):
+                await cur.execute("BEGIN")
                 try:
-                    await cur.execute("ROLLBACK")
-                except Exception:
-                    conn.close()  # the pool drops a closed connection
-                raise
-            await cur.execute("COMMIT")
+                    yield Queries(cur)
+                except BaseException:
+                    # The original error (a cancellation, often) is what the caller must
+                    # see, not a failed ROLLBACK on a connection the cancellation broke.
+                    try:
+                        await cur.execute("ROLLBACK")
+                    except Exception:
+                        conn.close()  # the pool drops a closed connection
+                    raise
+                await cur.execute("COMMIT")
 
     async def execute(self, sql: str, params: Params = None) -> int:
         async with self._cursor() as cur:
