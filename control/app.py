@@ -19,7 +19,7 @@ from control.db import Database
 from control.dns_check import DomainVerifier
 from control.edge_reports import EdgeReportConsumer
 from control.embedded_db import start_embedded
-from control.errors import json_errors
+from control.errors import json_errors, refuse_control_characters
 from control.keys import BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
 from control.metrics import ControlMetrics
 from control.migrate import migrate
@@ -135,7 +135,8 @@ def create_app(
 ) -> web.Application:
     counted = ControlMetrics()
     app = web.Application(
-        middlewares=[counted.middleware(), json_errors], client_max_size=config.max_body_bytes
+        middlewares=[counted.middleware(), json_errors, refuse_control_characters],
+        client_max_size=config.max_body_bytes,
     )
     app[METRICS] = counted
     app[CONFIG] = config
