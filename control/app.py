@@ -28,6 +28,7 @@ from control.passwords import Passwords
 from control.routing_outbox import RoutingOutbox
 from control.secret_box import SecretBox
 from control.signing_keys import SigningKeys
+from control.throttle import THROTTLE, Throttle
 
 log = logging.getLogger("burrow.control")
 
@@ -92,6 +93,12 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     await _close_within("stopping the routing outbox", task)
 
 
+async def _throttle(app: web.Application) -> AsyncIterator[None]:
+    app[THROTTLE] = Throttle(app[CONFIG])
+    yield
+    await _close_within("closing the throttle's Redis connections", app[THROTTLE].close())
+
+
 async def _edge_reports(app: web.Application) -> AsyncIterator[None]:
     consumer = EdgeReportConsumer(app[DB], app[BUS])
     consumer.on_applied = app[METRICS].report_applied
@@ -150,6 +157,7 @@ def create_app(
     )
     if bus is not None:
         app[BUS] = bus
+    app.cleanup_ctx.append(_throttle)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)

@@ -47,6 +47,13 @@ class ControlConfig:
     default_token_days: int = 0
     # Where agents connect, shown with new tokens ("burrow config add-authtoken ...").
     agent_server: str = ""
+    # Throttles (the ``limits`` notation, "N/second|minute|hour|day"): sign-in attempts per
+    # client address, failed sign-ins per account, sign-ups per address, and new API keys
+    # plus agent tokens per organization. Shared through Redis when redis_url is set.
+    login_rate_per_address: str = "30/minute"
+    login_rate_per_account: str = "10/minute"
+    signup_rate_per_address: str = "10/hour"
+    credential_rate_per_org: str = "60/minute"
     passwords: PasswordCost = field(default_factory=PasswordCost)
     # Seconds after which an edge that has not reported is taken to be gone, and its tunnels
     # are no longer listed.

@@ -13,6 +13,7 @@ from control.errors import ApiError
 from control.keys import CONFIG, DB, PASSWORDS
 from control.openapi import describe
 from control.store import accounts
+from control.throttle import THROTTLE, client_address
 
 routes = web.RouteTableDef()
 
@@ -62,6 +63,8 @@ async def signup(request: web.Request) -> web.Response:
     problem = request.app[PASSWORDS].problem(body.password)
     if problem:
         raise ApiError(422, "weak_password", problem)
+    # Counted once the request is well formed: a typo costs the user nothing.
+    await request.app[THROTTLE].hit("signup.address", client_address(request))
     first_user = await accounts.count_users(db) == 0
     if not config.signup_open and not first_user:
         caller = await principals.session_user(request)
@@ -94,9 +97,17 @@ async def signup(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
     db = request.app[DB]
-    user = await accounts.user_by_email(db, body.email.strip()[:254])
+    throttle = request.app[THROTTLE]
+    email = body.email.strip()[:254]
+    # Every attempt counts for the address; only failures count for the account, so a
+    # user who signs in is never locked out by their own successes.
+    await throttle.hit("login.address", client_address(request))
+    account = email.lower()
+    await throttle.check("login.account", account)
+    user = await accounts.user_by_email(db, email)
     stored = None if user is None or user["disabled_at"] is not None else user["password_hash"]
     if len(body.password) > 1024 or not await request.app[PASSWORDS].check(stored, body.password):
+        await throttle.hit("login.account", account)
         raise ApiError(401, "bad_credentials", "wrong email or password")
     assert user is not None
     secret = await accounts.create_session(db, user["id"], request.app[CONFIG].session_seconds)

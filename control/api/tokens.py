@@ -19,6 +19,7 @@ from control.keys import CONFIG, DB, OUTBOX, SIGNING
 from control.openapi import describe
 from control.routing_outbox import revocation
 from control.store.accounts import audit
+from control.throttle import THROTTLE
 from control.token_signing import issue_token
 from edge.auth import hash_basic_password
 from edge.token_format import TokenClaims, encode_claims
@@ -93,6 +94,7 @@ def _claims(body: TokenBody, org_id: str, token_id: str, default_days: int) -> T
 async def create_token(request: web.Request) -> web.Response:
     who = await principals.principal(request)
     body = await read_json(request, TokenBody)
+    await request.app[THROTTLE].hit("credentials.org", who.org_id)
     config = request.app[CONFIG]
     token_id = new_id("tok")
     claims = _claims(body, who.org_id, token_id, config.default_token_days)
