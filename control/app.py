@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bus.base import Bus
-from control import __version__
+from control import __version__, redaction
 from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
 from control.bodies import to_json
 from control.config import ControlConfig
@@ -140,6 +140,7 @@ async def readyz(request: web.Request) -> web.Response:
 def create_app(
     config: ControlConfig, *, bus: Bus | None = None, verifier: DomainVerifier | None = None
 ) -> web.Application:
+    redaction.install()
     counted = ControlMetrics()
     app = web.Application(
         middlewares=[counted.middleware(), json_errors, refuse_control_characters],

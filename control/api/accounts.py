@@ -121,6 +121,9 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     secret = request.cookies.get(principals.SESSION_COOKIE)
     if secret:
+        # Signing someone out from another site is a nuisance attack (and a step in login
+        # CSRF): the same rule as every other cookie-authenticated change.
+        principals.require_same_site(request)
         await accounts.delete_session(request.app[DB], secret[:200])
     response = to_json({"signed_out": True})
     response.del_cookie(principals.SESSION_COOKIE, path="/")
