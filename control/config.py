@@ -54,6 +54,12 @@ class ControlConfig:
     login_rate_per_account: str = "10/minute"
     signup_rate_per_address: str = "10/hour"
     credential_rate_per_org: str = "60/minute"
+    # An unverified custom domain is held this long; then another org may claim it.
+    domain_claim_days: float = 7.0
+    # Organizations one user may own (per-org caps would mean nothing without it).
+    max_orgs_per_user: int = 10
+    # How long an invitation to an organization can be accepted.
+    invitation_days: float = 7.0
     passwords: PasswordCost = field(default_factory=PasswordCost)
     # Seconds after which an edge that has not reported is taken to be gone, and its tunnels
     # are no longer listed.

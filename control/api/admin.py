@@ -16,11 +16,11 @@ import msgspec
 from aiohttp import web
 
 from control import principals
-from control.api import tunnels
+from control.api import domains, tunnels
 from control.bodies import read_json, to_json, to_json_status
 from control.db import Row
 from control.errors import ApiError
-from control.keys import CONFIG, DB, SIGNING
+from control.keys import CONFIG, DB, OUTBOX, SIGNING
 from control.openapi import describe
 from control.principals import Principal
 from control.signing_keys import SigningKeyError
@@ -158,6 +158,27 @@ async def admin_domains(request: web.Request) -> web.Response:
         params,
     )
     return paged("domains", rows, params)
+
+
+@routes.post("/v1/admin/domains/{domain_id}/release")
+@describe(
+    "Release a custom domain from the organization holding it, verified or not: edges stop "
+    "routing it and any organization may add it again. Audited under that organization.",
+    auth="admin",
+)
+async def admin_release_domain(request: web.Request) -> web.Response:
+    who = await operator(request)
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        row = await q.one(
+            "DELETE FROM domains WHERE id = %s RETURNING id, host, org_id, verified_at",
+            (request.match_info["domain_id"][:64],),
+        )
+        if row is None:
+            raise ApiError(404, "not_found", "no domain with that id")
+        await domains.remove_domain_row(request, q, row, who.actor, "domain.release")
+    outbox.changed()
+    return to_json({"released": row["host"], "org_id": row["org_id"]})
 
 
 @routes.get("/v1/admin/edges")

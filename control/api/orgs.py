@@ -10,7 +10,7 @@ from control.api.accounts import _name
 from control.bodies import read_json, to_json, to_json_status
 from control.db import Queries
 from control.errors import ApiError, not_found
-from control.keys import DB
+from control.keys import CONFIG, DB
 from control.openapi import describe
 from control.store import accounts
 
@@ -74,7 +74,21 @@ async def create_org(request: web.Request) -> web.Response:
     if not name:
         raise ApiError(422, "invalid", "the organization needs a name")
     assert who.user_id is not None
+    cap = request.app[CONFIG].max_orgs_per_user
     async with request.app[DB].transaction() as q:
+        # The user's row is the lock, so two concurrent creations cannot both pass the cap.
+        await q.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (who.user_id,))
+        owned = await q.value(
+            "SELECT count(*) FROM memberships WHERE user_id = %s AND role = 'owner'",
+            (who.user_id,),
+        )
+        if owned >= cap:
+            raise ApiError(
+                409,
+                "limit",
+                f"you own {owned} organizations, the most one user may; "
+                "delete one or hand its ownership on",
+            )
         org = await accounts.create_org(q, name, who.user_id)
         await accounts.audit(q, org["id"], who.actor, "org.create", org["id"])
     return to_json_status({**org, "role": "owner"}, 201)
