@@ -32,7 +32,7 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
-def _email(text: str) -> str:
+def email_address(text: str) -> str:
     email = text.strip()
     if len(email) > 254 or not _EMAIL.match(email):
         raise ApiError(422, "invalid", f"{email[:80]!r} is not an email address")
@@ -46,18 +46,25 @@ def _name(text: str, what: str, limit: int = 100) -> str:
     return value
 
 
+SIGNUP_ANSWER = (
+    "if this email is new, its account and organization are ready: sign in with "
+    "POST /v1/login; if it already has an account, sign in to that one"
+)
+
+
 @routes.post("/v1/signup")
 @describe(
-    "Create a user and their first organization; signs in.",
+    "Create a user and their first organization, then sign in with POST /v1/login. The "
+    "answer (202) is the same whether or not the email already has an account.",
     body=SignupBody,
     auth="none",
-    status=201,
+    status=202,
 )
 async def signup(request: web.Request) -> web.Response:
     body = await read_json(request, SignupBody)
     config = request.app[CONFIG]
     db = request.app[DB]
-    email = _email(body.email)
+    email = email_address(body.email)
     name = _name(body.name, "name")
     org_name = _name(body.org_name, "organization name") or f"{name or email.split('@')[0]}'s org"
     problem = request.app[PASSWORDS].problem(body.password)
@@ -72,6 +79,8 @@ async def signup(request: web.Request) -> web.Response:
             raise ApiError(
                 403, "signup_closed", "sign-up is closed; ask the operator for an account"
             )
+    # Hashed whether or not the email is taken: the hash is most of the time an answer
+    # takes, so both answers take about as long.
     password_hash = await request.app[PASSWORDS].hash(body.password)
     try:
         async with db.transaction() as q:
@@ -80,16 +89,10 @@ async def signup(request: web.Request) -> web.Response:
             )
             await accounts.audit(q, org["id"], user["id"], "user.signup", user["id"])
     except LookupError:
-        raise ApiError(
-            409, "email_taken", "an account with that email exists; sign in instead"
-        ) from None
-    secret = await accounts.create_session(db, user["id"], config.session_seconds)
-    response = to_json_status(
-        {"user": _user_json(user), "org": {"id": org["id"], "name": org["name"], "role": "owner"}},
-        201,
-    )
-    response.set_cookie(principals.SESSION_COOKIE, secret, **principals.cookie_settings(request))  # type: ignore[arg-type]
-    return response
+        # The email has an account. Saying so would tell anyone who asks; the owner of
+        # the account signs in to it instead.
+        pass
+    return to_json_status({"email": email, "message": SIGNUP_ANSWER}, 202)
 
 
 @routes.post("/v1/login")
