@@ -366,11 +366,14 @@ class RoutingSync:
         self._fetch_failing = False
         self._control_unreachable = False
         now = self._clock()
-        if self._cache is not None and any(
-            r.token_id not in self._revoked and (r.until <= 0 or r.until > now)
-            for r in snapshot.revoked
+        if self._cache is not None and (
+            list(snapshot.keys) != self._keys
+            or any(
+                r.token_id not in self._revoked and (r.until <= 0 or r.until > now)
+                for r in snapshot.revoked
+            )
         ):
-            # New revocations: control's snapshot goes to disk before sessions end.
+            # New revocations or keys: control's snapshot goes to disk before they act.
             self._write_now(self._cache, encode(snapshot))
         self._load(snapshot, "control")
         self._synced_at = time.monotonic()

@@ -74,6 +74,25 @@ async def test_a_crash_right_after_a_revocation_keeps_it_on_restart(
         await again.stop()
 
 
+async def test_a_revocation_in_a_snapshot_is_on_disk_before_it_acts(
+    tmp_path: Path, bus: MemoryBus, agents: AgentRunner, service: LocalService
+) -> None:
+    cache = tmp_path / "routing.msgpack"
+    source = HeldSnapshot(control_state())
+    stack = await Stack(source, bus, cache_path=cache).start()
+    try:
+        agent = await agents.start(stack.edge, http(service, "shop"), token=ACME)
+        await wait_for(lambda: cache.exists(), what="the first cache write")
+        source.snapshot = control_state(seq=11, revoked=[Revocation("t-acme", until=0)])
+        stack.sync.request_resync()
+        await wait_for(lambda: _sessions_of(stack, "t-acme") == 0, what="the session ended")
+        on_disk = read_cache(cache)  # read at once: what a crash would leave
+        assert on_disk is not None and [r.token_id for r in on_disk.revoked] == ["t-acme"]
+        assert (await refused(task_of(agents, agent))).startswith("authtoken revoked")
+    finally:
+        await stack.stop()
+
+
 async def test_a_key_change_is_on_disk_before_it_applies(tmp_path: Path, bus: MemoryBus) -> None:
     cache = tmp_path / "routing.msgpack"
     stack = await Stack(HeldSnapshot(control_state()), bus, cache_path=cache).start()
