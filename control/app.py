@@ -32,6 +32,8 @@ from control.throttle import THROTTLE, Throttle
 
 log = logging.getLogger("burrow.control")
 
+# How long one migration statement may take at start.
+MIGRATE_SECONDS = 3600.0
 # How long shutdown waits for one resource to close before it goes on without it.
 CLOSE_TIMEOUT = 10.0
 
@@ -57,10 +59,22 @@ async def database_dsn(config: ControlConfig) -> str:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    db = await Database.connect(await database_dsn(config), limit_seconds=config.database_timeout)
-    applied = await migrate(db)
+    dsn = await database_dsn(config)
+    # Migrations get their own connection without the API's short statement limit (an
+    # index on a large table may rightly take minutes); connecting is bounded as ever.
+    migrating = await Database.connect(
+        dsn,
+        maxsize=1,
+        limit_seconds=config.database_timeout,
+        statement_seconds=MIGRATE_SECONDS,
+    )
+    try:
+        applied = await migrate(migrating)
+    finally:
+        await migrating.close()
     if applied:
         log.info("database migrated: %s", ", ".join(applied))
+    db = await Database.connect(dsn, limit_seconds=config.database_timeout)
     app[DB] = db
     yield
     await _close_within("closing the database pool", db.close())

@@ -75,8 +75,10 @@ class Queries:
 
 
 class Database:
-    def __init__(self, pool: aiopg.Pool) -> None:
+    def __init__(self, pool: aiopg.Pool, statement_seconds: float | None = None) -> None:
         self.pool = pool
+        # None: the pool's limit, the same as for connecting and acquiring.
+        self.statement_seconds = statement_seconds
 
     @classmethod
     async def connect(
@@ -86,6 +88,7 @@ class Database:
         minsize: int = 1,
         maxsize: int = 10,
         limit_seconds: float = DEFAULT_TIMEOUT,
+        statement_seconds: float | None = None,
     ) -> Database:
         # aiopg applies its ``timeout`` (our ``limit_seconds``) to connecting, to acquiring
         # from the pool and to every statement (closing the connection that overran).
@@ -95,7 +98,7 @@ class Database:
             )
         except _OUTAGE as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
-        return cls(pool)
+        return cls(pool, statement_seconds)
 
     async def close(self) -> None:
         self.pool.close()
@@ -106,7 +109,9 @@ class Database:
         with _outage_is_unavailable():
             async with (
                 self.pool.acquire() as conn,
-                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+                conn.cursor(
+                    cursor_factory=psycopg2.extras.RealDictCursor, timeout=self.statement_seconds
+                ) as cur,
             ):
                 yield cur
 
@@ -115,7 +120,9 @@ class Database:
         with _outage_is_unavailable():
             async with (
                 self.pool.acquire() as conn,
-                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+                conn.cursor(
+                    cursor_factory=psycopg2.extras.RealDictCursor, timeout=self.statement_seconds
+                ) as cur,
             ):
                 await cur.execute("BEGIN")
                 try:
