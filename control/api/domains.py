@@ -118,14 +118,15 @@ def _checked_host(text: str, strict: bool, config: ControlConfig) -> str:
 
 
 async def _drop_expired_claim(
-    request: web.Request, q: Queries, host: str, config: ControlConfig
+    request: web.Request, q: Queries, host: str, org_id: str, config: ControlConfig
 ) -> None:
     """Remove another org's unverified claim on ``host`` once it is past its days, so the
-    insert that follows can take the name."""
+    insert that follows can take the name. The org's own stale claim stays as it is (with
+    its TXT token): it may still verify it while nobody else has taken the name."""
     stale = await q.one(
-        "DELETE FROM domains WHERE host = %s AND verified_at IS NULL"
+        "DELETE FROM domains WHERE host = %s AND org_id <> %s AND verified_at IS NULL"
         " AND created_at < now() - make_interval(secs => %s) RETURNING org_id",
-        (host, config.domain_claim_days * 86400),
+        (host, org_id, config.domain_claim_days * 86400),
     )
     if stale is not None:
         await request.app[OUTBOX].record(q, lambda seq: DomainRemoved(seq=seq, host=host))
@@ -179,7 +180,7 @@ async def add_domain(request: web.Request) -> web.Response:
             raise ApiError(
                 409, "limit", f"an organization may add {MAX_DOMAINS_PER_ORG} domains; remove one"
             )
-        await _drop_expired_claim(request, q, host, config)
+        await _drop_expired_claim(request, q, host, who.org_id, config)
         row = await q.one(
             f"INSERT INTO domains (id, org_id, host, verification_token, strict, tls_mode)"
             f" VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (host) DO NOTHING"

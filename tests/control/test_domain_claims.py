@@ -71,6 +71,10 @@ async def test_an_expired_unverified_claim_can_be_taken_by_another_org(
     await control.app[DB].execute(  # type: ignore[index]
         "UPDATE domains SET created_at = now() - interval '8 days' WHERE host = %s", (host,)
     )
+    # Adding it again does not renew the claim or change its TXT token.
+    await api.call("POST", "/v1/domains", alice["key"], status=409, json={"domain": host})
+    same = await api.call("GET", f"/v1/domains/{mine['id']}", alice["key"])
+    assert same["verification_token"] == mine["verification_token"]
     taken = await api.call("POST", "/v1/domains", bob["key"], status=201, json={"domain": host})
     assert taken["host"] == host
     assert (await api.call("GET", "/v1/domains", alice["key"]))["domains"] == []
