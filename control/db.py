@@ -91,10 +91,22 @@ class Database:
         statement_seconds: float | None = None,
     ) -> Database:
         # aiopg applies its ``timeout`` (our ``limit_seconds``) to connecting, to acquiring
-        # from the pool and to every statement (closing the connection that overran).
+        # from the pool and to every statement (closing the connection that overran). The
+        # server gets a limit past ours, so it ends a query nobody waits for any more; not
+        # the same one, because aiopg turns a server-side cancel into CancelledError.
+        server_limit_ms = int((statement_seconds or limit_seconds) * 2000) + 1000
+
+        async def limit_statements(conn: aiopg.Connection) -> None:
+            async with conn.cursor() as cur:
+                await cur.execute("SET statement_timeout = %s", (server_limit_ms,))
+
         try:
             pool = await aiopg.create_pool(
-                dsn, minsize=minsize, maxsize=maxsize, timeout=limit_seconds
+                dsn,
+                minsize=minsize,
+                maxsize=maxsize,
+                timeout=limit_seconds,
+                on_connect=limit_statements,
             )
         except _OUTAGE as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc

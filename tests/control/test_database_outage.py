@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from control.app import create_app
+from control.db import Database, DatabaseUnavailable
 from tests.control.conftest import Api, control_config
 
 TIMEOUT = 1.0
@@ -140,3 +141,18 @@ async def test_database_outage_is_a_quick_503_and_recovers(
         api_loggers = ("burrow.control", "aiohttp.server", "aiohttp.web")
         tracebacks = [r for r in caplog.records if r.exc_info and r.name in api_loggers]
         assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+async def test_a_statement_past_the_limit_is_unavailable_and_the_server_ends_it(
+    database_url: str,
+) -> None:
+    db = await Database.connect(database_url, maxsize=1, limit_seconds=0.5)
+    try:
+        assert await db.value("SHOW statement_timeout") == "2s"
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="unavailable"):
+            await db.value("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 1.5
+        assert await db.value("SELECT 1") == 1  # a fresh connection, at once
+    finally:
+        await db.close()
