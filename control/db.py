@@ -129,25 +129,19 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
-        with _outage_is_unavailable():
-            async with (
-                self.pool.acquire() as conn,
-                conn.cursor(
-                    cursor_factory=psycopg2.extras.RealDictCursor, timeout=self.statement_seconds
-                ) as cur,
-            ):
-                await cur.execute("BEGIN")
+        async with self._cursor() as cur:
+            await cur.execute("BEGIN")
+            try:
+                yield Queries(cur)
+            except BaseException:
+                # The original error (a cancellation, often) is what the caller must see,
+                # not a failed ROLLBACK on a connection the cancellation broke.
                 try:
-                    yield Queries(cur)
-                except BaseException:
-                    # The original error (a cancellation, often) is what the caller must
-                    # see, not a failed ROLLBACK on a connection the cancellation broke.
-                    try:
-                        await cur.execute("ROLLBACK")
-                    except Exception:
-                        conn.close()  # the pool drops a closed connection
-                    raise
-                await cur.execute("COMMIT")
+                    await cur.execute("ROLLBACK")
+                except Exception:
+                    cur.connection.close()  # the pool drops a closed connection
+                raise
+            await cur.execute("COMMIT")
 
     async def execute(self, sql: str, params: Params = None) -> int:
         async with self._cursor() as cur:

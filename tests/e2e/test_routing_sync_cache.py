@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bus.events import KeysSet, NameClaim, NameSet, Revocation, TokenRevoked, encode
+from bus.events import (
+    KeysSet,
+    NameClaim,
+    NameSet,
+    Revocation,
+    RoutingSnapshot,
+    TokenRevoked,
+    encode,
+)
 from bus.memory import MemoryBus
 from control.token_signing import SigningKey
 from edge.control_sync import HttpSnapshotSource, read_cache
@@ -37,6 +45,25 @@ async def bus() -> AsyncIterator[MemoryBus]:
     memory = MemoryBus()
     yield memory
     await memory.close()
+
+
+@pytest.fixture
+async def cached(tmp_path: Path, bus: MemoryBus) -> AsyncIterator[Stack]:
+    """A running edge that has written its first routing cache."""
+    cache = tmp_path / "routing.msgpack"
+    stack = await Stack(HeldSnapshot(control_state()), bus, cache_path=cache).start()
+    try:
+        await wait_for(lambda: cache.exists(), what="the first cache write")
+        yield stack
+    finally:
+        await stack.stop()
+
+
+def _on_disk(stack: Stack) -> RoutingSnapshot:
+    assert stack.sync.cache_path is not None
+    snapshot = read_cache(stack.sync.cache_path)
+    assert snapshot is not None
+    return snapshot
 
 
 def _sessions_of(stack: Stack, token_id: str) -> int:
@@ -75,56 +102,32 @@ async def test_a_crash_right_after_a_revocation_keeps_it_on_restart(
 
 
 async def test_a_revocation_in_a_snapshot_is_on_disk_before_it_acts(
-    tmp_path: Path, bus: MemoryBus, agents: AgentRunner, service: LocalService
+    cached: Stack, agents: AgentRunner, service: LocalService
 ) -> None:
-    cache = tmp_path / "routing.msgpack"
-    source = HeldSnapshot(control_state())
-    stack = await Stack(source, bus, cache_path=cache).start()
-    try:
-        agent = await agents.start(stack.edge, http(service, "shop"), token=ACME)
-        await wait_for(lambda: cache.exists(), what="the first cache write")
-        source.snapshot = control_state(seq=11, revoked=[Revocation("t-acme", until=0)])
-        stack.sync.request_resync()
-        await wait_for(lambda: _sessions_of(stack, "t-acme") == 0, what="the session ended")
-        on_disk = read_cache(cache)  # read at once: what a crash would leave
-        assert on_disk is not None and [r.token_id for r in on_disk.revoked] == ["t-acme"]
-        assert (await refused(task_of(agents, agent))).startswith("authtoken revoked")
-    finally:
-        await stack.stop()
+    agent = await agents.start(cached.edge, http(service, "shop"), token=ACME)
+    cached.source.snapshot = control_state(seq=11, revoked=[Revocation("t-acme", until=0)])
+    cached.sync.request_resync()
+    await wait_for(lambda: _sessions_of(cached, "t-acme") == 0, what="the session ended")
+    # Read at once: what a crash now would leave.
+    assert [r.token_id for r in _on_disk(cached).revoked] == ["t-acme"]
+    assert (await refused(task_of(agents, agent))).startswith("authtoken revoked")
 
 
-async def test_a_key_change_is_on_disk_before_it_applies(tmp_path: Path, bus: MemoryBus) -> None:
-    cache = tmp_path / "routing.msgpack"
-    stack = await Stack(HeldSnapshot(control_state()), bus, cache_path=cache).start()
-    try:
-        await wait_for(lambda: cache.exists(), what="the first cache write")
-        rotated = SigningKey.generate("k2").verify_key()
-        await stack.publish(KeysSet(seq=11, keys=[rotated]))
-        await wait_for(lambda: stack.edge.ownership.seq == 11, what="the key set applied")
-        on_disk = read_cache(cache)
-        assert on_disk is not None and [k.kid for k in on_disk.keys] == ["k2"]
-    finally:
-        await stack.stop()
+async def test_a_key_change_is_on_disk_before_it_applies(cached: Stack) -> None:
+    rotated = SigningKey.generate("k2").verify_key()
+    await cached.publish(KeysSet(seq=11, keys=[rotated]))
+    await wait_for(lambda: cached.edge.ownership.seq == 11, what="the key set applied")
+    assert [k.kid for k in _on_disk(cached).keys] == ["k2"]
 
 
-async def test_events_in_a_burst_still_reach_the_cache(tmp_path: Path, bus: MemoryBus) -> None:
-    cache = tmp_path / "routing.msgpack"
-    stack = await Stack(HeldSnapshot(control_state()), bus, cache_path=cache).start()
-    try:
-        for seq in range(11, 31):
-            await stack.publish(NameSet(seq=seq, claim=NameClaim(f"n{seq}.localhost", "acme")))
-        await stack.publish(TokenRevoked(seq=31, revocation=Revocation("t-x", until=0)))
-
-        def cached_seq() -> int:
-            snapshot = read_cache(cache)
-            return snapshot.seq if snapshot else 0
-
-        await wait_for(lambda: cached_seq() == 31, what="the cache to catch up")
-        snapshot = read_cache(cache)
-        assert snapshot is not None and len(snapshot.names) == 21
-        assert [r.token_id for r in snapshot.revoked] == ["t-x"]
-    finally:
-        await stack.stop()
+async def test_events_in_a_burst_still_reach_the_cache(cached: Stack) -> None:
+    for seq in range(11, 31):
+        await cached.publish(NameSet(seq=seq, claim=NameClaim(f"n{seq}.localhost", "acme")))
+    await cached.publish(TokenRevoked(seq=31, revocation=Revocation("t-x", until=0)))
+    await wait_for(lambda: _on_disk(cached).seq == 31, what="the cache to catch up")
+    snapshot = _on_disk(cached)
+    assert len(snapshot.names) == 21
+    assert [r.token_id for r in snapshot.revoked] == ["t-x"]
 
 
 def _free_port() -> int:
