@@ -33,15 +33,21 @@ class Throttle:
     """Named limits ("login.address", "login.account", ...) over one shared storage."""
 
     def __init__(self, config: ControlConfig) -> None:
-        self.limits: dict[str, RateLimitItem] = {
-            name: parse(text)
-            for name, text in (
-                ("login.address", config.login_rate_per_address),
-                ("login.account", config.login_rate_per_account),
-                ("signup.address", config.signup_rate_per_address),
-                ("credentials.org", config.credential_rate_per_org),
-            )
-        }
+        self.limits: dict[str, RateLimitItem] = {}
+        for name, setting in (
+            ("login.address", "login_rate_per_address"),
+            ("login.account", "login_rate_per_account"),
+            ("signup.address", "signup_rate_per_address"),
+            ("credentials.org", "credential_rate_per_org"),
+        ):
+            text = getattr(config, setting)
+            try:
+                self.limits[name] = parse(text)
+            except ValueError:
+                raise ValueError(
+                    f"{setting} = {text!r} is not a rate; write it as N/second, N/minute, "
+                    "N/hour or N/day"
+                ) from None
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._shared: MovingWindowRateLimiter | None = None
         self._storage: Storage | None = None

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bus.memory import MemoryBus
 from control.app import create_app
+from control.throttle import Throttle
 from tests.control.conftest import PASSWORD, Api, control_config
 from tests.fixtures.redis import PrivateRedis
 
@@ -109,3 +111,8 @@ async def test_a_frozen_or_dead_redis_falls_back_to_counting_here(
             assert time.monotonic() - started < 5  # no hang on the frozen server
             assert (await _login(api, email, PASSWORD))[0] == 200
             private_redis.thaw()
+
+
+def test_a_mistyped_rate_names_its_setting() -> None:
+    with pytest.raises(ValueError, match="login_rate_per_account = 'lots' is not a rate"):
+        Throttle(control_config("postgresql://unused", login_rate_per_account="lots"))
