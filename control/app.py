@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bus.base import Bus
-from control import __version__
+from control import __version__, redaction
 from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
 from control.bodies import to_json
 from control.config import ControlConfig
@@ -19,7 +19,7 @@ from control.db import Database
 from control.dns_check import DomainVerifier
 from control.edge_reports import EdgeReportConsumer
 from control.embedded_db import start_embedded
-from control.errors import json_errors
+from control.errors import json_errors, refuse_control_characters
 from control.keys import BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
 from control.metrics import ControlMetrics
 from control.migrate import migrate
@@ -28,9 +28,12 @@ from control.passwords import Passwords
 from control.routing_outbox import RoutingOutbox
 from control.secret_box import SecretBox
 from control.signing_keys import SigningKeys
+from control.throttle import THROTTLE, Throttle
 
 log = logging.getLogger("burrow.control")
 
+# How long one migration statement may take at start.
+MIGRATE_SECONDS = 3600.0
 # How long shutdown waits for one resource to close before it goes on without it.
 CLOSE_TIMEOUT = 10.0
 
@@ -56,10 +59,22 @@ async def database_dsn(config: ControlConfig) -> str:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    db = await Database.connect(await database_dsn(config))
-    applied = await migrate(db)
+    dsn = await database_dsn(config)
+    # Migrations get their own connection without the API's short statement limit (an
+    # index on a large table may rightly take minutes); connecting is bounded as ever.
+    migrating = await Database.connect(
+        dsn,
+        maxsize=1,
+        limit_seconds=config.database_timeout,
+        statement_seconds=MIGRATE_SECONDS,
+    )
+    try:
+        applied = await migrate(migrating)
+    finally:
+        await migrating.close()
     if applied:
         log.info("database migrated: %s", ", ".join(applied))
+    db = await Database.connect(dsn, limit_seconds=config.database_timeout)
     app[DB] = db
     yield
     await _close_within("closing the database pool", db.close())
@@ -90,6 +105,12 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await _close_within("stopping the routing outbox", task)
+
+
+async def _throttle(app: web.Application) -> AsyncIterator[None]:
+    app[THROTTLE] = Throttle(app[CONFIG])
+    yield
+    await _close_within("closing the throttle's Redis connections", app[THROTTLE].close())
 
 
 async def _edge_reports(app: web.Application) -> AsyncIterator[None]:
@@ -133,9 +154,11 @@ async def readyz(request: web.Request) -> web.Response:
 def create_app(
     config: ControlConfig, *, bus: Bus | None = None, verifier: DomainVerifier | None = None
 ) -> web.Application:
+    redaction.install()
     counted = ControlMetrics()
     app = web.Application(
-        middlewares=[counted.middleware(), json_errors], client_max_size=config.max_body_bytes
+        middlewares=[counted.middleware(), json_errors, refuse_control_characters],
+        client_max_size=config.max_body_bytes,
     )
     app[METRICS] = counted
     app[CONFIG] = config
@@ -149,6 +172,7 @@ def create_app(
     )
     if bus is not None:
         app[BUS] = bus
+    app.cleanup_ctx.append(_throttle)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)

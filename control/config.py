@@ -19,6 +19,9 @@ class PasswordCost:
 class ControlConfig:
     # None: the embedded PostgreSQL under ``data_dir``.
     database_url: str | None = None
+    # Seconds one database connect, pool acquire or statement may take before the API
+    # answers 503 unavailable (and the connection is dropped, to be made afresh).
+    database_timeout: float = 3.0
     # None: the in-memory bus (one process: edge and control together, as in ``burrowd dev``).
     redis_url: str | None = None
     bus_prefix: str = "burrow:"
@@ -44,6 +47,19 @@ class ControlConfig:
     default_token_days: int = 0
     # Where agents connect, shown with new tokens ("burrow config add-authtoken ...").
     agent_server: str = ""
+    # Throttles (the ``limits`` notation, "N/second|minute|hour|day"): sign-in attempts per
+    # client address, failed sign-ins per account, sign-ups per address, and new API keys
+    # plus agent tokens per organization. Shared through Redis when redis_url is set.
+    login_rate_per_address: str = "30/minute"
+    login_rate_per_account: str = "10/minute"
+    signup_rate_per_address: str = "10/hour"
+    credential_rate_per_org: str = "60/minute"
+    # An unverified custom domain is held this long; then another org may claim it.
+    domain_claim_days: float = 7.0
+    # Organizations one user may own (per-org caps would mean nothing without it).
+    max_orgs_per_user: int = 10
+    # How long an invitation to an organization can be accepted.
+    invitation_days: float = 7.0
     passwords: PasswordCost = field(default_factory=PasswordCost)
     # Seconds after which an edge that has not reported is taken to be gone, and its tunnels
     # are no longer listed.

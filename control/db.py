@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiopg
@@ -20,6 +20,34 @@ Row = dict[str, Any]
 
 class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached or refused the connection."""
+
+
+# How long one pool acquire, connect or statement may take before the caller gets
+# DatabaseUnavailable: a frozen server must cost an API call seconds, not a hang.
+DEFAULT_TIMEOUT = 3.0
+
+# What a lost, refused or frozen server looks like from aiopg: psycopg2's OperationalError
+# (connection lost or refused), InterfaceError (the connection was already closed) and
+# TimeoutError (aiopg closes the connection when a statement, connect or acquire overruns).
+_OUTAGE = (psycopg2.OperationalError, psycopg2.InterfaceError, TimeoutError, OSError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _outage_is_unavailable() -> Iterator[None]:
+    """Turn an outage into DatabaseUnavailable (a 503 for the API) without a traceback.
+    aiopg drops a connection that failed, so the next call connects afresh: the service
+    recovers by itself when the server is back."""
+    try:
+        yield
+    except _OUTAGE as exc:
+        if cancel_requested():
+            raise
+        raise DatabaseUnavailable(f"PostgreSQL is unavailable: {_first_line(exc)}") from exc
 
 
 class Queries:
@@ -47,17 +75,42 @@ class Queries:
 
 
 class Database:
-    def __init__(self, pool: aiopg.Pool) -> None:
+    def __init__(self, pool: aiopg.Pool, statement_seconds: float | None = None) -> None:
         self.pool = pool
+        # None: the pool's limit, the same as for connecting and acquiring.
+        self.statement_seconds = statement_seconds
 
     @classmethod
-    async def connect(cls, dsn: str, *, minsize: int = 1, maxsize: int = 10) -> Database:
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        minsize: int = 1,
+        maxsize: int = 10,
+        limit_seconds: float = DEFAULT_TIMEOUT,
+        statement_seconds: float | None = None,
+    ) -> Database:
+        # aiopg applies its ``timeout`` (our ``limit_seconds``) to connecting, to acquiring
+        # from the pool and to every statement (closing the connection that overran). The
+        # server gets a limit past ours, so it ends a query nobody waits for any more; not
+        # the same one, because aiopg turns a server-side cancel into CancelledError.
+        server_limit_ms = int((statement_seconds or limit_seconds) * 2000) + 1000
+
+        async def limit_statements(conn: aiopg.Connection) -> None:
+            async with conn.cursor() as cur:
+                await cur.execute("SET statement_timeout = %s", (server_limit_ms,))
+
         try:
-            pool = await aiopg.create_pool(dsn, minsize=minsize, maxsize=maxsize, timeout=10)
-        except (psycopg2.OperationalError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first}") from exc
-        return cls(pool)
+            pool = await aiopg.create_pool(
+                dsn,
+                minsize=minsize,
+                maxsize=maxsize,
+                timeout=limit_seconds,
+                on_connect=limit_statements,
+            )
+        except _OUTAGE as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        return cls(pool, statement_seconds)
 
     async def close(self) -> None:
         self.pool.close()
@@ -65,18 +118,18 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _cursor(self) -> AsyncIterator[Any]:
-        async with (
-            self.pool.acquire() as conn,
-            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
-        ):
-            yield cur
+        with _outage_is_unavailable():
+            async with (
+                self.pool.acquire() as conn,
+                conn.cursor(
+                    cursor_factory=psycopg2.extras.RealDictCursor, timeout=self.statement_seconds
+                ) as cur,
+            ):
+                yield cur
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
-        async with (
-            self.pool.acquire() as conn,
-            conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
-        ):
+        async with self._cursor() as cur:
             await cur.execute("BEGIN")
             try:
                 yield Queries(cur)
@@ -86,7 +139,7 @@ class Database:
                 try:
                     await cur.execute("ROLLBACK")
                 except Exception:
-                    conn.close()  # the pool drops a closed connection
+                    cur.connection.close()  # the pool drops a closed connection
                 raise
             await cur.execute("COMMIT")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 MAX_NAME_LENGTH = 253
 MAX_LABEL_LENGTH = 63
@@ -105,6 +106,20 @@ def is_under(domain: str, base_domain: str) -> bool:
     if not base:
         return False
     return name == base or name.endswith("." + base)
+
+
+_PUBLIC_SUFFIXES: PublicSuffixList | None = None
+
+
+def is_public_suffix(domain: str) -> bool:
+    """Whether ``domain`` (or the name under a leading ``*.``) is a public suffix, such as
+    "co.uk" or "github.io", under which unrelated parties register names: nobody may claim
+    one for an organization. The list is the publicsuffixlist package's bundled snapshot
+    (ICANN and private sections); it is never fetched from the network."""
+    global _PUBLIC_SUFFIXES
+    if _PUBLIC_SUFFIXES is None:
+        _PUBLIC_SUFFIXES = PublicSuffixList()
+    return bool(_PUBLIC_SUFFIXES.is_public(_fold(domain).removeprefix("*.")))
 
 
 def _ascii_label(label: str) -> str:

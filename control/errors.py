@@ -5,10 +5,12 @@ with an id the user can quote)."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from control.db import DatabaseUnavailable
@@ -54,7 +56,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        response = error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if exc.status == 429 and "retry_after" in exc.extra:
+            response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith("/v1"):
             raise
@@ -80,3 +85,68 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(
             500, "internal", f"internal error; quote {incident} when reporting it"
         )
+
+
+# C0 controls and DEL. PostgreSQL refuses NUL in text outright (a 500 before this check);
+# the others have no place in an email, a name, an id or a host, and turn up in logs and
+# terminals as escape sequences.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A password may hold any character but NUL (it is hashed, never stored or shown as text).
+_ANY_CONTROL_ALLOWED = frozenset({"password"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _strings(value: object) -> Iterator[tuple[str, str]]:
+    """Every string in a decoded JSON value with where it sits ("hosts[0]", "tls.a.b").
+    A stack, not recursion: the depth is whatever the client sent."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            yield where or "body", item
+        elif isinstance(item, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+
+
+def control_character_problem(field: str, text: str) -> ApiError | None:
+    """A 422 naming ``field`` when ``text`` holds a character no API string may hold."""
+    if field.rsplit(".", 1)[-1] in _ANY_CONTROL_ALLOWED:
+        char = "\x00" if "\x00" in text else ""
+    else:
+        found = _CONTROL.search(text)
+        char = found.group() if found else ""
+    if not char:
+        return None
+    return ApiError(
+        422,
+        "invalid",
+        f"{field} holds the control character U+{ord(char):04X}; send printable text",
+        field=field,
+    )
+
+
+@web.middleware
+async def refuse_control_characters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Path ids, query values and JSON body strings with control characters get a 422 that
+    names the field, on every route at once, before a handler or the database sees them."""
+    if request.path.startswith("/v1"):
+        for name, value in (*request.match_info.items(), *request.query.items()):
+            problem = control_character_problem(name, value)
+            if problem is not None:
+                raise problem
+        if request.method in _BODY_METHODS and request.can_read_body:
+            raw = await request.read()  # cached: the handler's read gets the same bytes
+            if raw.strip():
+                try:
+                    decoded = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    decoded = None  # the handler says why the body is not JSON
+                except RecursionError:
+                    raise ApiError(400, "bad_json", "the body nests too deeply") from None
+                for field, text in _strings(decoded):
+                    problem = control_character_problem(field, text)
+                    if problem is not None:
+                        raise problem
+    return await handler(request)

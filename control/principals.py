@@ -81,12 +81,7 @@ async def _resolve(request: web.Request) -> Principal:
     user = await session_user(request)
     if user is None:
         raise UNAUTHENTICATED
-    if request.method not in _SAFE_METHODS and not _same_site(request):
-        raise ApiError(
-            403,
-            "csrf",
-            "cross-site request refused: send X-Requested-With from the console's own pages",
-        )
+    require_same_site(request)
     user_id = str(user["id"])
     wanted = request.headers.get(ORG_HEADER) or request.query.get("org")
     orgs = await accounts.orgs_of_user(db, user_id)
@@ -106,6 +101,16 @@ async def _resolve(request: web.Request) -> Principal:
         is_admin=bool(user["is_admin"]),
         via="session",
     )
+
+
+def require_same_site(request: web.Request) -> None:
+    """403 for a cookie-authenticated change that a cross-site page may have sent."""
+    if request.method not in _SAFE_METHODS and not _same_site(request):
+        raise ApiError(
+            403,
+            "csrf",
+            "cross-site request refused: send X-Requested-With from the console's own pages",
+        )
 
 
 def _same_site(request: web.Request) -> bool:

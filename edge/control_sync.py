@@ -14,7 +14,15 @@ logins from it offline, so neither Redis nor control is on the path of an agent 
   out early is always safe.
 - A fresh snapshot is also fetched every ``resync_interval`` as a safety net, and every
   ``outage_interval`` while the bus does not answer, so revocations still reach this edge
-  within seconds through control when Redis is down. Failed fetches retry with backoff.
+  within seconds through control when Redis is down. A fetch control answered badly (5xx,
+  a timeout) retries with backoff, so a struggling control is not hammered; a fetch that
+  could not connect at all costs control nothing and is retried every ``probe_interval``,
+  and a routing event on the bus (control's outbox is running again) cuts any backoff short,
+  so stale state ends as soon as control is back.
+- The cache file is replaced atomically. A revocation or a key change is written to it
+  before it is acted on, so an edge that crashes just after ending a revoked token's
+  sessions does not let that token back in when it restarts from the cache; other changes
+  are batched into one write shortly after.
 - Revoked tokens (from an event or a snapshot) and expired ones (checked periodically) end
   the agent sessions that use them, with ``Refused(code="auth")`` so the agent stops.
 """
@@ -26,6 +34,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +103,12 @@ class TokenKeyring(Protocol):
 
 
 class SnapshotUnavailable(Exception):
-    """Control could not give a routing snapshot now; the message says why, in one line."""
+    """Control could not give a routing snapshot now; the message says why, in one line.
+    ``unreachable``: nothing accepted the connection (control is down, not struggling)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class SnapshotSource(Protocol):
@@ -126,7 +140,10 @@ class HttpSnapshotSource:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
-            raise SnapshotUnavailable(f"cannot reach control at {self.url}: {reason}") from None
+            raise SnapshotUnavailable(
+                f"cannot reach control at {self.url}: {reason}",
+                unreachable=isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError),
+            ) from None
         if status in (401, 403):
             raise SnapshotUnavailable(
                 f"control refused this edge's key ({status}): check --edge-key or "
@@ -181,6 +198,30 @@ def write_cache(path: Path, data: bytes) -> None:
         raise
 
 
+class CacheFile:
+    """The routing cache on disk. Writes come from the loop (a revocation, synchronously)
+    and from worker threads (batched changes); each carries the version of the state it
+    holds, and one that is older than what is already on disk is dropped, so a slow batched
+    write can never put back a state from before a revocation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._version = 0  # taken on the loop thread only
+        self._written = 0
+
+    def next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def write(self, data: bytes, version: int) -> None:
+        with self._lock:
+            if version <= self._written:
+                return
+            write_cache(self.path, data)
+            self._written = version
+
+
 class RoutingSync:
     """Keeps ``edge.ownership`` and ``keyring`` current from ``source`` and ``bus``.
 
@@ -198,6 +239,7 @@ class RoutingSync:
         cache_path: str | Path | None = None,
         resync_interval: float = 60.0,
         outage_interval: float = 5.0,
+        probe_interval: float = 1.0,
         start_timeout: float = 5.0,
         fetch_timeout: float = 15.0,
         expiry_interval: float = 5.0,
@@ -210,8 +252,10 @@ class RoutingSync:
         self.bus = bus
         self.keyring = keyring
         self.cache_path = Path(cache_path) if cache_path is not None else None
+        self._cache = CacheFile(self.cache_path) if self.cache_path is not None else None
         self.resync_interval = resync_interval
         self.outage_interval = outage_interval
+        self.probe_interval = probe_interval
         self.start_timeout = start_timeout
         self.fetch_timeout = fetch_timeout
         self.expiry_interval = expiry_interval
@@ -225,7 +269,9 @@ class RoutingSync:
         self.bus_up = bus is not None
         self._failures = 0
         self._fetch_failing = False
+        self._control_unreachable = False  # the last failed fetch could not connect
         self._wanted = asyncio.Event()
+        self._control_alive = asyncio.Event()  # a routing event arrived: control is up
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
         self._save_handle: asyncio.TimerHandle | None = None
@@ -286,8 +332,9 @@ class RoutingSync:
         if self._saving is not None:
             with contextlib.suppress(Exception):
                 await self._saving
-        if unsaved and self.cache_path is not None:
-            await self._write(self.cache_path, encode(self.current_snapshot()))
+        if unsaved and self._cache is not None:
+            data = encode(self.current_snapshot())
+            await self._write(self._cache, data, self._cache.next_version())
         close = getattr(self.source, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
@@ -320,12 +367,23 @@ class RoutingSync:
         except TimeoutError:
             return self._fetch_failed(f"control did not answer within {within:g}s")
         except SnapshotUnavailable as exc:
-            return self._fetch_failed(str(exc))
+            return self._fetch_failed(str(exc), unreachable=exc.unreachable)
         except Exception as exc:  # a source's bug must not end the resync loop
             return self._fetch_failed(f"{type(exc).__name__}: {exc}")
         if self._fetch_failing:
             log.info("routing snapshot from control loaded again (seq %d)", snapshot.seq)
         self._fetch_failing = False
+        self._control_unreachable = False
+        now = self._clock()
+        if self._cache is not None and (
+            list(snapshot.keys) != self._keys
+            or any(
+                r.token_id not in self._revoked and (r.until <= 0 or r.until > now)
+                for r in snapshot.revoked
+            )
+        ):
+            # New revocations or keys: control's snapshot goes to disk before they act.
+            self._write_now(self._cache, encode(snapshot))
         self._load(snapshot, "control")
         self._synced_at = time.monotonic()
         if self._held:
@@ -335,10 +393,11 @@ class RoutingSync:
         self._failures = 0
         return True
 
-    def _fetch_failed(self, reason: str) -> bool:
+    def _fetch_failed(self, reason: str, *, unreachable: bool = False) -> bool:
         if not self._fetch_failing:
             log.warning("routing snapshot unavailable, retrying: %s", reason)
         self._fetch_failing = True
+        self._control_unreachable = unreachable
         self._failures += 1
         return False
 
@@ -393,7 +452,11 @@ class RoutingSync:
                         log.warning("unreadable routing event (%s): loading a snapshot", exc)
                         self.request_resync()
                         continue
+                    if isinstance(event, TokenRevoked | KeysSet):
+                        self._save_before_acting(event)
                     self._on_event(event)
+                    if self._failures:
+                        self._control_alive.set()
             except Exception as exc:
                 if not failing:
                     log.warning("routing subscription failed (%s); subscribing again", exc)
@@ -491,8 +554,15 @@ class RoutingSync:
                 delay = min(RETRY_MAX, RETRY_START * 2 ** (self._failures - 1))
                 if not self.bus_up:
                     delay = min(delay, self.outage_interval)
-                # A request for a resync does not cut a backoff short: control is struggling.
-                await asyncio.sleep(delay)
+                if self._control_unreachable:
+                    # A refused connection costs control nothing: probe often.
+                    delay = min(delay, self.probe_interval)
+                # A request for a resync does not cut a backoff short (control may be
+                # struggling), but a routing event does: control's outbox is running again.
+                self._control_alive.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._control_alive.wait()
             else:
                 delay = self.resync_interval if self.bus_up else self.outage_interval
                 with contextlib.suppress(TimeoutError):
@@ -543,6 +613,32 @@ class RoutingSync:
         snapshot.revoked = list(self._revoked.values())
         return snapshot
 
+    def _save_before_acting(self, event: TokenRevoked | KeysSet) -> None:
+        """Write the state with ``event`` in it to the cache now, on the loop thread, before
+        the event ends any session: a crash right after must not lose it. A revocation is
+        always written (acting on one early is safe); a key set only when it applies in
+        order, as ``_on_event`` will then apply it."""
+        cache = self._cache
+        if cache is None or event.seq <= self.ownership.seq:
+            return
+        snapshot = self.current_snapshot()
+        if isinstance(event, TokenRevoked):
+            revoked = {r.token_id: r for r in snapshot.revoked}
+            revoked[event.revocation.token_id] = event.revocation
+            snapshot.revoked = list(revoked.values())
+        elif not self._held and event.seq == self.ownership.seq + 1:
+            snapshot.keys = list(event.keys)
+        else:
+            return
+        self._write_now(cache, encode(snapshot))
+
+    def _write_now(self, cache: CacheFile, data: bytes) -> None:
+        """On the loop thread: one fsync, for the rare changes that must not be lost."""
+        try:
+            cache.write(data, cache.next_version())
+        except OSError as exc:
+            log.warning("cannot write the routing cache %s: %s", cache.path, exc)
+
     def _save_soon(self) -> None:
         """Write the cache shortly: a burst of events costs one write."""
         if self.cache_path is None or self._save_handle is not None:
@@ -551,17 +647,19 @@ class RoutingSync:
 
     def _save_now(self) -> None:
         self._save_handle = None
-        path = self.cache_path
-        if path is None:
+        cache = self._cache
+        if cache is None:
             return
         if self._saving is not None and not self._saving.done():
             self._save_soon()  # one write at a time; this state goes out after it
             return
-        data = encode(self.current_snapshot())
-        self._saving = asyncio.get_running_loop().create_task(self._write(path, data))
+        # The version is taken with the state, so a revocation written after this point
+        # (a newer version) is never overwritten by this older state.
+        data, version = encode(self.current_snapshot()), cache.next_version()
+        self._saving = asyncio.get_running_loop().create_task(self._write(cache, data, version))
 
-    async def _write(self, path: Path, data: bytes) -> None:
+    async def _write(self, cache: CacheFile, data: bytes, version: int) -> None:
         try:
-            await asyncio.to_thread(write_cache, path, data)
+            await asyncio.to_thread(cache.write, data, version)
         except OSError as exc:
-            log.warning("cannot write the routing cache %s: %s", path, exc)
+            log.warning("cannot write the routing cache %s: %s", cache.path, exc)

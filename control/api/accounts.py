@@ -13,6 +13,7 @@ from control.errors import ApiError
 from control.keys import CONFIG, DB, PASSWORDS
 from control.openapi import describe
 from control.store import accounts
+from control.throttle import THROTTLE, client_address
 
 routes = web.RouteTableDef()
 
@@ -31,7 +32,7 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
-def _email(text: str) -> str:
+def email_address(text: str) -> str:
     email = text.strip()
     if len(email) > 254 or not _EMAIL.match(email):
         raise ApiError(422, "invalid", f"{email[:80]!r} is not an email address")
@@ -45,23 +46,32 @@ def _name(text: str, what: str, limit: int = 100) -> str:
     return value
 
 
+SIGNUP_ANSWER = (
+    "if this email is new, its account and organization are ready: sign in with "
+    "POST /v1/login; if it already has an account, sign in to that one"
+)
+
+
 @routes.post("/v1/signup")
 @describe(
-    "Create a user and their first organization; signs in.",
+    "Create a user and their first organization, then sign in with POST /v1/login. The "
+    "answer (202) is the same whether or not the email already has an account.",
     body=SignupBody,
     auth="none",
-    status=201,
+    status=202,
 )
 async def signup(request: web.Request) -> web.Response:
     body = await read_json(request, SignupBody)
     config = request.app[CONFIG]
     db = request.app[DB]
-    email = _email(body.email)
+    email = email_address(body.email)
     name = _name(body.name, "name")
     org_name = _name(body.org_name, "organization name") or f"{name or email.split('@')[0]}'s org"
     problem = request.app[PASSWORDS].problem(body.password)
     if problem:
         raise ApiError(422, "weak_password", problem)
+    # Counted once the request is well formed: a typo costs the user nothing.
+    await request.app[THROTTLE].hit("signup.address", client_address(request))
     first_user = await accounts.count_users(db) == 0
     if not config.signup_open and not first_user:
         caller = await principals.session_user(request)
@@ -69,6 +79,8 @@ async def signup(request: web.Request) -> web.Response:
             raise ApiError(
                 403, "signup_closed", "sign-up is closed; ask the operator for an account"
             )
+    # Hashed whether or not the email is taken: the hash is most of the time an answer
+    # takes, so both answers take about as long.
     password_hash = await request.app[PASSWORDS].hash(body.password)
     try:
         async with db.transaction() as q:
@@ -77,16 +89,10 @@ async def signup(request: web.Request) -> web.Response:
             )
             await accounts.audit(q, org["id"], user["id"], "user.signup", user["id"])
     except LookupError:
-        raise ApiError(
-            409, "email_taken", "an account with that email exists; sign in instead"
-        ) from None
-    secret = await accounts.create_session(db, user["id"], config.session_seconds)
-    response = to_json_status(
-        {"user": _user_json(user), "org": {"id": org["id"], "name": org["name"], "role": "owner"}},
-        201,
-    )
-    response.set_cookie(principals.SESSION_COOKIE, secret, **principals.cookie_settings(request))  # type: ignore[arg-type]
-    return response
+        # The email has an account. Saying so would tell anyone who asks; the owner of
+        # the account signs in to it instead.
+        pass
+    return to_json_status({"email": email, "message": SIGNUP_ANSWER}, 202)
 
 
 @routes.post("/v1/login")
@@ -94,9 +100,17 @@ async def signup(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
     db = request.app[DB]
-    user = await accounts.user_by_email(db, body.email.strip()[:254])
+    throttle = request.app[THROTTLE]
+    email = body.email.strip()[:254]
+    # Every attempt counts for the address; only failures count for the account, so a
+    # user who signs in is never locked out by their own successes.
+    await throttle.hit("login.address", client_address(request))
+    account = email.lower()
+    await throttle.check("login.account", account)
+    user = await accounts.user_by_email(db, email)
     stored = None if user is None or user["disabled_at"] is not None else user["password_hash"]
     if len(body.password) > 1024 or not await request.app[PASSWORDS].check(stored, body.password):
+        await throttle.hit("login.account", account)
         raise ApiError(401, "bad_credentials", "wrong email or password")
     assert user is not None
     secret = await accounts.create_session(db, user["id"], request.app[CONFIG].session_seconds)
@@ -110,6 +124,9 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     secret = request.cookies.get(principals.SESSION_COOKIE)
     if secret:
+        # Signing someone out from another site is a nuisance attack (and a step in login
+        # CSRF): the same rule as every other cookie-authenticated change.
+        principals.require_same_site(request)
         await accounts.delete_session(request.app[DB], secret[:200])
     response = to_json({"signed_out": True})
     response.del_cookie(principals.SESSION_COOKIE, path="/")

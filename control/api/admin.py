@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bus.events import NameClaim, NameSet, OrgLimitsSet, OrgSuspended
 from control import principals
-from control.api import tunnels
+from control.api import domains, tunnels
 from control.api.names import host_for
 from control.bodies import read_json, to_json, to_json_status
 from control.db import Row, json_param
@@ -281,6 +281,27 @@ async def admin_domains(request: web.Request) -> web.Response:
         params,
     )
     return paged("domains", rows, params)
+
+
+@routes.post("/v1/admin/domains/{domain_id}/release")
+@describe(
+    "Release a custom domain from the organization holding it, verified or not: edges stop "
+    "routing it and any organization may add it again. Audited under that organization.",
+    auth="admin",
+)
+async def admin_release_domain(request: web.Request) -> web.Response:
+    who = await operator(request)
+    outbox = request.app[OUTBOX]
+    async with request.app[DB].transaction() as q:
+        row = await q.one(
+            "DELETE FROM domains WHERE id = %s RETURNING id, host, org_id, verified_at",
+            (request.match_info["domain_id"][:64],),
+        )
+        if row is None:
+            raise ApiError(404, "not_found", "no domain with that id")
+        await domains.remove_domain_row(request, q, row, who.actor, "domain.release")
+    outbox.changed()
+    return to_json({"released": row["host"], "org_id": row["org_id"]})
 
 
 @routes.get("/v1/admin/edges")

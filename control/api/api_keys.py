@@ -12,6 +12,7 @@ from control.errors import ApiError, not_found
 from control.keys import DB
 from control.openapi import describe
 from control.store import accounts
+from control.throttle import THROTTLE
 
 routes = web.RouteTableDef()
 
@@ -41,6 +42,7 @@ async def create_key(request: web.Request) -> web.Response:
     body = await read_json(request, ApiKeyBody)
     if body.role not in ("admin", "member"):
         raise ApiError(422, "invalid", "an API key's role is admin or member")
+    await request.app[THROTTLE].hit("credentials.org", who.org_id)
     row, secret = await accounts.create_api_key(
         request.app[DB], who.org_id, who.user_id, body.role, _name(body.description, "description")
     )

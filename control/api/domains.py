@@ -1,9 +1,14 @@
 """Custom domains: add one, prove control of it through DNS, route it to a reserved name.
 
 A domain is claimed by one org across the installation (the first to add it), but edges route
-it only once it is verified. Every change edges enforce (verified, tls_mode, target) is
-recorded as a ``DomainSet``; a removal as a ``DomainRemoved``. Edges keep unverified domains
-in their table too, so an agent of another org cannot bind a name someone is verifying.
+it only once it is verified. An unverified claim lasts ``domain_claim_days``; after that
+another org may claim the name (the stale claim is removed, on the bus too), so nobody can
+sit on a domain they cannot prove. Public suffixes ("co.uk", "github.io") are refused, and
+an operator can release any domain (``POST /v1/admin/domains/{id}/release``).
+
+Every change edges enforce (verified, tls_mode, target) is recorded as a ``DomainSet``; a
+removal as a ``DomainRemoved``. Edges keep unverified domains in their table too, so an agent
+of another org cannot bind a name someone is verifying.
 
 Verification is kept once won: a later failed check is reported (``last_check_error``) but
 does not unroute a live domain. Switching a domain verified by CNAME to strict mode does
@@ -12,6 +17,7 @@ unverify it, because strict mode accepts only the TXT proof.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -24,7 +30,7 @@ from control.bodies import read_json, to_json, to_json_status
 from control.config import ControlConfig
 from control.db import Queries, Row
 from control.dns_check import records_to_create
-from control.domain_names import DomainNameError, is_under, normalize_domain
+from control.domain_names import DomainNameError, is_public_suffix, is_under, normalize_domain
 from control.errors import ApiError, not_found
 from control.ids import new_id, new_secret
 from control.keys import CONFIG, DB, OUTBOX, VERIFIER
@@ -63,6 +69,9 @@ def _public(row: Row, config: ControlConfig) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in ("org_id", "target_name")}
     out["target"] = row["target_name"]
     out["verified"] = row["verified_at"] is not None
+    out["claim_expires_at"] = (
+        None if out["verified"] else row["created_at"] + timedelta(days=config.domain_claim_days)
+    )
     out["records"] = records_to_create(
         row["host"], row["verification_token"], config.cname_target, row["strict"]
     )
@@ -89,6 +98,13 @@ def _checked_host(text: str, strict: bool, config: ControlConfig) -> str:
             f"{host} is under {base}, which Burrow serves itself; reserve a name with "
             "POST /v1/names instead",
         )
+    if is_public_suffix(bare):
+        raise ApiError(
+            422,
+            "public_suffix",
+            f"{bare} is a public suffix, under which anyone may register names; add a name "
+            f"you registered under it, such as app.example.{bare}",
+        )
     if bare == config.cname_target:
         raise ApiError(422, "reserved_domain", f"{host} is the edge's own host name")
     if wildcard and not strict:
@@ -99,6 +115,32 @@ def _checked_host(text: str, strict: bool, config: ControlConfig) -> str:
             "control of every name under it",
         )
     return host
+
+
+async def _drop_expired_claim(
+    request: web.Request, q: Queries, host: str, org_id: str, config: ControlConfig
+) -> None:
+    """Remove another org's unverified claim on ``host`` once it is past its days, so the
+    insert that follows can take the name. The org's own stale claim stays as it is (with
+    its TXT token): it may still verify it while nobody else has taken the name."""
+    stale = await q.one(
+        "DELETE FROM domains WHERE host = %s AND org_id <> %s AND verified_at IS NULL"
+        " AND created_at < now() - make_interval(secs => %s) RETURNING org_id",
+        (host, org_id, config.domain_claim_days * 86400),
+    )
+    if stale is not None:
+        await request.app[OUTBOX].record(q, lambda seq: DomainRemoved(seq=seq, host=host))
+        await audit(q, stale["org_id"], "system", "domain.claim_expired", host)
+
+
+async def remove_domain_row(
+    request: web.Request, q: Queries, row: Row, actor: str, action: str = "domain.remove"
+) -> None:
+    """Tell edges ``row`` is gone and audit it under its org; the caller deleted it."""
+    host = str(row["host"])
+    # Edges ignore a removal of a host they never knew, so it is always recorded.
+    await request.app[OUTBOX].record(q, lambda seq: DomainRemoved(seq=seq, host=host))
+    await audit(q, row["org_id"], actor, action, host)
 
 
 async def _record_set(request: web.Request, q: Queries, row: Row) -> None:
@@ -138,6 +180,7 @@ async def add_domain(request: web.Request) -> web.Response:
             raise ApiError(
                 409, "limit", f"an organization may add {MAX_DOMAINS_PER_ORG} domains; remove one"
             )
+        await _drop_expired_claim(request, q, host, who.org_id, config)
         row = await q.one(
             f"INSERT INTO domains (id, org_id, host, verification_token, strict, tls_mode)"
             f" VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (host) DO NOTHING"
@@ -187,10 +230,7 @@ async def remove_domain(request: web.Request) -> web.Response:
         )
         if row is None:
             raise not_found("domain")
-        host = str(row["host"])
-        # Edges ignore a removal of a host they never knew, so it is always recorded.
-        await outbox.record(q, lambda seq: DomainRemoved(seq=seq, host=host))
-        await audit(q, who.org_id, who.actor, "domain.remove", host)
+        await remove_domain_row(request, q, row, who.actor)
     outbox.changed()
     return to_json(_public(row, request.app[CONFIG]))
 

@@ -20,6 +20,7 @@ from control.keys import CONFIG, DB, OUTBOX, SIGNING
 from control.openapi import describe
 from control.routing_outbox import revocation
 from control.store.accounts import audit
+from control.throttle import THROTTLE
 from control.token_signing import issue_token
 from edge.auth import hash_basic_password
 from edge.token_format import TokenClaims, encode_claims, installation_name
@@ -139,6 +140,7 @@ async def check_hosts(q: Queries, org_id: str, hosts: list[str], config: Control
 async def create_token(request: web.Request) -> web.Response:
     who = await principals.principal(request)
     body = await read_json(request, TokenBody)
+    await request.app[THROTTLE].hit("credentials.org", who.org_id)
     config = request.app[CONFIG]
     token_id = new_id("tok")
     claims = _claims(body, who.org_id, token_id, config.default_token_days)

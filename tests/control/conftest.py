@@ -42,10 +42,12 @@ class Api:
         resp = await self.client.post(
             "/v1/signup", json={"email": email, "password": PASSWORD, **extra}
         )
-        assert resp.status == 201, await resp.text()
-        data: dict[str, Any] = await resp.json()
+        assert resp.status == 202, await resp.text()
+        resp = await self.client.post("/v1/login", json={"email": email, "password": PASSWORD})
+        assert resp.status == 200, await resp.text()
         cookie = resp.cookies["burrow_session"].value
-        data["cookie"] = cookie
+        me = await (await self.client.get("/v1/me")).json()
+        data: dict[str, Any] = {"user": me["user"], "org": me["orgs"][0], "cookie": cookie}
         resp = await self.client.post(
             "/v1/api-keys",
             json={"description": "tests"},

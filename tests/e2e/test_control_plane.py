@@ -78,10 +78,12 @@ class Stack:
     async def sign_in_operator(self, email: str) -> None:
         """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
         for ``operator_call`` until its cookies are cleared."""
-        async with self.http.post(
-            self.control.url + "/v1/signup", json={"email": email, "password": PASSWORD}
-        ) as resp:
-            assert resp.status == 201, await resp.text()
+        credentials = {"email": email, "password": PASSWORD}
+        async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
+            assert resp.status == 202, await resp.text()
+        async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
+            assert resp.status == 200, await resp.text()
+        async with self.http.get(self.control.url + "/v1/me") as resp:
             user_id = (await resp.json())["user"]["id"]
         assert self.control.runner is not None
         await self.control.runner.app[DB].execute(
@@ -98,11 +100,14 @@ class Stack:
 
     async def signup(self, email: str) -> dict[str, Any]:
         """A user with their own org, and an admin API key for it."""
-        async with self.http.post(
-            self.control.url + "/v1/signup", json={"email": email, "password": PASSWORD}
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            user: dict[str, Any] = await resp.json()
+        credentials = {"email": email, "password": PASSWORD}
+        async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
+            assert resp.status == 202, await resp.text()
+        async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
+            assert resp.status == 200, await resp.text()
+        async with self.http.get(self.control.url + "/v1/me") as resp:
+            me = await resp.json()
+        user: dict[str, Any] = {"user": me["user"], "org": me["orgs"][0]}
         async with self.http.post(
             self.control.url + "/v1/api-keys", json={}, headers={"X-Requested-With": "t"}
         ) as resp:
