@@ -1,0 +1,99 @@
+"""Hostile agents: whatever an agent announces or does, the edge holds bounded memory for its
+visitors and answers them.
+
+Each test drives a ``HostileAgent`` (tests/fixtures/hostile_agent.py) against a real edge on
+real sockets, with real visitors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from edge.exchange import MAX_INFORMATIONAL
+from proto.messages import Bound, Welcome
+from tests.e2e.conftest import TOKEN, wait_for
+from tests.e2e.test_http2 import H2Client
+from tests.fixtures.hostile_agent import HostileAgent
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+
+
+async def _hostile_tunnel(
+    edge, protocol: str = "http", **options: int
+) -> tuple[HostileAgent, Bound]:
+    agent = await HostileAgent(edge.config.agent_port, **options).connect()
+    assert isinstance(await agent.hello(TOKEN), Welcome)
+    bound = await agent.bind("app", protocol)
+    assert isinstance(bound, Bound), bound
+    return agent, bound
+
+
+async def test_endless_informational_responses_to_http1_visitor_end_in_502(edge) -> None:
+    agent, _ = await _hostile_tunnel(edge)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
+    writer.write(b"GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n")
+    try:
+        stream_id = await agent.stream_opened()
+        hostile = asyncio.ensure_future(agent.endless_informational(stream_id, EARLY_HINTS))
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while b"HTTP/1.1 502" not in answer:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    answer += data
+        sent = await asyncio.wait_for(hostile, 15)
+    finally:
+        writer.close()
+        agent.close()
+    final = answer.find(b"HTTP/1.1 502")
+    assert final >= 0, f"no 502 after {answer.count(b'HTTP/1.1 103')} informational responses"
+    assert answer[:final].count(b"HTTP/1.1 103") <= MAX_INFORMATIONAL
+    assert b"informational" in answer[final:]
+    # The stream is reset: the agent is not left talking to nobody.
+    assert stream_id in agent.resets
+    assert sent < 1000
+
+
+class _CountingH2Client(H2Client):
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.informational = 0
+
+    def _on_event(self, ev) -> None:  # type: ignore[no-untyped-def]
+        import h2.events
+
+        if isinstance(ev, h2.events.InformationalResponseReceived):
+            self.informational += 1
+        super()._on_event(ev)
+
+
+async def test_endless_informational_responses_to_http2_visitor_end_in_502(edge) -> None:
+    agent, _ = await _hostile_tunnel(edge)
+    client = await _CountingH2Client(edge.config.http_port).connect()
+    try:
+        h2_stream = client.start("GET", "/")
+        stream_id = await agent.stream_opened()
+        sent = await agent.endless_informational(stream_id, EARLY_HINTS, seconds=5)
+        result = client.results[h2_stream]
+        await asyncio.wait_for(result.done.wait(), 5)
+    finally:
+        await client.close()
+        agent.close()
+    assert result.status == 502 and b"informational" in result.body
+    assert client.informational <= MAX_INFORMATIONAL
+    assert stream_id in agent.resets
+    assert sent < 1000
+
+
+async def test_garbage_after_the_handshake_closes_only_that_link(edge, http_tunnel) -> None:
+    await http_tunnel("good")
+    agent, _ = await _hostile_tunnel(edge)
+    agent.send_raw(b"\xff" * 64)
+    assert await agent.closed_by_edge(timeout=5)
+    await wait_for(lambda: "app.localhost" not in edge.routes.hosts, what="release")
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
+    writer.write(b"GET /hello HTTP/1.1\r\nhost: good.localhost\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(65536), 5)).endswith(b"hello")
+    writer.close()
