@@ -73,6 +73,10 @@ class ExchangeFront(Protocol):
         """The exchange cannot go on. Before a response head the front answers with
         ``status``; after one it must abort the visitor's response."""
 
+    def exchange_blocked(self) -> None:
+        """The agent's link is backed up: stop reading the request body until
+        ``exchange_writable``."""
+
     def exchange_writable(self) -> None:
         """The stream drained: resume reading the request body."""
 
@@ -278,6 +282,9 @@ class OriginExchange:
             self.front.exchange_failed(
                 502, f"The tunnel's agent went away ({reason or 'stream reset'})."
             )
+
+    def stream_blocked(self) -> None:
+        self.front.exchange_blocked()
 
     def stream_writable(self) -> None:
         self.front.exchange_writable()

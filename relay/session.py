@@ -4,6 +4,12 @@ It only moves bytes: reads go into the multiplexer, events go to the stream sink
 subclass for messages and new streams), and whatever the multiplexer wants to send is written
 with one ``writelines``. Liveness is one re-armed timer: every ``heartbeat`` seconds it sends a
 ping, and a link that has been silent for ``heartbeat * misses`` seconds is torn down.
+
+Backpressure on the link as a whole: stream credit bounds each stream, but a peer may grant
+credit and then read nothing. The link's transport has a high-water mark; above it
+(``pause_writing``) every stream's source stops (``StreamSink.stream_blocked``) and writes
+return False, until the buffer drains below the low-water mark (``resume_writing``). So what
+the link buffers is bounded whatever the peer announces or grants.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ log = logging.getLogger("burrow.link")
 _PING: Final = struct.Struct("!d")
 # Queued buffers (a data frame is two) at which stream writes go out before the loop pass ends.
 _WRITE_AT_ONCE: Final = 16
+# The link's write buffer limits: above the high mark every stream's source pauses, below the
+# low one they resume. High enough that a fast link never pauses between two loop passes.
+LINK_HIGH_WATER: Final = 1024 * 1024
+LINK_LOW_WATER: Final = 256 * 1024
 
 
 class StreamSink(Protocol):
@@ -45,7 +55,12 @@ class StreamSink(Protocol):
     def stream_data(self, data: bytes) -> None: ...
     def stream_end(self) -> None: ...
     def stream_reset(self, code: int, reason: str) -> None: ...
-    def stream_writable(self) -> None: ...
+
+    def stream_blocked(self) -> None:
+        """The link is backed up: stop reading the source until ``stream_writable``."""
+
+    def stream_writable(self) -> None:
+        """The stream (or the link) drained: resume reading the source."""
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -85,15 +100,20 @@ class LinkSession(asyncio.Protocol):
         self.bytes_out = 0
         self._dispatching = False
         self._flush_pending = False
+        self.write_paused = False  # the link's write buffer is above its high-water mark
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
-        self.transport = transport  # type: ignore[assignment]
+        link: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = link
         set_nodelay(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        # A transport without limits to set (a test's fake) keeps what it has.
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            link.set_write_buffer_limits(high=LINK_HIGH_WATER, low=LINK_LOW_WATER)
         self.flush()
         self._timer = self._loop.call_later(self.heartbeat, self._tick)
 
@@ -138,6 +158,21 @@ class LinkSession(asyncio.Protocol):
                 return
         self._dispatching = False
         self.flush()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for sink in list(self.sinks.values()):
+            sink.stream_blocked()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        mux = self.mux
+        for stream_id, sink in list(self.sinks.items()):
+            if self.write_paused or self.closed:
+                return  # the streams resumed so far filled it again: the rest stay blocked
+            # One still waiting for credit resumes on the multiplexer's StreamWritable.
+            if not mux.pending(stream_id) and stream_id in self.sinks:
+                sink.stream_writable()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -195,7 +230,9 @@ class LinkSession(asyncio.Protocol):
         return stream_id
 
     def write(self, stream_id: int, data: bytes) -> bool:
-        ok = self.mux.send_data(stream_id, data)
+        """Queue stream bytes; False: pause the source until the sink's ``stream_writable``
+        (the stream waits for credit, or the link is backed up)."""
+        ok = self.mux.send_data(stream_id, data) and not self.write_paused
         if self._dispatching:
             return ok  # goes out with the rest of the dispatch's frames
         # Stream bytes wait for the end of the loop pass, so the requests (or responses) of

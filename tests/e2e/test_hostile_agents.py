@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
+
+import pytest
 
 from edge.exchange import MAX_INFORMATIONAL
 from proto.messages import Bound, Welcome
-from tests.e2e.conftest import TOKEN, wait_for
+from tests.e2e.conftest import TOKEN, edge_held_bytes, wait_for
 from tests.e2e.test_http2 import H2Client
 from tests.fixtures.hostile_agent import HostileAgent
 
+MB = 1024 * 1024
+UPLOAD = 200 * MB
+CHUNK = b"u" * MB
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
+
+
+def _rss() -> int:
+    """This process's resident set now (not its peak), in bytes."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 async def _hostile_tunnel(
@@ -26,6 +39,81 @@ async def _hostile_tunnel(
     bound = await agent.bind("app", protocol)
     assert isinstance(bound, Bound), bound
     return agent, bound
+
+
+class Upload:
+    """A visitor pushing ``total`` bytes as fast as the edge takes them."""
+
+    def __init__(self, writer: asyncio.StreamWriter, head: bytes, total: int) -> None:
+        self.sent = 0
+        self.task = asyncio.get_running_loop().create_task(self._run(writer, head, total))
+
+    async def _run(self, writer: asyncio.StreamWriter, head: bytes, total: int) -> None:
+        writer.write(head)
+        while self.sent < total:
+            writer.write(CHUNK)
+            await writer.drain()
+            self.sent += len(CHUNK)
+
+    async def stalled(self, timeout: float = 20.0) -> None:
+        """Until the upload stops moving (the edge stopped reading it) or ends."""
+        deadline = time.monotonic() + timeout
+        last = -1
+        while self.sent != last and not self.task.done():
+            assert time.monotonic() < deadline, "the upload never stalled"
+            last = self.sent
+            await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
+@pytest.mark.parametrize(
+    ("protocol", "announced", "grants"),
+    [
+        ("http", 1 << 30, False),  # the largest window a preamble may announce
+        ("http", None, True),  # an ordinary window, then credit up to 2^31 - 1
+        ("tcp", 1 << 30, True),
+    ],
+    ids=["http-huge-window", "http-huge-credit", "tcp-huge-window-and-credit"],
+)
+async def test_agent_that_grants_huge_credit_and_never_reads_holds_edge_memory_bounded(
+    edge, protocol: str, announced: int | None, grants: bool
+) -> None:
+    options = {"window": announced} if announced else {}
+    agent, bound = await _hostile_tunnel(edge, protocol, **options)
+    if protocol == "http":
+        port = edge.config.http_port
+        head = (
+            b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
+        )
+    else:
+        port, head = bound.port, b""
+    rss_before = _rss()
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    upload = Upload(writer, head, UPLOAD)
+    try:
+        stream_id = await agent.stream_opened()
+        if grants:
+            agent.grant_all_it_may(stream_id)
+        agent.stop_reading()
+        await upload.stalled()
+        held = edge_held_bytes(edge)
+        rss_growth = _rss() - rss_before
+        # The link's write buffer stops at its high-water mark and the visitor's reading
+        # pauses; without a bound the edge buffered the whole upload.
+        assert upload.sent < UPLOAD // 4, f"the edge took {upload.sent} bytes of the upload"
+        assert held < 4 * MB, f"the edge holds {held} bytes for a link that reads nothing"
+        assert rss_growth < 32 * MB, f"edge RSS grew {rss_growth} bytes"
+        # The link is throttled, not torn down: the agent keeps it alive.
+        assert len(edge.sessions) == 1
+    finally:
+        await upload.stop()
+        writer.close()
+        agent.close()
+    await wait_for(lambda: not edge.sessions, what="the hostile link to go")
 
 
 async def test_endless_informational_responses_to_http1_visitor_end_in_502(edge) -> None:
