@@ -9,7 +9,9 @@ Backpressure on the link as a whole: stream credit bounds each stream, but a pee
 credit and then read nothing. The link's transport has a high-water mark; above it
 (``pause_writing``) every stream's source stops (``StreamSink.stream_blocked``) and writes
 return False, until the buffer drains below the low-water mark (``resume_writing``). So what
-the link buffers is bounded whatever the peer announces or grants.
+the link buffers is bounded whatever the peer announces or grants. A peer that keeps talking
+but takes nothing (the buffer paused and not shrinking for ``heartbeat * misses`` seconds)
+holds its streams' visitors for nothing: the link is torn down as a silent one is.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class LinkSession(asyncio.Protocol):
         self.peer: str = ""
         self._heard = True
         self._missed = 0
+        self._stalled = 0  # heartbeats the write buffer stayed paused without shrinking
+        self._unsent = -1  # the write buffer's size at the last heartbeat, while paused
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self.bytes_in = 0
@@ -294,10 +298,29 @@ class LinkSession(asyncio.Protocol):
                 )
                 self.abort()
                 return
+        if self._taking_nothing():
+            log.warning(
+                "link %s took no bytes for %.1fs: closing", self.peer, self.heartbeat * self.misses
+            )
+            self.abort()
+            return
         self._heard = False
         self.mux.ping(_PING.pack(time.monotonic()))
         self.flush()
         self._timer = self._loop.call_later(self.heartbeat, self._tick)
+
+    def _taking_nothing(self) -> bool:
+        """Once a heartbeat: has the peer read nothing of a paused link for ``misses``
+        heartbeats in a row?"""
+        transport = self.transport
+        if not self.write_paused or transport is None:
+            self._stalled = 0
+            self._unsent = -1
+            return False
+        unsent = transport.get_write_buffer_size()
+        self._stalled = self._stalled + 1 if 0 <= self._unsent <= unsent else 0
+        self._unsent = unsent
+        return self._stalled >= self.misses
 
 
 def new_id() -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from edge.exchange import MAX_INFORMATIONAL
 from proto.messages import Bound, Welcome
-from tests.e2e.conftest import TOKEN, edge_held_bytes, wait_for
+from tests.e2e.conftest import TOKEN, edge_config, edge_held_bytes, start_edge, wait_for
 from tests.e2e.test_http2 import H2Client
 from tests.fixtures.hostile_agent import HostileAgent
 
@@ -80,8 +80,17 @@ class Upload:
     ids=["http-huge-window", "http-huge-credit", "tcp-huge-window-and-credit"],
 )
 async def test_agent_that_grants_huge_credit_and_never_reads_holds_edge_memory_bounded(
-    edge, protocol: str, announced: int | None, grants: bool
+    protocol: str, announced: int | None, grants: bool
 ) -> None:
+    # Heartbeats far apart: the link that takes nothing is measured before it is let go.
+    edge = await start_edge(edge_config(heartbeat=5.0))
+    try:
+        await _memory_stays_bounded(edge, protocol, announced, grants)
+    finally:
+        await edge.shutdown(drain=0.5)
+
+
+async def _memory_stays_bounded(edge, protocol: str, announced: int | None, grants: bool) -> None:
     options = {"window": announced} if announced else {}
     agent, bound = await _hostile_tunnel(edge, protocol, **options)
     if protocol == "http":
@@ -114,6 +123,31 @@ async def test_agent_that_grants_huge_credit_and_never_reads_holds_edge_memory_b
         writer.close()
         agent.close()
     await wait_for(lambda: not edge.sessions, what="the hostile link to go")
+
+
+async def test_a_link_that_takes_nothing_is_torn_down_and_its_visitor_let_go(edge) -> None:
+    agent, _ = await _hostile_tunnel(edge, window=1 << 30)
+    head = b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
+    upload = Upload(writer, head, UPLOAD)
+    try:
+        await agent.stream_opened()
+        agent.stop_reading()  # but its pings go on: the link is not silent
+        started = time.monotonic()
+        # heartbeat * misses (0.5 s * 3 here) without a byte taken, give or take a beat
+        await wait_for(lambda: not edge.sessions, timeout=5, what="the link to be torn down")
+        assert time.monotonic() - started < 4
+        assert "app.localhost" not in edge.routes.hosts
+        # The visitor is not left hanging on a tunnel that is gone: its connection ends (with
+        # a 502 page, which mid-upload the kernel may turn into a reset).
+        with contextlib.suppress(ConnectionResetError):
+            answer = await asyncio.wait_for(reader.read(65536), 5)
+            assert answer.startswith(b"HTTP/1.1 502") or not answer, answer[:100]
+        await wait_for(lambda: not edge.visitors, timeout=5, what="the visitor to be let go")
+    finally:
+        await upload.stop()
+        writer.close()
+        agent.close()
 
 
 async def test_endless_informational_responses_to_http1_visitor_end_in_502(edge) -> None:
