@@ -204,6 +204,7 @@ class Multiplexer:
         "_out",
         "_peer_window",
         "_streams",
+        "answer_pings",
         "decoder",
         "initial_window",
         "max_streams",
@@ -224,6 +225,10 @@ class Multiplexer:
         self.max_window = min(max(max_window, initial_window), MAX_STREAM_CREDIT)
         self._peer_window = 0  # the peer's initial window, once its preamble is in
         self.max_streams = max_streams
+        # The shell clears it while the peer reads nothing of what we send: a pong queued
+        # then helps no one, and a peer pinging without reading (the HTTP/2 "ping flood")
+        # would otherwise have us queue answers without end.
+        self.answer_pings = True
         self.decoder = f.FrameDecoder()
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1 if role is Role.AGENT else 2
@@ -407,7 +412,7 @@ class Multiplexer:
                     raise f.ProtocolError("PING must be 8 bytes on stream 0")
                 if frame.flags & f.FLAG_ACK:
                     events.append(PongReceived(frame.body))
-                else:
+                elif self.answer_pings:
                     self._out.append(f.encode_ping(frame.body, ack=True))
         return events
 

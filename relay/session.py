@@ -9,7 +9,8 @@ Backpressure on the link as a whole: stream credit bounds each stream, but a pee
 credit and then read nothing. The link's transport has a high-water mark; above it
 (``pause_writing``) every stream's source stops (``StreamSink.stream_blocked``) and writes
 return False, until the buffer drains below the low-water mark (``resume_writing``). So what
-the link buffers is bounded whatever the peer announces or grants. A peer that keeps talking
+the link buffers is bounded whatever the peer announces or grants (and its pings go
+unanswered meanwhile, so pinging without reading queues nothing). A peer that keeps talking
 but takes nothing (the buffer paused and not shrinking for ``heartbeat * misses`` seconds)
 holds its streams' visitors for nothing: the link is torn down as a silent one is.
 """
@@ -165,11 +166,13 @@ class LinkSession(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.mux.answer_pings = False
         for sink in list(self.sinks.values()):
             sink.stream_blocked()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.mux.answer_pings = True
         mux = self.mux
         for stream_id, sink in list(self.sinks.items()):
             if self.write_paused or self.closed:

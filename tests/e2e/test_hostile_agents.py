@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -41,6 +42,18 @@ async def _hostile_tunnel(
     return agent, bound
 
 
+async def _until_still(
+    count: Callable[[], int], task: asyncio.Future[None], timeout: float = 20.0
+) -> None:
+    """Until ``count`` stops growing (the edge stopped taking bytes) or ``task`` ends."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while count() != last and not task.done():
+        assert time.monotonic() < deadline, "the upload never stalled"
+        last = count()
+        await asyncio.sleep(0.5)
+
+
 class Upload:
     """A visitor pushing ``total`` bytes as fast as the edge takes them."""
 
@@ -55,14 +68,9 @@ class Upload:
             await writer.drain()
             self.sent += len(CHUNK)
 
-    async def stalled(self, timeout: float = 20.0) -> None:
+    async def stalled(self) -> None:
         """Until the upload stops moving (the edge stopped reading it) or ends."""
-        deadline = time.monotonic() + timeout
-        last = -1
-        while self.sent != last and not self.task.done():
-            assert time.monotonic() < deadline, "the upload never stalled"
-            last = self.sent
-            await asyncio.sleep(0.5)
+        await _until_still(lambda: self.sent, self.task)
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -123,6 +131,47 @@ async def _memory_stays_bounded(edge, protocol: str, announced: int | None, gran
         writer.close()
         agent.close()
     await wait_for(lambda: not edge.sessions, what="the hostile link to go")
+
+
+async def test_agent_that_never_reads_holds_an_http2_upload_bounded() -> None:
+    edge = await start_edge(edge_config(heartbeat=5.0))
+    agent, _ = await _hostile_tunnel(edge, window=1 << 30)
+    client = await H2Client(edge.config.http_port).connect()
+    h2_stream = client.start("POST", "/upload", end=False)
+    sending = asyncio.ensure_future(client.send_body(h2_stream, b"u" * UPLOAD))
+    try:
+        stream_id = await agent.stream_opened()
+        agent.grant_all_it_may(stream_id)
+        agent.stop_reading()
+        (session,) = edge.sessions
+        await _until_still(lambda: session.bytes_out, sending)
+        held = edge_held_bytes(edge)
+        assert session.bytes_out < UPLOAD // 4, f"the edge took {session.bytes_out} bytes"
+        assert held < 4 * MB, f"the edge holds {held} bytes for a link that reads nothing"
+    finally:
+        sending.cancel()
+        with contextlib.suppress(BaseException):
+            await sending
+        await client.close()
+        agent.close()
+        await edge.shutdown(drain=0.5)
+
+
+async def test_agent_that_floods_pings_and_never_reads_makes_the_edge_queue_no_pongs() -> None:
+    edge = await start_edge(edge_config(heartbeat=5.0))
+    agent, _ = await _hostile_tunnel(edge)
+    try:
+        (session,) = edge.sessions
+        agent.stop_reading()
+        pings = 1_000_000  # 18 MB of pings, each asking for an 18-byte pong
+        await agent.flood_pings(pings)
+        await wait_for(lambda: session.bytes_in >= pings * 18, timeout=20, what="pings read")
+        assert session.transport is not None
+        queued = session.transport.get_write_buffer_size()
+        assert queued < 2 * MB, f"the edge queued {queued} bytes of pongs nobody reads"
+    finally:
+        agent.close()
+        await edge.shutdown(drain=0.5)
 
 
 async def test_a_link_that_takes_nothing_is_torn_down_and_its_visitor_let_go(edge) -> None:
