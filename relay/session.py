@@ -9,10 +9,11 @@ Backpressure on the link as a whole: stream credit bounds each stream, but a pee
 credit and then read nothing. The link's transport has a high-water mark; above it
 (``pause_writing``) every stream's source stops (``StreamSink.stream_blocked``) and writes
 return False, until the buffer drains below the low-water mark (``resume_writing``). So what
-the link buffers is bounded whatever the peer announces or grants (and its pings go
-unanswered meanwhile, so pinging without reading queues nothing). A peer that keeps talking
-but takes nothing (the buffer paused and not shrinking for ``heartbeat * misses`` seconds)
-holds its streams' visitors for nothing: the link is torn down as a silent one is.
+the link buffers is bounded whatever the peer announces or grants. Meanwhile nothing the peer
+sends may fill it either: its pings go unanswered, credit it grants resumes no source, and
+past a few messages that may want answers the link is dropped. A peer that takes nothing at
+all (the buffer paused and not shrinking for ``heartbeat * misses`` seconds) holds its
+streams' visitors for nothing: the link is torn down as a silent one is.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ _WRITE_AT_ONCE: Final = 16
 # low one they resume. High enough that a fast link never pauses between two loop passes.
 LINK_HIGH_WATER: Final = 1024 * 1024
 LINK_LOW_WATER: Final = 256 * 1024
+# Messages and streams a peer may send while it reads nothing of the link (an agent sends a
+# few Binds and Notices in a session's life).
+_MAX_ASKED_WHILE_PAUSED: Final = 64
 
 
 class StreamSink(Protocol):
@@ -106,6 +110,7 @@ class LinkSession(asyncio.Protocol):
         self._dispatching = False
         self._flush_pending = False
         self.write_paused = False  # the link's write buffer is above its high-water mark
+        self._asked_while_paused = 0  # messages and streams from the peer since it paused
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -145,15 +150,21 @@ class LinkSession(asyncio.Protocol):
                     sink.stream_end()
             elif type(ev) is StreamWritable:
                 sink = sinks.get(ev.stream_id)
-                if sink is not None:
+                # While the link is backed up, resume_writing resumes it: a peer granting
+                # credit must not pull more of a source into a buffer it does not read.
+                if sink is not None and not self.write_paused:
                     sink.stream_writable()
             elif type(ev) is StreamReset:
                 sink = sinks.pop(ev.stream_id, None)
                 if sink is not None:
                     sink.stream_reset(ev.code, ev.reason)
             elif type(ev) is StreamOpened:
+                if self.write_paused and self._asking_without_reading():
+                    return
                 self.on_stream_opened(ev.stream_id, ev.open)
             elif type(ev) is MessageReceived:
+                if self.write_paused and self._asking_without_reading():
+                    return
                 self.on_message(ev.message)
             elif type(ev) is PongReceived:
                 (sent,) = _PING.unpack(ev.payload)
@@ -164,6 +175,18 @@ class LinkSession(asyncio.Protocol):
         self._dispatching = False
         self.flush()
 
+    def _asking_without_reading(self) -> bool:
+        """A message (or stream) that may want an answer arrived while the peer reads
+        nothing of ours: past a few, the peer is making us queue answers for nobody, and the
+        link is dropped (aborted: closing would wait for the unread buffer to drain)."""
+        self._asked_while_paused += 1
+        if self._asked_while_paused <= _MAX_ASKED_WHILE_PAUSED:
+            return False
+        log.warning("link %s sends requests but reads none of the answers: closing", self.peer)
+        self._dispatching = False
+        self.abort()
+        return True
+
     def pause_writing(self) -> None:
         self.write_paused = True
         self.mux.answer_pings = False
@@ -173,6 +196,7 @@ class LinkSession(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.mux.answer_pings = True
+        self._asked_while_paused = 0
         mux = self.mux
         for stream_id, sink in list(self.sinks.items()):
             if self.write_paused or self.closed:

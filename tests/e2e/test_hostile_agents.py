@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from edge.exchange import MAX_INFORMATIONAL
-from proto.messages import Bound, Welcome
+from proto.messages import Bind, Bound, Welcome
 from tests.e2e.conftest import TOKEN, edge_config, edge_held_bytes, start_edge, wait_for
 from tests.e2e.test_http2 import H2Client
 from tests.fixtures.hostile_agent import HostileAgent
@@ -170,6 +170,28 @@ async def test_agent_that_floods_pings_and_never_reads_makes_the_edge_queue_no_p
         queued = session.transport.get_write_buffer_size()
         assert queued < 2 * MB, f"the edge queued {queued} bytes of pongs nobody reads"
     finally:
+        agent.close()
+        await edge.shutdown(drain=0.5)
+
+
+async def test_agent_that_asks_without_reading_the_answers_is_dropped() -> None:
+    edge = await start_edge(edge_config(heartbeat=5.0))
+    agent, _ = await _hostile_tunnel(edge, window=1 << 30)
+    head = b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
+    _reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
+    upload = Upload(writer, head, UPLOAD)
+    try:
+        await agent.stream_opened()
+        agent.stop_reading()
+        await upload.stalled()  # the link is backed up
+        (session,) = edge.sessions
+        assert session.write_paused
+        for request_id in range(2, 1002):  # each Bind gets an answer the agent never reads
+            agent.send_message(Bind(request_id=request_id, protocol="http", name="app"))
+        await wait_for(lambda: not edge.sessions, timeout=3, what="the link to be dropped")
+    finally:
+        await upload.stop()
+        writer.close()
         agent.close()
         await edge.shutdown(drain=0.5)
 

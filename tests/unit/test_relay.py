@@ -335,3 +335,20 @@ async def test_resume_leaves_a_stream_that_waits_for_credit_paused(tunnel: Tunne
     tunnel.local.resume_writing()
     tunnel.pump()
     assert tunnel.visitor_socket.reading
+
+
+async def test_credit_that_comes_back_while_the_link_is_backed_up_resumes_no_source(
+    tunnel: Tunnel,
+) -> None:
+    """A peer that reads nothing but grants credit must not pull a source's bytes, a chunk
+    per WINDOW frame, into the buffer it does not read."""
+    tunnel.local.pause_writing()  # no credit comes back for now
+    tunnel.visitor.data_received(b"x" * (DEFAULT_WINDOW + 1))
+    tunnel.pump()
+    tunnel.edge.pause_writing()
+    tunnel.local.resume_writing()  # the credit comes back: the waiting byte goes out
+    tunnel.pump()
+    assert tunnel.edge.mux.pending(tunnel.stream_id) == 0
+    assert not tunnel.visitor_socket.reading  # but the link is still backed up
+    tunnel.edge.resume_writing()
+    assert tunnel.visitor_socket.reading
