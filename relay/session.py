@@ -51,8 +51,8 @@ _WRITE_AT_ONCE: Final = 16
 # low one they resume. High enough that a fast link never pauses between two loop passes.
 LINK_HIGH_WATER: Final = 1024 * 1024
 LINK_LOW_WATER: Final = 256 * 1024
-# Messages and streams a peer may send while it reads nothing of the link (an agent sends a
-# few Binds and Notices in a session's life).
+# Messages (and streams we refuse) a peer may send while it reads nothing of the link: an
+# agent sends a few Binds and Notices in a session's life, an edge a few Bounds and Unbinds.
 _MAX_ASKED_WHILE_PAUSED: Final = 64
 
 
@@ -110,7 +110,7 @@ class LinkSession(asyncio.Protocol):
         self._dispatching = False
         self._flush_pending = False
         self.write_paused = False  # the link's write buffer is above its high-water mark
-        self._asked_while_paused = 0  # messages and streams from the peer since it paused
+        self._asked_while_paused = 0  # messages (refused streams) from the peer since it paused
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -159,8 +159,6 @@ class LinkSession(asyncio.Protocol):
                 if sink is not None:
                     sink.stream_reset(ev.code, ev.reason)
             elif type(ev) is StreamOpened:
-                if self.write_paused and self._asking_without_reading():
-                    return
                 self.on_stream_opened(ev.stream_id, ev.open)
             elif type(ev) is MessageReceived:
                 if self.write_paused and self._asking_without_reading():
@@ -176,14 +174,15 @@ class LinkSession(asyncio.Protocol):
         self.flush()
 
     def _asking_without_reading(self) -> bool:
-        """A message (or stream) that may want an answer arrived while the peer reads
-        nothing of ours: past a few, the peer is making us queue answers for nobody, and the
-        link is dropped (aborted: closing would wait for the unread buffer to drain)."""
+        """A message (or a stream we refuse) that may want an answer arrived while the peer
+        reads nothing of ours: past a few, the peer is making us queue answers for nobody,
+        and the link is dropped (aborted: closing would wait for the unread buffer)."""
         self._asked_while_paused += 1
         if self._asked_while_paused <= _MAX_ASKED_WHILE_PAUSED:
             return False
         log.warning("link %s sends requests but reads none of the answers: closing", self.peer)
         self._dispatching = False
+        self.closed = True  # nothing more is dispatched or written; connection_lost follows
         self.abort()
         return True
 
@@ -222,6 +221,8 @@ class LinkSession(asyncio.Protocol):
         raise NotImplementedError
 
     def on_stream_opened(self, stream_id: int, open_msg: StreamOpen) -> None:
+        if self.write_paused and self._asking_without_reading():
+            return
         self.mux.reset_stream(stream_id, frames.ResetCode.REFUSED, "streams are not accepted here")
 
     def on_closed(self, exc: Exception | None) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from edge.exchange import MAX_INFORMATIONAL
-from proto.messages import Bind, Bound, Welcome
+from proto.messages import Bind, Bound, StreamOpen, Welcome
 from tests.e2e.conftest import TOKEN, edge_config, edge_held_bytes, start_edge, wait_for
 from tests.e2e.test_http2 import H2Client
 from tests.fixtures.hostile_agent import HostileAgent
@@ -174,7 +174,8 @@ async def test_agent_that_floods_pings_and_never_reads_makes_the_edge_queue_no_p
         await edge.shutdown(drain=0.5)
 
 
-async def test_agent_that_asks_without_reading_the_answers_is_dropped() -> None:
+@pytest.mark.parametrize("asks", ["binds", "streams"])
+async def test_agent_that_asks_without_reading_the_answers_is_dropped(asks: str) -> None:
     edge = await start_edge(edge_config(heartbeat=5.0))
     agent, _ = await _hostile_tunnel(edge, window=1 << 30)
     head = b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
@@ -186,8 +187,12 @@ async def test_agent_that_asks_without_reading_the_answers_is_dropped() -> None:
         await upload.stalled()  # the link is backed up
         (session,) = edge.sessions
         assert session.write_paused
-        for request_id in range(2, 1002):  # each Bind gets an answer the agent never reads
-            agent.send_message(Bind(request_id=request_id, protocol="http", name="app"))
+        # Each gets an answer the agent never reads: a Bound, or a reset (agents open none).
+        for n in range(1000):
+            if asks == "binds":
+                agent.send_message(Bind(request_id=n + 2, protocol="http", name="app"))
+            else:
+                agent.send_message(StreamOpen(1, "http", "198.51.100.7", 4000), 2 * n + 1)
         await wait_for(lambda: not edge.sessions, timeout=3, what="the link to be dropped")
     finally:
         await upload.stop()

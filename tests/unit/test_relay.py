@@ -352,3 +352,16 @@ async def test_credit_that_comes_back_while_the_link_is_backed_up_resumes_no_sou
     assert not tunnel.visitor_socket.reading  # but the link is still backed up
     tunnel.edge.resume_writing()
     assert tunnel.visitor_socket.reading
+
+
+async def test_visitors_keep_arriving_while_the_agents_link_is_backed_up(tunnel: Tunnel) -> None:
+    """Streams the edge opens are not requests the agent refuses: however many arrive while
+    the agent's own writes are backed up, its link stays."""
+    tunnel.agent.pause_writing()
+    for _ in range(200):
+        relay = SocketRelay(tunnel.edge)
+        relay.connection_made(FakeSocket())
+        relay.stream_id = tunnel.edge.open(VISITOR, relay)
+    tunnel.pump()
+    assert not tunnel.agent_wire.closed and not tunnel.agent.closed
+    assert len(tunnel.agent.relays) == 201
