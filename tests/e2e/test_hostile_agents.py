@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -23,6 +23,7 @@ from tests.fixtures.hostile_agent import HostileAgent
 MB = 1024 * 1024
 UPLOAD = 200 * MB
 CHUNK = b"u" * MB
+UPLOAD_HEAD = b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n"
 
 
@@ -78,6 +79,20 @@ class Upload:
             await self.task
 
 
+@contextlib.asynccontextmanager
+async def _uploading(
+    port: int, head: bytes = UPLOAD_HEAD
+) -> AsyncIterator[tuple[asyncio.StreamReader, Upload]]:
+    """A visitor connection to ``port`` uploading ``UPLOAD`` bytes, stopped on exit."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    upload = Upload(writer, head, UPLOAD)
+    try:
+        yield reader, upload
+    finally:
+        await upload.stop()
+        writer.close()
+
+
 @pytest.mark.parametrize(
     ("protocol", "announced", "grants"),
     [
@@ -102,33 +117,27 @@ async def _memory_stays_bounded(edge, protocol: str, announced: int | None, gran
     options = {"window": announced} if announced else {}
     agent, bound = await _hostile_tunnel(edge, protocol, **options)
     if protocol == "http":
-        port = edge.config.http_port
-        head = (
-            b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
-        )
+        port, head = edge.config.http_port, UPLOAD_HEAD
     else:
         port, head = bound.port, b""
     rss_before = _rss()
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    upload = Upload(writer, head, UPLOAD)
     try:
-        stream_id = await agent.stream_opened()
-        if grants:
-            agent.grant_all_it_may(stream_id)
-        agent.stop_reading()
-        await upload.stalled()
-        held = edge_held_bytes(edge)
-        rss_growth = _rss() - rss_before
-        # The link's write buffer stops at its high-water mark and the visitor's reading
-        # pauses; without a bound the edge buffered the whole upload.
-        assert upload.sent < UPLOAD // 4, f"the edge took {upload.sent} bytes of the upload"
-        assert held < 4 * MB, f"the edge holds {held} bytes for a link that reads nothing"
-        assert rss_growth < 32 * MB, f"edge RSS grew {rss_growth} bytes"
-        # The link is throttled, not torn down: the agent keeps it alive.
-        assert len(edge.sessions) == 1
+        async with _uploading(port, head) as (_, upload):
+            stream_id = await agent.stream_opened()
+            if grants:
+                agent.grant_all_it_may(stream_id)
+            agent.stop_reading()
+            await upload.stalled()
+            held = edge_held_bytes(edge)
+            rss_growth = _rss() - rss_before
+            # The link's write buffer stops at its high-water mark and the visitor's reading
+            # pauses; without a bound the edge buffered the whole upload.
+            assert upload.sent < UPLOAD // 4, f"the edge took {upload.sent} bytes of the upload"
+            assert held < 4 * MB, f"the edge holds {held} bytes for a link that reads nothing"
+            assert rss_growth < 32 * MB, f"edge RSS grew {rss_growth} bytes"
+            # The link is throttled, not torn down: the agent keeps it alive.
+            assert len(edge.sessions) == 1
     finally:
-        await upload.stop()
-        writer.close()
         agent.close()
     await wait_for(lambda: not edge.sessions, what="the hostile link to go")
 
@@ -178,51 +187,43 @@ async def test_agent_that_floods_pings_and_never_reads_makes_the_edge_queue_no_p
 async def test_agent_that_asks_without_reading_the_answers_is_dropped(asks: str) -> None:
     edge = await start_edge(edge_config(heartbeat=5.0))
     agent, _ = await _hostile_tunnel(edge, window=1 << 30)
-    head = b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
-    _reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
-    upload = Upload(writer, head, UPLOAD)
     try:
-        await agent.stream_opened()
-        agent.stop_reading()
-        await upload.stalled()  # the link is backed up
-        (session,) = edge.sessions
-        assert session.write_paused
-        # Each gets an answer the agent never reads: a Bound, or a reset (agents open none).
-        for n in range(1000):
-            if asks == "binds":
-                agent.send_message(Bind(request_id=n + 2, protocol="http", name="app"))
-            else:
-                agent.send_message(StreamOpen(1, "http", "198.51.100.7", 4000), 2 * n + 1)
-        await wait_for(lambda: not edge.sessions, timeout=3, what="the link to be dropped")
+        async with _uploading(edge.config.http_port) as (_, upload):
+            await agent.stream_opened()
+            agent.stop_reading()
+            await upload.stalled()  # the link is backed up
+            (session,) = edge.sessions
+            assert session.write_paused
+            # Each gets an answer the agent never reads: a Bound, or a reset (agents open none).
+            for n in range(1000):
+                if asks == "binds":
+                    agent.send_message(Bind(request_id=n + 2, protocol="http", name="app"))
+                else:
+                    agent.send_message(StreamOpen(1, "http", "198.51.100.7", 4000), 2 * n + 1)
+            await wait_for(lambda: not edge.sessions, timeout=3, what="the link to be dropped")
     finally:
-        await upload.stop()
-        writer.close()
         agent.close()
         await edge.shutdown(drain=0.5)
 
 
 async def test_a_link_that_takes_nothing_is_torn_down_and_its_visitor_let_go(edge) -> None:
     agent, _ = await _hostile_tunnel(edge, window=1 << 30)
-    head = b"POST /upload HTTP/1.1\r\nhost: app.localhost\r\ncontent-length: %d\r\n\r\n" % UPLOAD
-    reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
-    upload = Upload(writer, head, UPLOAD)
     try:
-        await agent.stream_opened()
-        agent.stop_reading()  # but its pings go on: the link is not silent
-        started = time.monotonic()
-        # heartbeat * misses (0.5 s * 3 here) without a byte taken, give or take a beat
-        await wait_for(lambda: not edge.sessions, timeout=5, what="the link to be torn down")
-        assert time.monotonic() - started < 4
-        assert "app.localhost" not in edge.routes.hosts
-        # The visitor is not left hanging on a tunnel that is gone: its connection ends (with
-        # a 502 page, which mid-upload the kernel may turn into a reset).
-        with contextlib.suppress(ConnectionResetError):
-            answer = await asyncio.wait_for(reader.read(65536), 5)
-            assert answer.startswith(b"HTTP/1.1 502") or not answer, answer[:100]
-        await wait_for(lambda: not edge.visitors, timeout=5, what="the visitor to be let go")
+        async with _uploading(edge.config.http_port) as (reader, _):
+            await agent.stream_opened()
+            agent.stop_reading()  # but its pings go on: the link is not silent
+            started = time.monotonic()
+            # heartbeat * misses (0.5 s * 3 here) without a byte taken, give or take a beat
+            await wait_for(lambda: not edge.sessions, timeout=5, what="the link to be torn down")
+            assert time.monotonic() - started < 4
+            assert "app.localhost" not in edge.routes.hosts
+            # The visitor is not left hanging on a tunnel that is gone: its connection ends
+            # (with a 502 page, which mid-upload the kernel may turn into a reset).
+            with contextlib.suppress(ConnectionResetError):
+                answer = await asyncio.wait_for(reader.read(65536), 5)
+                assert answer.startswith(b"HTTP/1.1 502") or not answer, answer[:100]
+            await wait_for(lambda: not edge.visitors, timeout=5, what="the visitor to be let go")
     finally:
-        await upload.stop()
-        writer.close()
         agent.close()
 
 
