@@ -21,7 +21,7 @@ when it can take more.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from edge import http1
 from edge.http1.events import (
@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     from edge.agent_session import AgentSession
     from edge.http_visitor import HttpVisitor
     from edge.routing import Tunnel
+
+MAX_INFORMATIONAL: Final = 8
+"""Informational (1xx) responses a request may get before its final one: 103 Early Hints
+and 102 Processing come once or a few times; an agent that sends them without end would
+keep a visitor waiting for ever (and cost the edge a parse and a write each)."""
 
 
 class ExchangeFront(Protocol):
@@ -68,6 +73,10 @@ class ExchangeFront(Protocol):
         """The exchange cannot go on. Before a response head the front answers with
         ``status``; after one it must abort the visitor's response."""
 
+    def exchange_blocked(self) -> None:
+        """The agent's link is backed up: stop reading the request body until
+        ``exchange_writable``."""
+
     def exchange_writable(self) -> None:
         """The stream drained: resume reading the request body."""
 
@@ -78,6 +87,7 @@ class ExchangeFront(Protocol):
 class OriginExchange:
     __slots__ = (
         "_held",
+        "_informational",
         "complete",
         "front",
         "origin",
@@ -102,6 +112,7 @@ class OriginExchange:
         self.complete = False
         self.raw = False
         self._held = 0
+        self._informational = 0  # 1xx heads of the request in flight
         self.stream_id = tunnel.session.open_visitor_stream(tunnel, kind, client, self)
 
     @property
@@ -119,6 +130,7 @@ class OriginExchange:
     def send_request(self, head: RequestHead) -> bool:
         self.response_started = False
         self.complete = False
+        self._informational = 0
         return self._write(self.origin.send_request(head))
 
     def send_data(self, data: bytes) -> bool:
@@ -210,8 +222,17 @@ class OriginExchange:
                     self.response_started = True
                     front.exchange_switched(head, origin.trailing_data)
                     return
-                elif head.status != 100:  # the edge answers 100-continue itself
-                    front.exchange_head(head)
+                else:
+                    self._informational += 1
+                    if self._informational > MAX_INFORMATIONAL:
+                        self._fail(
+                            502,
+                            f"The local service sent more than {MAX_INFORMATIONAL} "
+                            "informational (1xx) responses to one request.",
+                        )
+                        return
+                    if head.status != 100:  # the edge answers 100-continue itself
+                        front.exchange_head(head)
             elif type(event) is EndOfMessage:
                 self.complete = True
                 front.exchange_end(event.trailers)
@@ -261,6 +282,9 @@ class OriginExchange:
             self.front.exchange_failed(
                 502, f"The tunnel's agent went away ({reason or 'stream reset'})."
             )
+
+    def stream_blocked(self) -> None:
+        self.front.exchange_blocked()
 
     def stream_writable(self) -> None:
         self.front.exchange_writable()

@@ -273,6 +273,9 @@ class _VisitorStream:
         self.exchange = None  # the exchange has let its tunnel stream go already
         self.visitor.stream_failed(self, status, detail)
 
+    def exchange_blocked(self) -> None:
+        self.blocked = True  # acknowledge no more of the body until exchange_writable
+
     def exchange_writable(self) -> None:
         self.visitor.stream_writable(self)
 
@@ -308,6 +311,9 @@ class _Parked:
         pass
 
     def exchange_failed(self, status: int, detail: str) -> None:
+        pass
+
+    def exchange_blocked(self) -> None:
         pass
 
     def exchange_writable(self) -> None:

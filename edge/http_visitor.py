@@ -481,6 +481,9 @@ class HttpVisitor(asyncio.Protocol):
         elif self.phase != _PHASE_IDLE:
             self._fail(status, detail)
 
+    def exchange_blocked(self) -> None:
+        self._pause_reading()
+
     def exchange_writable(self) -> None:
         self._resume_reading()
 

@@ -19,6 +19,16 @@ own stream and no other. Credit goes back in batches (a quarter window) to keep 
 frames rare. A stream that keeps its window busy gets a bigger one, doubling up to
 ``max_window``, so long fat links are not capped at one window per round trip.
 
+Any peer may be hostile, so the credit a sender honours is capped: a stream never holds more
+than ``MAX_STREAM_CREDIT`` of send credit, whatever window the peer's preamble announces or
+its WINDOW frames grant; credit past the cap is dropped. That is safe because a receiver
+returns credit for bytes it was sent and consumed, so the sender's view stays at or below the
+receiver's and is never overrun; and it never stalls a stream, since one at the cap has the
+cap to send with. A ``Multiplexer`` offers no more than the cap either (a receiver that did,
+and batched its credit at a quarter of its own window, would wait for bytes that never
+come). The cap bounds what one stream puts on the link between two WINDOW frames; what the
+link holds as a whole is the shell's to bound (its write buffer's high-water mark).
+
 A peer that sends more than its credit, DATA on a stream it ended, frames for a stream that
 never existed, or a malformed message has broken the protocol: ``ProtocolError`` is raised
 and the shell closes the link.
@@ -36,7 +46,10 @@ from proto.messages import Message, StreamOpen, decode_message, encode_message
 
 DEFAULT_WINDOW: Final = f.INITIAL_WINDOW
 DEFAULT_MAX_WINDOW: Final = 1024 * 1024
-_MAX_CREDIT: Final = (1 << 31) - 1
+MAX_STREAM_CREDIT: Final = 16 * 1024 * 1024
+"""The most send credit a stream holds, whatever the peer announces or grants: room for
+window growth on long fat links, and a bound on what a hostile peer can make us send."""
+_MAX_CREDIT: Final = (1 << 31) - 1  # the most a peer may grant (as HTTP/2): more is an error
 
 
 class Role(enum.Enum):
@@ -191,6 +204,7 @@ class Multiplexer:
         "_out",
         "_peer_window",
         "_streams",
+        "answer_pings",
         "decoder",
         "initial_window",
         "max_streams",
@@ -207,10 +221,14 @@ class Multiplexer:
         max_streams: int = 1024,
     ) -> None:
         self.role = role
-        self.initial_window = initial_window
-        self.max_window = max(max_window, initial_window)
+        self.initial_window = initial_window = min(initial_window, MAX_STREAM_CREDIT)
+        self.max_window = min(max(max_window, initial_window), MAX_STREAM_CREDIT)
         self._peer_window = 0  # the peer's initial window, once its preamble is in
         self.max_streams = max_streams
+        # The shell clears it while the peer reads nothing of what we send: a pong queued
+        # then helps no one, and a peer pinging without reading (the HTTP/2 "ping flood")
+        # would otherwise have us queue answers without end.
+        self.answer_pings = True
         self.decoder = f.FrameDecoder()
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1 if role is Role.AGENT else 2
@@ -371,7 +389,7 @@ class Multiplexer:
         events: list[Event] = []
         frames_in = self.decoder.feed(data)
         if not self._peer_window and self.decoder.peer_window:
-            self._peer_window = self.decoder.peer_window
+            self._peer_window = min(self.decoder.peer_window, MAX_STREAM_CREDIT)
             # Streams opened before the peer's preamble arrived start with no credit.
             for s in list(self._streams.values()):
                 self._credit(s, self._peer_window, events)
@@ -394,7 +412,7 @@ class Multiplexer:
                     raise f.ProtocolError("PING must be 8 bytes on stream 0")
                 if frame.flags & f.FLAG_ACK:
                     events.append(PongReceived(frame.body))
-                else:
+                elif self.answer_pings:
                     self._out.append(f.encode_ping(frame.body, ack=True))
         return events
 
@@ -440,9 +458,12 @@ class Multiplexer:
         self._credit(s, increment, events)
 
     def _credit(self, s: _Stream, increment: int, events: list[Event]) -> None:
-        s.send_window += increment
-        if s.send_window > _MAX_CREDIT:
-            raise f.ProtocolError(f"flow control: window of stream {s.id} overflows")
+        window = s.send_window + increment
+        if window > MAX_STREAM_CREDIT:
+            if window > _MAX_CREDIT:
+                raise f.ProtocolError(f"flow control: window of stream {s.id} overflows")
+            window = MAX_STREAM_CREDIT
+        s.send_window = window
         if not s.pending:
             return
         window = s.send_window

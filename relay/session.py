@@ -4,6 +4,16 @@ It only moves bytes: reads go into the multiplexer, events go to the stream sink
 subclass for messages and new streams), and whatever the multiplexer wants to send is written
 with one ``writelines``. Liveness is one re-armed timer: every ``heartbeat`` seconds it sends a
 ping, and a link that has been silent for ``heartbeat * misses`` seconds is torn down.
+
+Backpressure on the link as a whole: stream credit bounds each stream, but a peer may grant
+credit and then read nothing. The link's transport has a high-water mark; above it
+(``pause_writing``) every stream's source stops (``StreamSink.stream_blocked``) and writes
+return False, until the buffer drains below the low-water mark (``resume_writing``). So what
+the link buffers is bounded whatever the peer announces or grants. Meanwhile nothing the peer
+sends may fill it either: its pings go unanswered, credit it grants resumes no source, and
+past a few messages that may want answers the link is dropped. A peer that takes nothing at
+all (the buffer paused and not shrinking for ``heartbeat * misses`` seconds) holds its
+streams' visitors for nothing: the link is torn down as a silent one is.
 """
 
 from __future__ import annotations
@@ -37,6 +47,13 @@ log = logging.getLogger("burrow.link")
 _PING: Final = struct.Struct("!d")
 # Queued buffers (a data frame is two) at which stream writes go out before the loop pass ends.
 _WRITE_AT_ONCE: Final = 16
+# The link's write buffer limits: above the high mark every stream's source pauses, below the
+# low one they resume. High enough that a fast link never pauses between two loop passes.
+LINK_HIGH_WATER: Final = 1024 * 1024
+LINK_LOW_WATER: Final = 256 * 1024
+# Messages (and streams we refuse) a peer may send while it reads nothing of the link: an
+# agent sends a few Binds and Notices in a session's life, an edge a few Bounds and Unbinds.
+_MAX_ASKED_WHILE_PAUSED: Final = 64
 
 
 class StreamSink(Protocol):
@@ -45,7 +62,12 @@ class StreamSink(Protocol):
     def stream_data(self, data: bytes) -> None: ...
     def stream_end(self) -> None: ...
     def stream_reset(self, code: int, reason: str) -> None: ...
-    def stream_writable(self) -> None: ...
+
+    def stream_blocked(self) -> None:
+        """The link is backed up: stop reading the source until ``stream_writable``."""
+
+    def stream_writable(self) -> None:
+        """The stream (or the link) drained: resume reading the source."""
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -79,21 +101,29 @@ class LinkSession(asyncio.Protocol):
         self.peer: str = ""
         self._heard = True
         self._missed = 0
+        self._stalled = 0  # heartbeats the write buffer stayed paused without shrinking
+        self._unsent = -1  # the write buffer's size at the last heartbeat, while paused
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self.bytes_in = 0
         self.bytes_out = 0
         self._dispatching = False
         self._flush_pending = False
+        self.write_paused = False  # the link's write buffer is above its high-water mark
+        self._asked_while_paused = 0  # messages (refused streams) from the peer since it paused
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
-        self.transport = transport  # type: ignore[assignment]
+        link: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = link
         set_nodelay(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        # A transport without limits to set (a test's fake) keeps what it has.
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            link.set_write_buffer_limits(high=LINK_HIGH_WATER, low=LINK_LOW_WATER)
         self.flush()
         self._timer = self._loop.call_later(self.heartbeat, self._tick)
 
@@ -120,7 +150,9 @@ class LinkSession(asyncio.Protocol):
                     sink.stream_end()
             elif type(ev) is StreamWritable:
                 sink = sinks.get(ev.stream_id)
-                if sink is not None:
+                # While the link is backed up, resume_writing resumes it: a peer granting
+                # credit must not pull more of a source into a buffer it does not read.
+                if sink is not None and not self.write_paused:
                     sink.stream_writable()
             elif type(ev) is StreamReset:
                 sink = sinks.pop(ev.stream_id, None)
@@ -129,6 +161,8 @@ class LinkSession(asyncio.Protocol):
             elif type(ev) is StreamOpened:
                 self.on_stream_opened(ev.stream_id, ev.open)
             elif type(ev) is MessageReceived:
+                if self.write_paused and self._asking_without_reading():
+                    return
                 self.on_message(ev.message)
             elif type(ev) is PongReceived:
                 (sent,) = _PING.unpack(ev.payload)
@@ -138,6 +172,37 @@ class LinkSession(asyncio.Protocol):
                 return
         self._dispatching = False
         self.flush()
+
+    def _asking_without_reading(self) -> bool:
+        """A message (or a stream we refuse) that may want an answer arrived while the peer
+        reads nothing of ours: past a few, the peer is making us queue answers for nobody,
+        and the link is dropped (aborted: closing would wait for the unread buffer)."""
+        self._asked_while_paused += 1
+        if self._asked_while_paused <= _MAX_ASKED_WHILE_PAUSED:
+            return False
+        log.warning("link %s sends requests but reads none of the answers: closing", self.peer)
+        self._dispatching = False
+        self.closed = True  # nothing more is dispatched or written; connection_lost follows
+        self.abort()
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.mux.answer_pings = False
+        for sink in list(self.sinks.values()):
+            sink.stream_blocked()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.mux.answer_pings = True
+        self._asked_while_paused = 0
+        mux = self.mux
+        for stream_id, sink in list(self.sinks.items()):
+            if self.write_paused or self.closed:
+                return  # the streams resumed so far filled it again: the rest stay blocked
+            # One still waiting for credit resumes on the multiplexer's StreamWritable.
+            if not mux.pending(stream_id) and stream_id in self.sinks:
+                sink.stream_writable()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -156,6 +221,8 @@ class LinkSession(asyncio.Protocol):
         raise NotImplementedError
 
     def on_stream_opened(self, stream_id: int, open_msg: StreamOpen) -> None:
+        if self.write_paused and self._asking_without_reading():
+            return
         self.mux.reset_stream(stream_id, frames.ResetCode.REFUSED, "streams are not accepted here")
 
     def on_closed(self, exc: Exception | None) -> None:
@@ -195,7 +262,9 @@ class LinkSession(asyncio.Protocol):
         return stream_id
 
     def write(self, stream_id: int, data: bytes) -> bool:
-        ok = self.mux.send_data(stream_id, data)
+        """Queue stream bytes; False: pause the source until the sink's ``stream_writable``
+        (the stream waits for credit, or the link is backed up)."""
+        ok = self.mux.send_data(stream_id, data) and not self.write_paused
         if self._dispatching:
             return ok  # goes out with the rest of the dispatch's frames
         # Stream bytes wait for the end of the loop pass, so the requests (or responses) of
@@ -257,10 +326,29 @@ class LinkSession(asyncio.Protocol):
                 )
                 self.abort()
                 return
+        if self._taking_nothing():
+            log.warning(
+                "link %s took no bytes for %.1fs: closing", self.peer, self.heartbeat * self.misses
+            )
+            self.abort()
+            return
         self._heard = False
         self.mux.ping(_PING.pack(time.monotonic()))
         self.flush()
         self._timer = self._loop.call_later(self.heartbeat, self._tick)
+
+    def _taking_nothing(self) -> bool:
+        """Once a heartbeat: has the peer read nothing of a paused link for ``misses``
+        heartbeats in a row?"""
+        transport = self.transport
+        if not self.write_paused or transport is None:
+            self._stalled = 0
+            self._unsent = -1
+            return False
+        unsent = transport.get_write_buffer_size()
+        self._stalled = self._stalled + 1 if 0 <= self._unsent <= unsent else 0
+        self._unsent = unsent
+        return self._stalled >= self.misses
 
 
 def new_id() -> str:

@@ -134,6 +134,10 @@ class SocketRelay(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stream_blocked(self) -> None:
+        if self.transport is not None and not self.done:
+            self.transport.pause_reading()
+
     def stream_writable(self) -> None:
         if self.transport is not None and not self.done:
             self.transport.resume_reading()

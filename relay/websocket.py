@@ -60,6 +60,9 @@ class WebSocketTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return self._shell.raw.get_write_buffer_size()
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._shell.raw.set_write_buffer_limits(high, low)
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "link_transport":
             return "wss"

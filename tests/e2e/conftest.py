@@ -47,6 +47,19 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: st
         await asyncio.sleep(0.01)
 
 
+def edge_held_bytes(edge: Edge) -> int:
+    """Bytes the edge holds for its visitors: socket write buffers plus stream backlogs."""
+    held = 0
+    for visitor in edge.visitors:
+        if visitor.transport is not None:
+            held += visitor.transport.get_write_buffer_size()
+    for session in edge.sessions:
+        held += session.mux.buffered_bytes()
+        if session.transport is not None:
+            held += session.transport.get_write_buffer_size()
+    return held
+
+
 class AgentRunner:
     """Starts agents against an edge and stops them at the end of the test."""
 

@@ -8,7 +8,7 @@ import json
 import resource
 
 from tests.e2e.client import Visitor
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import edge_held_bytes, wait_for
 from tests.e2e.origin import PATTERN, pattern_bytes
 
 MB = 1024 * 1024
@@ -63,19 +63,6 @@ async def test_echo_streams_both_ways_at_once(edge, http_tunnel):
     assert len(r.body) == total and r.body[: 3 * len(PATTERN)] == pattern_bytes(3 * len(PATTERN))
 
 
-def _edge_held_bytes(edge) -> int:
-    """Bytes the edge holds for its visitors: socket write buffers plus stream backlogs."""
-    held = 0
-    for visitor in edge.visitors:
-        if visitor.transport is not None:
-            held += visitor.transport.get_write_buffer_size()
-    for session in edge.sessions:
-        held += session.mux.buffered_bytes()
-        if session.transport is not None:
-            held += session.transport.get_write_buffer_size()
-    return held
-
-
 async def test_visitor_that_reads_nothing_holds_bounded_memory(edge, http_tunnel):
     agent = await http_tunnel("app")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -84,7 +71,7 @@ async def test_visitor_that_reads_nothing_holds_bounded_memory(edge, http_tunnel
     await writer.drain()
     # Let the transfer run into the wall of a visitor that reads nothing.
     await asyncio.sleep(1.5)
-    held = _edge_held_bytes(edge)
+    held = edge_held_bytes(edge)
     link = agent.link
     assert link is not None
     agent_held = link.mux.buffered_bytes() + sum(

@@ -361,3 +361,15 @@ def test_hostile_frames_raise_only_protocol_error(frames: list[bytes], stream_fi
     except ProtocolError:
         pass
     assert agent.stream_count <= 2
+
+
+def test_no_pong_is_queued_while_the_shell_says_the_peer_reads_nothing() -> None:
+    agent = Multiplexer(Role.AGENT)
+    agent.receive_data(PREAMBLE)
+    agent.data_to_send()
+    agent.answer_pings = False
+    assert agent.receive_data(f.encode_ping(b"12345678") * 100) == []
+    assert not agent.has_output
+    agent.answer_pings = True
+    agent.receive_data(f.encode_ping(b"12345678"))
+    assert b"".join(agent.data_to_send()) == f.encode_ping(b"12345678", ack=True)

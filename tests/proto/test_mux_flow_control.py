@@ -12,6 +12,7 @@ from proto.messages import encode_message
 from proto.mux import (
     DEFAULT_MAX_WINDOW,
     DEFAULT_WINDOW,
+    MAX_STREAM_CREDIT,
     DataReceived,
     Multiplexer,
     Role,
@@ -313,3 +314,49 @@ def test_credit_is_never_overrun_and_bytes_arrive_in_order(
     both_ended = wires.down.ended and wires.up.ended
     assert link.edge.is_open(sid) is not both_ended
     assert link.agent.is_open(sid) is not both_ended
+
+
+# -- credit a hostile peer announces or grants is capped -----------------------------------
+
+
+def _edge_facing(announced: int) -> tuple[Multiplexer, int]:
+    """An edge whose agent announced ``announced`` bytes of window, with one stream open."""
+    edge = Multiplexer(Role.EDGE)
+    edge.receive_data(f.encode_preamble(window=announced))
+    sid = edge.open_stream(VISITOR)
+    edge.data_to_send()
+    return edge, sid
+
+
+def _data_bytes_out(mux: Multiplexer) -> int:
+    decoder = f.FrameDecoder(expect_preamble=False)  # the preamble went out already
+    frames = decoder.feed(b"".join(mux.data_to_send()))
+    return sum(len(fr.body) for fr in frames if fr.type == FrameType.DATA)
+
+
+def test_a_huge_announced_window_is_honoured_only_up_to_the_cap() -> None:
+    edge, sid = _edge_facing(1 << 30)  # the most a preamble may announce
+    assert edge.send_window(sid) == MAX_STREAM_CREDIT
+    upload = b"u" * (MAX_STREAM_CREDIT + 4 * f.MAX_DATA_CHUNK)
+    assert edge.send_data(sid, upload) is False  # the rest waits for credit
+    assert edge.pending(sid) == 4 * f.MAX_DATA_CHUNK
+    assert _data_bytes_out(edge) == MAX_STREAM_CREDIT
+
+
+def test_credit_granted_past_the_cap_is_dropped_not_sent_against() -> None:
+    edge, sid = _edge_facing(f.INITIAL_WINDOW)
+    edge.receive_data(f.encode_window(sid, (1 << 31) - 1 - f.INITIAL_WINDOW))
+    assert edge.send_window(sid) == MAX_STREAM_CREDIT
+    edge.send_data(sid, b"u" * (MAX_STREAM_CREDIT + 1))
+    assert _data_bytes_out(edge) == MAX_STREAM_CREDIT
+    # Granted again and again: the stream never holds more than the cap.
+    for _ in range(3):
+        edge.receive_data(f.encode_window(sid, (1 << 31) - 1 - MAX_STREAM_CREDIT))
+        assert edge.send_window(sid) <= MAX_STREAM_CREDIT
+
+
+def test_a_multiplexer_never_offers_more_than_the_cap() -> None:
+    mux = Multiplexer(Role.AGENT, initial_window=1 << 30, max_window=1 << 30)
+    assert mux.initial_window == mux.max_window == MAX_STREAM_CREDIT
+    _version, window = f.decode_preamble(b"".join(mux.data_to_send()))
+    assert window == MAX_STREAM_CREDIT

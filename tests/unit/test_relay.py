@@ -299,3 +299,69 @@ async def test_stream_bytes_before_the_local_connection_are_kept() -> None:
         assert t.local_socket.eof_written
     finally:
         t.close()
+
+
+async def test_a_backed_up_link_pauses_every_stream_until_it_drains(tunnel: Tunnel) -> None:
+    """The peer grants credit but reads nothing: the link's write buffer passes its
+    high-water mark and every stream's source stops, whatever credit is left."""
+    second = SocketRelay(tunnel.edge)
+    second_socket = FakeSocket()
+    second.connection_made(second_socket)
+    second.stream_id = tunnel.edge.open(VISITOR, second)
+    tunnel.pump()
+
+    tunnel.edge.pause_writing()
+    assert not tunnel.visitor_socket.reading and not second_socket.reading
+    # A source that still delivers a chunk (read before the pause) is told to stop again.
+    tunnel.visitor_socket.reading = True
+    tunnel.visitor.data_received(b"x" * 100)
+    assert not tunnel.visitor_socket.reading
+    assert tunnel.edge.mux.send_window(tunnel.stream_id) > 0  # credit was not the reason
+
+    tunnel.edge.resume_writing()
+    assert tunnel.visitor_socket.reading and second_socket.reading
+    tunnel.pump()
+    assert tunnel.local_socket.written == b"x" * 100
+
+
+async def test_resume_leaves_a_stream_that_waits_for_credit_paused(tunnel: Tunnel) -> None:
+    tunnel.local.pause_writing()  # the local service reads nothing: no credit comes back
+    tunnel.visitor.data_received(b"x" * (DEFAULT_WINDOW + 1))
+    tunnel.pump()
+    assert not tunnel.visitor_socket.reading
+    tunnel.edge.pause_writing()
+    tunnel.edge.resume_writing()
+    assert not tunnel.visitor_socket.reading  # it resumes on StreamWritable, not before
+    tunnel.local.resume_writing()
+    tunnel.pump()
+    assert tunnel.visitor_socket.reading
+
+
+async def test_credit_that_comes_back_while_the_link_is_backed_up_resumes_no_source(
+    tunnel: Tunnel,
+) -> None:
+    """A peer that reads nothing but grants credit must not pull a source's bytes, a chunk
+    per WINDOW frame, into the buffer it does not read."""
+    tunnel.local.pause_writing()  # no credit comes back for now
+    tunnel.visitor.data_received(b"x" * (DEFAULT_WINDOW + 1))
+    tunnel.pump()
+    tunnel.edge.pause_writing()
+    tunnel.local.resume_writing()  # the credit comes back: the waiting byte goes out
+    tunnel.pump()
+    assert tunnel.edge.mux.pending(tunnel.stream_id) == 0
+    assert not tunnel.visitor_socket.reading  # but the link is still backed up
+    tunnel.edge.resume_writing()
+    assert tunnel.visitor_socket.reading
+
+
+async def test_visitors_keep_arriving_while_the_agents_link_is_backed_up(tunnel: Tunnel) -> None:
+    """Streams the edge opens are not requests the agent refuses: however many arrive while
+    the agent's own writes are backed up, its link stays."""
+    tunnel.agent.pause_writing()
+    for _ in range(200):
+        relay = SocketRelay(tunnel.edge)
+        relay.connection_made(FakeSocket())
+        relay.stream_id = tunnel.edge.open(VISITOR, relay)
+    tunnel.pump()
+    assert not tunnel.agent_wire.closed and not tunnel.agent.closed
+    assert len(tunnel.agent.relays) == 201
