@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from control.routing_outbox import RoutingOutbox
 from control.secret_box import SecretBox
 from control.signing_keys import SigningKeys
 from control.throttle import THROTTLE, Throttle
+from control.workers import running
 
 log = logging.getLogger("burrow.control")
 
@@ -152,8 +153,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(
-    config: ControlConfig, *, bus: Bus | None = None, verifier: DomainVerifier | None = None
+    config: ControlConfig,
+    *,
+    bus: Bus | None = None,
+    verifier: DomainVerifier | None = None,
+    workers: Sequence[str] = (),
+    api: bool = True,
 ) -> web.Application:
+    """The control app; ``workers``: names of ``control.workers.WORKERS`` to run beside it,
+    on its database and bus; ``api``: serve /v1 (a worker's process serves only /healthz,
+    /readyz and /metrics)."""
     redaction.install()
     counted = ControlMetrics()
     app = web.Application(
@@ -177,8 +186,11 @@ def create_app(
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)
     app.cleanup_ctx.append(_edge_reports)
+    app.cleanup_ctx.append(running(workers))
+    app.add_routes(routes)
+    if not api:
+        return app
     for table in (
-        routes,
         accounts.routes,
         orgs.routes,
         api_keys.routes,

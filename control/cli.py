@@ -15,6 +15,7 @@ from control.config import ControlConfig
 from control.db import Database, DatabaseUnavailable
 from control.embedded_db import EmbeddedPostgresError
 from control.migrate import migrate
+from control.workers import WORKERS
 
 log = logging.getLogger("burrow.control")
 
@@ -22,25 +23,40 @@ log = logging.getLogger("burrow.control")
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     control = sub.add_parser("control", help="run the control service (REST API /v1)")
     control.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0: any)")
-    _store_flags(control)
-    control.add_argument("--base-domain", default=os.environ.get("BURROW_BASE_DOMAIN", "localhost"))
-    control.add_argument(
+    _control_flags(control)
+    worker = sub.add_parser(
+        "worker",
+        help="run a background worker (several may run: they share the work)",
+        description="Run one background worker on control's database and bus. It reads "
+        "the [control] table of the config file.",
+    )
+    worker.add_argument("name", choices=sorted(WORKERS), help="which worker")
+    worker.add_argument(
+        "--listen", default="", help="HOST:PORT for /healthz and /metrics (default: none)"
+    )
+    _control_flags(worker)
+    migrate_cmd = sub.add_parser("migrate", help="apply database migrations and exit")
+    _store_flags(migrate_cmd)
+
+
+def _control_flags(sp: argparse.ArgumentParser) -> None:
+    _store_flags(sp)
+    sp.add_argument("--base-domain", default=os.environ.get("BURROW_BASE_DOMAIN", "localhost"))
+    sp.add_argument(
         "--edge-target",
         default=os.environ.get("BURROW_EDGE_TARGET", ""),
         help="hostname custom domains may CNAME to (default edge.BASE-DOMAIN)",
     )
-    control.add_argument(
+    sp.add_argument(
         "--agent-server",
         default=os.environ.get("BURROW_AGENT_SERVER", ""),
         help="the edge address agents dial, printed with new tokens",
     )
-    control.add_argument("--closed-signup", action="store_true", help="only admins add users")
-    control.add_argument("--secure-cookies", action="store_true", help="control is behind HTTPS")
-    control.add_argument(
+    sp.add_argument("--closed-signup", action="store_true", help="only admins add users")
+    sp.add_argument("--secure-cookies", action="store_true", help="control is behind HTTPS")
+    sp.add_argument(
         "--dns", action="append", default=[], help="DNS server for domain checks (repeat)"
     )
-    migrate_cmd = sub.add_parser("migrate", help="apply database migrations and exit")
-    _store_flags(migrate_cmd)
 
 
 def _store_flags(sp: argparse.ArgumentParser) -> None:
@@ -95,17 +111,34 @@ async def run_control(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not config.edge_keys:
         log.warning("BURROW_EDGE_KEYS is unset: no edge can fetch routing state")
-    host, _, port = args.listen.rpartition(":")
-    runner = web.AppRunner(create_app(config), access_log=None)
+    return await _serve(
+        create_app(config), args.listen, "control API on http://{}/v1 (OpenAPI: /v1/openapi.json)"
+    )
+
+
+async def run_worker(args: argparse.Namespace) -> int:
+    """``burrowd worker NAME``: the control app's resources and one worker, no API."""
+    app = create_app(config_from_args(args), workers=[args.name], api=False)
+    return await _serve(
+        app, args.listen, f"worker {args.name}: /healthz and /metrics on http://{{}}"
+    )
+
+
+async def _serve(app: web.Application, listen: str, banner: str) -> int:
+    """Set ``app`` up, listen on ``listen`` (HOST:PORT; empty: no listener), and run until
+    SIGINT or SIGTERM. ``banner``: printed with the bound address once listening."""
+    runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
     except (DatabaseUnavailable, EmbeddedPostgresError, RuntimeError) as exc:
         print(f"burrowd: {exc}")
         return 1
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"control API on http://{bound[0]}:{bound[1]}/v1 (OpenAPI: /v1/openapi.json)", flush=True)
+    if listen:
+        host, _, port = listen.rpartition(":")
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+        await site.start()
+        bound = runner.addresses[0]
+        print(banner.format(f"{bound[0]}:{bound[1]}"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

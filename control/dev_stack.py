@@ -23,6 +23,7 @@ from control.ids import new_id
 from control.keys import DB, OUTBOX, PASSWORDS, SIGNING
 from control.store import accounts
 from control.token_signing import issue_token
+from control.workers import WORKERS
 from edge.token_format import TokenClaims
 
 DEV_EMAIL = "dev@burrow.localhost"
@@ -74,7 +75,7 @@ async def start_dev_control(
         secret_key=secret,
         agent_server=agent_server,
     )
-    app = create_app(config, bus=bus)
+    app = create_app(config, bus=bus, workers=tuple(WORKERS))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -487,7 +487,7 @@ async def _edge(args: argparse.Namespace) -> int:
 
 def _command(argv: list[str]) -> str:
     """The subcommand named in ``argv`` (a flag's value never is one), or ""."""
-    commands = ("dev", "edge", "control", "migrate", "check")
+    commands = ("dev", "edge", "control", "worker", "migrate", "check")
     return next((a for a in argv if a in commands), "")
 
 
@@ -527,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         "dev": _dev,
         "edge": _edge,
         "control": control_cli.run_control,
+        "worker": control_cli.run_worker,
         "migrate": control_cli.run_migrate,
         "check": lambda _: _check(loaded),
     }

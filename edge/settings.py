@@ -26,7 +26,13 @@ from typing import Any
 DEFAULT_PATH = Path("/etc/burrow/burrowd.toml")
 PATH_VARIABLE = "BURROWD_CONFIG"
 # Which table each command reads; ``check`` reads them all.
-TABLES = {"edge": "edge", "control": "control", "migrate": "control", "dev": "dev"}
+TABLES = {
+    "edge": "edge",
+    "control": "control",
+    "worker": "control",
+    "migrate": "control",
+    "dev": "dev",
+}
 # Keys that are no flag of their command: the file picking itself.
 _NOT_IN_FILE = frozenset(("config", "help"))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from control.app import create_app
 from tests.control.conftest import control_config
 from tests.e2e.test_cli_processes import isolated_env
+from tests.fixtures.system_tools import require
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 HEADING = "### The API by curl"
@@ -41,9 +41,8 @@ async def control_url(new_install_database_url: str) -> AsyncIterator[str]:
 
 
 async def test_the_readme_walkthrough_runs_as_written(tmp_path: Path, control_url: str) -> None:
-    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"the walk-through needs {', '.join(missing)}, not on this machine")
+    for tool in ("bash", "curl", "jq"):
+        require(tool, tool)
     script = walkthrough()
     proc = await asyncio.create_subprocess_exec(
         "bash",
