@@ -26,6 +26,7 @@ from bus.events import (
     VerifyKey,
     encode,
 )
+from certs.records import cert_refs, live_challenges
 from control.db import Database, Queries, cancel_requested
 
 log = logging.getLogger("burrow.control.routing")
@@ -143,6 +144,8 @@ class RoutingOutbox:
                 org_limits(r["id"], r["limits"])
                 for r in await q.all("SELECT id, limits FROM orgs WHERE limits <> '{}' ORDER BY id")
             ]
+            certs = await cert_refs(q)
+            challenges = await live_challenges(q)
         return RoutingSnapshot(
             seq=seq,
             names=names,
@@ -151,6 +154,8 @@ class RoutingOutbox:
             keys=keys,
             suspended=suspended,
             limits=limits,
+            certs=certs,
+            challenges=challenges,
         )
 
 

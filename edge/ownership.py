@@ -258,3 +258,40 @@ class HostOwnership:
         """The hostname whose tunnels serve visitors of the custom domain ``host``."""
         routed = self.alias_route(host)
         return routed[0] if routed is not None else None
+
+
+def token_tls_mode(tls_modes: tuple[tuple[str, str], ...], hostname: str) -> str:
+    """The TLS mode a token's ``tls`` claim sets for ``hostname``: the exact pattern, else
+    the most specific ``*.domain`` above it; "" when the claim does not name it."""
+    modes = dict(tls_modes)
+    mode = modes.get(hostname)
+    if mode is not None:
+        return mode
+    dot = hostname.find(".")
+    while dot != -1:
+        mode = modes.get("*" + hostname[dot:])
+        if mode is not None:
+            return mode
+        dot = hostname.find(".", dot + 1)
+    return ""
+
+
+def check_token_tls_mode(
+    tls_modes: tuple[tuple[str, str], ...], hostname: str, protocol: str
+) -> None:
+    """Raise ``BindError`` when the token's ``tls`` claim sets another TLS mode for
+    ``hostname`` than the tunnel asked for would use: a "passthrough" host opens only as a
+    TLS tunnel, a "terminate" host only as an HTTP one."""
+    mode = token_tls_mode(tls_modes, hostname)
+    if mode == "passthrough" and protocol == "http":
+        raise BindError(
+            "tls_mode",
+            f"this authtoken sets {hostname} to TLS passthrough: open it with `burrow tls`, "
+            "or use a token that allows TLS termination for it",
+        )
+    if mode == "terminate" and protocol == "tls":
+        raise BindError(
+            "tls_mode",
+            f"this authtoken sets {hostname} to TLS termination at the edge: open it with "
+            "`burrow http`, or use a token that allows passthrough for it",
+        )

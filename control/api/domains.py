@@ -24,6 +24,7 @@ import msgspec
 from aiohttp import web
 
 from bus.events import DomainRemoved, DomainSet
+from certs.records import withdraw_certificate
 from control import principals
 from control.api.names import host_for
 from control.bodies import read_json, to_json, to_json_status
@@ -140,6 +141,7 @@ async def remove_domain_row(
     host = str(row["host"])
     # Edges ignore a removal of a host they never knew, so it is always recorded.
     await request.app[OUTBOX].record(q, lambda seq: DomainRemoved(seq=seq, host=host))
+    await withdraw_certificate(q, request.app[OUTBOX], host)
     await audit(q, row["org_id"], actor, action, host)
 
 
