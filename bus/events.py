@@ -185,6 +185,7 @@ RoutingEvent = (
     | OrgLimitsSet
 )
 
+
 class EdgeCert(msgspec.Struct, frozen=True):
     """``GET /v1/edge/certs/<host>``'s answer, over the edge's authenticated channel to
     control (never on the bus): the chain, leaf first, and its key, both PEM."""
