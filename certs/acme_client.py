@@ -38,6 +38,33 @@ USER_AGENT = "burrow-certs"
 _RETRY_AFTER = re.compile(r"retry after (\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)")
 
 
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """RFC 8737's response: the library dropped its tls-alpn-01 types, the protocol stayed."""
+
+    typ = "tls-alpn-01"
+
+
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: jose.JWK, **unused: Any) -> str:
+        return self.key_authorization(account_key)
+
+
+# Registered so the library parses the CA's tls-alpn-01 challenges as these, not as
+# unrecognized ones (unless a later version brings its own again).
+if TLSALPN01.typ not in challenges.Challenge.TYPES:
+    challenges.Challenge.register(TLSALPN01)
+    challenges.ChallengeResponse.register(TLSALPN01Response)
+
+
+def _kind(chall: challenges.Challenge) -> str:
+    if isinstance(chall, challenges.UnrecognizedChallenge):
+        return str(chall.jobj.get("type", "unknown"))
+    return str(chall.typ)
+
+
 class AcmeFailure(Exception):
     """An order failed. ``rate_limited``: the CA refused for a rate limit (``retry_at``: when
     it allows again, if it said); ``unreachable``: the CA did not answer."""
@@ -49,8 +76,10 @@ class AcmeFailure(Exception):
         rate_limited: bool = False,
         unreachable: bool = False,
         retry_at: dt.datetime | None = None,
+        code: str = "",
     ) -> None:
         super().__init__(message)
+        self.code = code  # the ACME error type's last part ("accountDoesNotExist", ...)
         self.rate_limited = rate_limited
         self.unreachable = unreachable
         self.retry_at = retry_at
@@ -158,7 +187,7 @@ class AcmeAccount:
             if authz.body.status == messages.STATUS_VALID:
                 continue  # the CA remembers a recent validation
             identifier = str(authz.body.identifier.value)
-            offered = {c.chall.typ: c for c in authz.body.challenges}
+            offered = {_kind(c.chall): c for c in authz.body.challenges}
             kind = next((k for k in kinds if k in offered), "")
             if not kind:
                 raise AcmeFailure(
@@ -237,7 +266,7 @@ def _failure(doing: str, exc: BaseException) -> AcmeFailure:
                 rate_limited=True,
                 retry_at=_retry_at(exc.detail or ""),
             )
-        return AcmeFailure(f"{doing}: {_problem(exc)}")
+        return AcmeFailure(f"{doing}: {_problem(exc)}", code=exc.code or "")
     if isinstance(exc, errors.Error):
         return AcmeFailure(f"{doing}: {_first_line(exc)}")
     return AcmeFailure(f"{doing}: {type(exc).__name__}: {_first_line(exc)}")

@@ -292,7 +292,19 @@ class CertsWorker:
         )
 
     async def _obtain(self, host: str) -> tuple[bytes, bytes, AcmeAccount]:
-        account = await self.account()
+        try:
+            return await self._obtain_once(host, await self.account())
+        except AcmeFailure as exc:
+            if exc.code != "accountDoesNotExist":
+                raise
+            # The CA forgot the account (deactivated, or a test CA restarted): register the
+            # same key again and order once more.
+            log.warning("certs: the CA no longer knows this account; registering it again")
+            return await self._obtain_once(host, await self.account(again=True))
+
+    async def _obtain_once(
+        self, host: str, account: AcmeAccount
+    ) -> tuple[bytes, bytes, AcmeAccount]:
         key_pem = new_cert_key()
         kinds: tuple[str, ...]
         if host == self.wildcard_host:
@@ -389,10 +401,11 @@ class CertsWorker:
             return suggested
         return two_thirds(chain_pem)
 
-    async def account(self) -> AcmeAccount:
+    async def account(self, *, again: bool = False) -> AcmeAccount:
         """This deployment's account at the configured CA, registered on first use (under an
-        advisory lock, so workers starting together make one)."""
-        if self._account is not None:
+        advisory lock, so workers starting together make one). ``again``: register the
+        stored key anew, as the CA no longer knows it."""
+        if self._account is not None and not again:
             return self._account
         settings = self.config.acme
         assert settings is not None
@@ -403,16 +416,20 @@ class CertsWorker:
                 "SELECT account_url, key_sealed FROM acme_accounts WHERE directory_url = %s",
                 (settings.directory_url,),
             )
-            if row is not None:
+            if row is not None and not again:
                 key_pem = self.box.decrypt(bytes(row["key_sealed"]), aad)
                 self._account = AcmeAccount(settings, key_pem, str(row["account_url"]))
                 return self._account
-            key_pem = new_account_key()
+            if row is not None:
+                key_pem = self.box.decrypt(bytes(row["key_sealed"]), aad)
+            else:
+                key_pem = new_account_key()
             account = AcmeAccount(settings, key_pem)
             url = await asyncio.to_thread(account.register)
             await q.execute(
                 "INSERT INTO acme_accounts (directory_url, account_url, key_sealed, contact)"
-                " VALUES (%s, %s, %s, %s)",
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (directory_url) DO UPDATE SET"
+                " account_url = excluded.account_url",
                 (settings.directory_url, url, self.box.encrypt(key_pem, aad), settings.email),
             )
         log.info("certs: ACME account %s registered", url)
