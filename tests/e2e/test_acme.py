@@ -9,9 +9,11 @@ on its HTTPS listener; ``pebble-challtestsrv`` is the DNS that points every name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from cryptography import x509
 
 from agent.tunnels import TunnelSpec
 from bus.redis_bus import RedisBus
-from certs.config import AcmeSettings, CertsConfig
+from certs.config import AcmeSettings, CertsConfig, Dns01Settings
 from certs.records import fingerprint
 from certs.worker import CertsWorker
 from control.app import create_app
@@ -63,6 +65,7 @@ class AcmeStack(Stack):
     clock: Clock = field(default_factory=Clock)
     runners: list[web.AppRunner] = field(default_factory=list)
     root_pem: str = ""
+    worker_urls: dict[str, str] = field(default_factory=dict)
 
     def certs_config(self, **changes: Any) -> CertsConfig:
         config = CertsConfig(
@@ -86,7 +89,14 @@ class AcmeStack(Stack):
         runner = web.AppRunner(create_app(config, api=False))
         await runner.setup()
         self.runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.worker_urls[name] = f"http://127.0.0.1:{runner.addresses[-1][1]}"
         return CertsWorker(runner.app, clock=self.clock, name=name)
+
+    async def worker_metrics(self, name: str = "w1") -> str:
+        async with self.http.get(self.worker_urls[name] + "/metrics") as resp:
+            return await resp.text()
 
     async def verified_domain(self, key: str, host: str, **body: Any) -> dict[str, Any]:
         domain = await self.call(
@@ -172,6 +182,18 @@ async def _acme_stack(
         await bus.close()
         await control.stop()
         await pebble.stop()
+
+
+@pytest.fixture
+async def short_lived(
+    tmp_path: Path, new_install_database_url: str, redis_url: str, redis_cleanup: str
+) -> AsyncIterator[AcmeStack]:
+    """Pebble issuing certificates valid for ten days: inside the first alert window."""
+    stacks = _acme_stack(
+        tmp_path, new_install_database_url, redis_url, redis_cleanup, validity=int(10 * DAY)
+    )
+    async for stack in stacks:
+        yield stack
 
 
 @pytest.fixture
@@ -462,3 +484,116 @@ async def test_passthrough_domains_are_never_ordered(acme: AcmeStack) -> None:
     await issue(worker)
     assert await acme.db_all("SELECT * FROM cert_orders") == []
     assert await acme.db_all("SELECT * FROM cert_work") == []
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_expiry_alerts_at_14_and_3_days_and_the_expiry_gauge(
+    short_lived: AcmeStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    acme = short_lived
+    org = await acme.signup("owner@soon.example")
+    domain = await acme.verified_domain(org["key"], "soon.example.test")
+    worker = await acme.worker(challenges=("http-01",), probe_seconds=0)
+    await issue(worker)
+    await wait_for(lambda: acme.edge.certs.covers("soon.example.test"), what="cert on the edge")
+
+    with caplog.at_level(logging.WARNING, logger="burrow.certs.alerts"):
+        await issue(worker)  # probes and alerts run: ten days left is inside 14
+        await issue(worker)  # the same window again: no second alert
+    alerts = [r.getMessage() for r in caplog.records if "certificate alert" in r.getMessage()]
+    assert len(alerts) == 1 and "cert_expiring for soon.example.test" in alerts[0], alerts
+    shown = await acme.domain(org["key"], domain["id"])
+    assert shown["tls_status"] == "expiring"
+    exposed = await acme.worker_metrics()
+    left = metric(exposed, "burrow_cert_expiry_seconds", host="soon.example.test")
+    assert left is not None and 9 * DAY < left <= 10 * DAY, exposed
+    assert (metric(exposed, "burrow_cert_worker_outcomes_total", outcome="issued") or 0) == 1
+    assert (metric(exposed, "burrow_cert_worker_outcomes_total", outcome="alert_sent") or 0) == 0
+
+    # Renewal fails (the CA is down) and the certificate comes within three days.
+    await acme.pebble.stop_ca()
+    caplog.clear()
+    acme.clock.offset = 7.5 * DAY
+    with caplog.at_level(logging.WARNING, logger="burrow.certs.alerts"):
+        await issue(worker)
+    alerts = [r.getMessage() for r in caplog.records if "certificate alert" in r.getMessage()]
+    assert len(alerts) == 1 and "expires in 2.5 days" in alerts[0], alerts
+    work = (await acme.db_all("SELECT alerted_days FROM cert_work"))[0]
+    assert work["alerted_days"] == 3
+    exposed = await acme.worker_metrics()
+    assert (
+        metric(exposed, "burrow_cert_worker_outcomes_total", outcome="ca_unreachable") or 0
+    ) == 1
+    assert metric(exposed, "burrow_cert_domains", status="expiring") == 1
+
+
+async def test_the_base_domains_wildcard_over_dns01_with_a_hook_command(
+    acme: AcmeStack, tmp_path: Path
+) -> None:
+    hook = tmp_path / "dns01-hook.py"
+    hook.write_text(
+        "import json, sys, urllib.request\n"
+        "port, action, record, value = sys.argv[1:5]\n"
+        "path = '/set-txt' if action == 'present' else '/clear-txt'\n"
+        "body = json.dumps({'host': record, 'value': value}).encode()\n"
+        "urllib.request.urlopen(urllib.request.Request(\n"
+        "    f'http://127.0.0.1:{port}{path}', data=body, method='POST'), timeout=5)\n"
+    )
+    worker = await acme.worker(
+        wildcard=True,
+        dns01=Dns01Settings(hook=f"{sys.executable} {hook} {acme.pebble.dns_management_port}"),
+    )
+    await issue(worker)
+
+    stored = await acme.stored_fingerprint("*.tunnels.test")
+    assert stored, await acme.db_all("SELECT * FROM cert_orders")
+    await wait_for(lambda: acme.edge.certs.covers("anything.tunnels.test"), what="wildcard")
+    cert = await acme.served("anything.tunnels.test")
+    assert fingerprint(cert) == stored
+    assert fingerprint(await acme.served("tunnels.test")) == stored
+
+
+async def test_without_an_acme_directory_the_worker_says_edges_keep_their_local_ca(
+    acme: AcmeStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = await acme.worker(acme=None)
+    with caplog.at_level(logging.INFO, logger="burrow.certs"):
+        task = asyncio.get_running_loop().create_task(worker.run())
+        await wait_for(lambda: "no ACME directory configured" in caplog.text, what="the line")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    lines = [r for r in caplog.records if "ACME" in r.getMessage()]
+    assert len(lines) == 1 and "local CA" in lines[0].getMessage()
+
+
+async def test_an_edge_serving_another_certificate_is_a_mismatch_naming_that_edge(
+    acme: AcmeStack,
+) -> None:
+    org = await acme.signup("owner@mismatch.example")
+    domain = await acme.verified_domain(org["key"], "mismatch.example.test")
+    # A second edge that never reaches control: it serves its own fallback certificate.
+    stray = Edge(edge_config(base_domain="tunnels.test", https_port=0), SignedTokens([]))
+    await stray.start()
+    try:
+        stray_address = f"127.0.0.1:{stray.config.https_port}"
+        worker = await acme.worker(
+            challenges=("http-01",),
+            probe_addresses=[f"127.0.0.1:{acme.edge.config.https_port}", stray_address],
+        )
+        await issue(worker)
+        await wait_for(lambda: acme.edge.certs.covers("mismatch.example.test"), what="cert")
+        await worker.probe_all()
+    finally:
+        await stray.shutdown(drain=0.2)
+    shown = await acme.domain(org["key"], domain["id"])
+    assert shown["tls_status"] == "mismatch", shown
+    assert f"the edge at {stray_address} serves a certificate" in shown["tls_last_error"]
