@@ -157,6 +157,10 @@ class Pebble:
         """Point ``name`` somewhere other than the default 127.0.0.1."""
         await self._dns_call("/add-a", {"host": name.rstrip(".") + ".", "addresses": [address]})
 
+    async def clear_a(self, name: str) -> None:
+        """Back to the default address (127.0.0.1) for ``name``."""
+        await self._dns_call("/clear-a", {"host": name.rstrip(".") + "."})
+
     async def _dns_call(self, path: str, payload: dict[str, object]) -> None:
         body = json.dumps(payload).encode()
         url = f"http://127.0.0.1:{self.dns_management_port}{path}"

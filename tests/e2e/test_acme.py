@@ -407,6 +407,20 @@ async def test_an_invalid_domain_is_recorded_as_failed_and_alerts_the_operator(
     # Retried slowly, not hammered; a second failure sends no second alert.
     work = (await acme.db_all("SELECT * FROM cert_work WHERE host = 'broken.example.test'"))[0]
     assert (work["next_attempt_at"].timestamp() - acme.clock()) > 0.7 * DAY
+    await issue(worker)
+    orders = await acme.db_all("SELECT * FROM cert_orders")
+    assert len(orders) == 1, "a failed domain was ordered again within its slow retry"
+
+    # The owner fixes DNS; the operator asks for a retry; the next pass issues.
+    await acme.pebble.clear_a("broken.example.test")
+    await acme.sign_in_operator("operator@burrow.example")
+    retried = await acme.operator_call("POST", f"/v1/admin/domains/{domain['id']}/tls/retry")
+    assert retried == {"host": "broken.example.test", "queued": True}
+    acme.http.cookie_jar.clear()
+    await issue(worker)
+    shown = await acme.domain(org["key"], domain["id"])
+    assert shown["tls_status"] == "active", shown
+    assert len(received) == 1
 
 
 async def test_two_workers_racing_for_one_domain_place_one_order(acme: AcmeStack) -> None:
