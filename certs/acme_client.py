@@ -244,10 +244,10 @@ def _translated(doing: str) -> Iterator[None]:
     except (AcmeFailure, errors.ConflictError):
         raise
     except Exception as exc:
-        raise _failure(doing, exc) from exc
+        raise translate_error(doing, exc) from exc
 
 
-def _failure(doing: str, exc: BaseException) -> AcmeFailure:
+def translate_error(doing: str, exc: BaseException) -> AcmeFailure:
     if isinstance(exc, requests.RequestException):
         return AcmeFailure(f"{doing}: the CA did not answer ({_first_line(exc)})", unreachable=True)
     if isinstance(exc, errors.ValidationError):

@@ -263,6 +263,14 @@ class CertsWorker:
         except (AcmeFailure, DnsError) as exc:
             await self._failed(host, failures + 1, exc, order_id)
             return
+        except Exception as exc:  # a library's surprise counts as a failure, with backoff
+            if cancel_requested():
+                raise
+            log.exception("certs: unexpected error ordering for %s", host)
+            await self._failed(
+                host, failures + 1, AcmeFailure(f"{type(exc).__name__}: {exc}"), order_id
+            )
+            return
         async with self.db.transaction() as q:
             await store_certificate(q, self.box, self.outbox, host, chain_pem, key_pem)
             await q.execute(
@@ -446,10 +454,10 @@ class CertsWorker:
         else:
             delay = min(config.backoff_start * 2 ** (failures - 1), config.backoff_max)
         delay *= random.uniform(0.8, 1.2)  # jitter: many domains failing together spread out
-        if rate_limited:
-            assert isinstance(exc, AcmeFailure)
+        if isinstance(exc, AcmeFailure) and exc.rate_limited:
+            # Never earlier than the CA allows: what it said, else rate_limit_seconds.
             allowed = exc.retry_at.timestamp() - now if exc.retry_at else config.rate_limit_seconds
-            delay = max(delay, allowed, config.rate_limit_seconds if not exc.retry_at else 0)
+            delay = max(delay, allowed)
         outcome = (
             "rate_limited"
             if rate_limited
@@ -572,7 +580,14 @@ class CertsWorker:
 
     async def send_expiry_alerts(self) -> None:
         """An alert per certificate as it passes each of ``alert_days`` before expiry (once
-        per threshold and certificate: a renewal starts the count again)."""
+        per threshold and certificate: a renewal starts the count again); and the alerts for
+        failed domains a webhook did not take when they failed."""
+        for row in await self.db.all(
+            "SELECT host, failures, last_error FROM cert_work"
+            " WHERE failures >= %s AND NOT failed_alerted",
+            (self.config.max_failures,),
+        ):
+            await self._alert_failed(str(row["host"]), int(row["failures"]), str(row["last_error"]))
         thresholds = sorted(self.config.alert_days)
         now = _utc(self.clock())
         rows = await self.db.all(

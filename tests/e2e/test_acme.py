@@ -611,3 +611,47 @@ async def test_an_edge_serving_another_certificate_is_a_mismatch_naming_that_edg
     shown = await acme.domain(org["key"], domain["id"])
     assert shown["tls_status"] == "mismatch", shown
     assert f"the edge at {stray_address} serves a certificate" in shown["tls_last_error"]
+
+
+async def test_many_domains_are_ordered_at_most_concurrency_at_a_time(acme: AcmeStack) -> None:
+    org = await acme.signup("owner@many.example")
+    hosts = [f"d{i}.many.example.test" for i in range(3)]
+    for host in hosts:
+        await acme.verified_domain(org["key"], host)
+    worker = await acme.worker(challenges=("http-01",), concurrency=2)
+
+    await worker.cycle()
+    leased = await acme.db_all("SELECT host FROM cert_work WHERE lease_owner IS NOT NULL")
+    assert len(leased) == 2
+    await worker.wait_orders()
+    await issue(worker)
+    stored = await acme.db_all("SELECT host FROM certificates ORDER BY host")
+    assert [r["host"] for r in stored] == hosts
+
+
+async def test_a_rate_limit_waits_as_long_as_the_ca_says(acme: AcmeStack) -> None:
+    from acme import messages
+
+    from certs.acme_client import translate_error
+
+    org = await acme.signup("owner@limited.example")
+    await acme.verified_domain(org["key"], "limited.example.test")
+    worker = await acme.worker(challenges=("http-01",))
+    await worker.enqueue()
+    assert await worker.claim() == [("limited.example.test", 0)]
+    allowed = dt.datetime.fromtimestamp(acme.clock() + 5 * 3600, dt.UTC).replace(microsecond=0)
+    said = f"too many certificates already issued: retry after {allowed:%Y-%m-%d %H:%M:%S} UTC"
+    rows = await acme.db_all(
+        "INSERT INTO cert_orders (host, worker) VALUES (%s, 'w1') RETURNING id",
+        ("limited.example.test",),
+    )
+    # The CA's problem document, through the same translation an order's answer takes.
+    problem = messages.Error(typ="urn:ietf:params:acme:error:rateLimited", detail=said)
+    failure = translate_error("ordering a certificate", problem)
+    assert failure.rate_limited and failure.retry_at == allowed
+    await worker._failed("limited.example.test", 1, failure, rows[0]["id"])
+    work = (await acme.db_all("SELECT * FROM cert_work"))[0]
+    assert work["next_attempt_at"] >= allowed
+    assert await worker.claim() == []
+    exposed = await acme.worker_metrics()
+    assert metric(exposed, "burrow_cert_worker_outcomes_total", outcome="rate_limited") == 1
