@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -133,24 +133,13 @@ class HttpSnapshotSource:
 
     async def fetch(self) -> RoutingSnapshot:
         body = await self._get(self.url)
-        try:
-            return snapshot_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise SnapshotUnavailable(
-                f"control sent a routing snapshot this edge cannot read: {exc}"
-            ) from None
+        return _decoded(snapshot_decoder, body, "a routing snapshot")
 
     async def fetch_cert(self, host: str) -> EdgeCert:
         """A certificate and its key (``GET /v1/edge/certs/<host>``): keys reach edges only
         this way, never on the bus."""
         url = self.url.removesuffix("/routing") + "/certs/" + quote(host, safe="*.")
-        body = await self._get(url)
-        try:
-            return edge_cert_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise SnapshotUnavailable(
-                f"control sent a certificate this edge cannot read: {exc}"
-            ) from None
+        return _decoded(edge_cert_decoder, await self._get(url), "a certificate")
 
     async def _get(self, url: str) -> bytes:
         session = self._session
@@ -187,6 +176,13 @@ class HttpSnapshotSource:
         self._session = None
         if session is not None:
             await session.close()
+
+
+def _decoded(decoder: msgspec.msgpack.Decoder[Any], body: bytes, what: str) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise SnapshotUnavailable(f"control sent {what} this edge cannot read: {exc}") from None
 
 
 def read_cache(path: Path) -> RoutingSnapshot | None:

@@ -112,6 +112,26 @@ class AcmeStack(Stack):
         )
         return checked
 
+    async def issued(
+        self, host: str, **worker_changes: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], CertsWorker, str]:
+        """A verified domain of a new org with a certificate over http-01 that the edge
+        serves: (org, domain, worker, fingerprint)."""
+        org = await self.signup(f"owner@{host}")
+        domain = await self.verified_domain(org["key"], host)
+        worker = await self.worker(**{"challenges": ("http-01",), **worker_changes})
+        await issue(worker)
+        stored = await self.stored_fingerprint(host)
+        assert stored, "no certificate stored"
+        await wait_for(
+            lambda: self.edge.certs.covers(host), what=f"the cert for {host} on the edge"
+        )
+        return org, domain, worker, stored
+
+    async def lifetime(self, host: str) -> float:
+        served = await self.served(host)
+        return (served.not_valid_after_utc - served.not_valid_before_utc).total_seconds()
+
     async def domain(self, key: str, domain_id: str) -> dict[str, Any]:
         return dict(await self.call("GET", f"/v1/domains/{domain_id}", key))
 
@@ -272,7 +292,7 @@ async def test_tls_alpn01_on_the_https_listener(acme: AcmeStack) -> None:
         placed.append(host)
         put_challenge(host, key_authorization)
 
-    acme.edge.certs.put_challenge = recording  # type: ignore[method-assign]
+    acme.edge.certs.put_challenge = recording  # type: ignore[method-assign,assignment]
 
     await issue(worker)
 
@@ -288,14 +308,8 @@ async def test_tls_alpn01_on_the_https_listener(acme: AcmeStack) -> None:
 async def test_renewal_at_two_thirds_replaces_the_certificate_without_a_restart(
     acme: AcmeStack,
 ) -> None:
-    org = await acme.signup("owner@renew.example")
-    await acme.verified_domain(org["key"], "renew.example.test")
-    worker = await acme.worker(challenges=("http-01",))
-    await issue(worker)
-    first = await acme.stored_fingerprint("renew.example.test")
-    await wait_for(lambda: acme.edge.certs.covers("renew.example.test"), what="first cert")
-    served = await acme.served("renew.example.test")
-    lifetime = (served.not_valid_after_utc - served.not_valid_before_utc).total_seconds()
+    _, _, worker, first = await acme.issued("renew.example.test")
+    lifetime = await acme.lifetime("renew.example.test")
 
     # Before two thirds of the lifetime nothing is ordered...
     acme.clock.offset = lifetime * 0.6
@@ -320,14 +334,8 @@ async def test_renewal_at_two_thirds_replaces_the_certificate_without_a_restart(
 async def test_a_ca_outage_backs_off_loses_nothing_and_the_old_certificate_keeps_serving(
     acme: AcmeStack,
 ) -> None:
-    org = await acme.signup("owner@outage.example")
-    domain = await acme.verified_domain(org["key"], "outage.example.test")
-    worker = await acme.worker(challenges=("http-01",))
-    await issue(worker)
-    first = await acme.stored_fingerprint("outage.example.test")
-    await wait_for(lambda: acme.edge.certs.covers("outage.example.test"), what="first cert")
-    served = await acme.served("outage.example.test")
-    lifetime = (served.not_valid_after_utc - served.not_valid_before_utc).total_seconds()
+    org, domain, worker, first = await acme.issued("outage.example.test")
+    lifetime = await acme.lifetime("outage.example.test")
 
     await acme.pebble.stop_ca()
     acme.clock.offset = lifetime * 0.7  # renewal is due, and the CA is gone
@@ -441,12 +449,7 @@ async def test_two_workers_racing_for_one_domain_place_one_order(acme: AcmeStack
 async def test_an_edge_restarted_after_issuance_serves_the_certificate_while_control_is_down(
     acme: AcmeStack,
 ) -> None:
-    org = await acme.signup("owner@restart.example")
-    await acme.verified_domain(org["key"], "restart.example.test")
-    worker = await acme.worker(challenges=("http-01",))
-    await issue(worker)
-    stored = await acme.stored_fingerprint("restart.example.test")
-    await wait_for(lambda: acme.edge.certs.covers("restart.example.test"), what="cert on the edge")
+    _, _, _, stored = await acme.issued("restart.example.test")
 
     # A new edge process on the same state directory, with control unreachable.
     await acme.sync.close()
@@ -513,11 +516,7 @@ async def test_expiry_alerts_at_14_and_3_days_and_the_expiry_gauge(
     short_lived: AcmeStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     acme = short_lived
-    org = await acme.signup("owner@soon.example")
-    domain = await acme.verified_domain(org["key"], "soon.example.test")
-    worker = await acme.worker(challenges=("http-01",), probe_seconds=0)
-    await issue(worker)
-    await wait_for(lambda: acme.edge.certs.covers("soon.example.test"), what="cert on the edge")
+    org, domain, worker, _ = await acme.issued("soon.example.test", probe_seconds=0)
 
     with caplog.at_level(logging.WARNING, logger="burrow.certs.alerts"):
         await issue(worker)  # probes and alerts run: ten days left is inside 14
