@@ -103,7 +103,9 @@ class Rfc2136:
         try:
             answer = dns.query.tcp(update, self.server, timeout=self.timeout, port=self.port)
         except (dns.exception.DNSException, OSError) as exc:
-            raise DnsError(f"{doing} at {self.server}: {exc}") from exc
+            # A server that does not know the key answers unsigned (RFC 8945 5.3.2).
+            hint = "; check the TSIG key name and secret" if "TSIG" in str(exc) else ""
+            raise DnsError(f"{doing} at {self.server}: {exc}{hint}") from exc
         if answer.rcode() != dns.rcode.NOERROR:
             raise DnsError(
                 f"{doing}: {self.server} answered {dns.rcode.to_text(answer.rcode())}; check "
