@@ -117,7 +117,7 @@ async def test_rfc2136_without_the_right_key_is_refused_clearly(dns_server: Upda
         tsig_name="burrow-acme.",
         tsig_secret=base64.b64encode(b"another-secret-of-32-bytes-long!").decode(),
     )
-    with pytest.raises(DnsError, match="TXT at 127.0.0.1: .*check the TSIG key name and secret"):
+    with pytest.raises(DnsError, match=r"TXT at 127\.0\.0\.1: .*check the TSIG key name"):
         await asyncio.to_thread(wrong.present, "_acme-challenge.example.test.", "x")
     assert await txt(dns_server, "_acme-challenge.example.test.") == []
 
