@@ -53,11 +53,7 @@ async def store_certificate(
     """Replace ``host``'s certificate in the caller's transaction and tell edges; the new
     version."""
     leaf = x509.load_pem_x509_certificates(chain_pem)[0]
-    version = int(
-        await q.value(
-            "SELECT coalesce(max(version), 0) + 1 FROM certificates WHERE host = %s", (host,)
-        )
-    )
+    version = int(await q.value("SELECT nextval('certificate_versions')"))
     sealed = box.encrypt(pkcs8(key_pem), key_aad(host, version))
     not_after = leaf.not_valid_after_utc
     await q.execute(

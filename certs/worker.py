@@ -595,6 +595,10 @@ class CertsWorker:
             " JOIN cert_work w ON w.host = c.host"
         )
         for row in rows:
+            if row["host"] == self.wildcard_host:  # no domain row to probe: the stored one
+                self.metrics.expiry.labels(row["host"]).set(
+                    (row["not_after"] - now).total_seconds()
+                )
             left = (row["not_after"] - now).total_seconds() / 86400
             due = next((t for t in thresholds if left <= t), None)
             if due is None or (row["alerted_days"] is not None and row["alerted_days"] <= due):

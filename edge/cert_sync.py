@@ -113,6 +113,8 @@ class EdgeCerts:
     def load(self, refs: list[CertRef]) -> None:
         """A snapshot's list: fetch new versions, stop serving certificates no longer in it."""
         listed = {ref.host: ref.version for ref in refs}
+        for host in [h for h in self._wanted if h not in listed]:
+            del self._wanted[host]  # its fetch ends
         for host in [h for h in self.versions if h not in listed]:
             log.info("certificate for %s withdrawn by control", host)
             self._forget(host)
@@ -126,9 +128,13 @@ class EdgeCerts:
             if host in self.versions:
                 self._forget(host)
             return
-        if self.versions.get(host, 0) >= version:
+        # Versions never repeat (one sequence in control), so any other version is newer
+        # than what this edge holds, even one lower than a certificate it kept on disk from
+        # before the host was removed and added again.
+        if self.versions.get(host) == version:
+            self._wanted.pop(host, None)
             return
-        self._wanted[host] = max(version, self._wanted.get(host, 0))
+        self._wanted[host] = version
         if host not in self._fetching:
             task = asyncio.get_running_loop().create_task(self._fetch(host))
             self._fetching[host] = task
@@ -136,7 +142,7 @@ class EdgeCerts:
     async def _fetch(self, host: str) -> None:
         delay = RETRY_START
         try:
-            while self._wanted.get(host, 0) > self.versions.get(host, 0):
+            while host in self._wanted and self._wanted[host] != self.versions.get(host):
                 try:
                     async with self._limit:
                         cert = await self.source.fetch_cert(host)
@@ -157,9 +163,9 @@ class EdgeCerts:
                     await asyncio.to_thread(self._save, cert)
                 except OSError as exc:
                     log.warning("cannot save the certificate for %s: %s", host, exc)
-                if self._wanted.get(host, 0) <= cert.version:
+                if self._wanted.get(host) == cert.version:
                     self._wanted.pop(host, None)
-                else:  # control answered from before the event (a replica behind): wait
+                elif host in self._wanted:  # control answered from before the event: wait
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
         finally:

@@ -340,6 +340,9 @@ async def update_domain(request: web.Request) -> web.Response:
             assert updated is not None
             if domain_route(updated) != domain_route(row):
                 await _record_set(request, q, updated)
+            if changes.get("tls_mode") == "passthrough":
+                # The agent's service does TLS now: no edge presents a certificate for it.
+                await withdraw_certificate(q, outbox, str(row["host"]))
             await audit(q, who.org_id, who.actor, "domain.update", str(row["host"]))
             row = updated
     outbox.changed()

@@ -12,9 +12,11 @@ CREATE TABLE acme_accounts (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 
--- The certificate edges serve for a host. version goes up by one per issuance, so an edge
--- tells from (host, version) in the snapshot or a cert_changed event whether it has it. The
--- key is sealed (associated data "cert-key:<host>:<version>").
+-- The certificate edges serve for a host. version comes from one sequence, so it never
+-- repeats, even for a host removed and added again: an edge tells from (host, version) in
+-- the snapshot or a cert_changed event whether it has that certificate. The key is sealed
+-- (associated data "cert-key:<host>:<version>").
+CREATE SEQUENCE certificate_versions;
 CREATE TABLE certificates (
     host        text PRIMARY KEY,
     version     bigint NOT NULL,

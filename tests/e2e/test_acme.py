@@ -654,3 +654,25 @@ async def test_a_rate_limit_waits_as_long_as_the_ca_says(acme: AcmeStack) -> Non
     assert await worker.claim() == []
     exposed = await acme.worker_metrics()
     assert metric(exposed, "burrow_cert_worker_outcomes_total", outcome="rate_limited") == 1
+
+
+async def test_a_removed_domain_or_one_switched_to_passthrough_loses_its_certificate(
+    acme: AcmeStack,
+) -> None:
+    org, domain, worker, _ = await acme.issued("gone.example.test")
+    other, _, _, _ = await acme.issued("pass.example.test", name="w2")
+    pass_id = (await acme.db_all("SELECT id FROM domains WHERE host = 'pass.example.test'"))[0]
+    saved = acme.state_dir / "certs" / "gone.example.test.pem"
+    await wait_for(saved.exists, what="the saved certificate")
+
+    await acme.call("DELETE", f"/v1/domains/{domain['id']}", org["key"])
+    await acme.call(
+        "PATCH", f"/v1/domains/{pass_id['id']}", other["key"], json={"tls_mode": "passthrough"}
+    )
+
+    await wait_for(lambda: not acme.edge.certs.covers("gone.example.test"), what="removal")
+    await wait_for(lambda: not acme.edge.certs.covers("pass.example.test"), what="passthrough")
+    assert not saved.exists()
+    assert await acme.db_all("SELECT host FROM certificates") == []
+    await issue(worker)
+    assert len(await acme.db_all("SELECT * FROM cert_orders")) == 2  # nothing ordered again
