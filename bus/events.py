@@ -60,6 +60,7 @@ class OrgLimits(msgspec.Struct, frozen=True):
     links: int = 0
     tcp_ports: int = 0
     streams: int = 0  # visitor connections open at once
+    plan: str = ""  # the billing plan the limits come from ("": none), named in refusals
 
 
 class RoutingSnapshot(msgspec.Struct):

@@ -93,6 +93,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A password may hold any character but NUL (it is hashed, never stored or shown as text).
 _ANY_CONTROL_ALLOWED = frozenset({"password"})
+WEBHOOK_PATHS = "/v1/billing/webhooks/"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -131,7 +132,9 @@ def control_character_problem(field: str, text: str) -> ApiError | None:
 async def refuse_control_characters(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Path ids, query values and JSON body strings with control characters get a 422 that
     names the field, on every route at once, before a handler or the database sees them."""
-    if request.path.startswith("/v1"):
+    # A provider's webhook is checked on its raw bytes before anything reads it; a string
+    # it carries is the provider's to send, and refusing it would only make it retry.
+    if request.path.startswith("/v1") and not request.path.startswith(WEBHOOK_PATHS):
         for name, value in (*request.match_info.items(), *request.query.items()):
             problem = control_character_problem(name, value)
             if problem is not None:

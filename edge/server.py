@@ -281,6 +281,17 @@ class Edge:
             streams = custom.streams or streams
         return tunnels, links, ports, streams
 
+    def more_hint(self, account: str) -> str:
+        """How ``account`` gets more than its quota: upgrade its billing plan when its
+        limits come from one, else ask the operator."""
+        custom = self.ownership.limits_for(account)
+        if custom is not None and custom.plan:
+            return (
+                f"upgrade from the {custom.plan} plan (the console's Billing page, or "
+                "POST /v1/billing/checkout)"
+            )
+        return "ask your operator to raise the limit"
+
     def _check_quota(self, session: AgentSession, key: str | int | None, *, tcp: bool) -> None:
         """Refuse a bind that would take ``session``'s account past its tunnel or TCP port
         quota. ``key``: the hostname or port asked for (None: any port). Taking back what
@@ -296,7 +307,7 @@ class Edge:
             raise BindError(
                 "quota",
                 f"your account may hold {tunnels} tunnels on this edge at once (names kept "
-                "for a reconnect count too); stop one, or ask your operator to raise the limit",
+                f"for a reconnect count too); stop one, or {self.more_hint(account)}",
             )
         pool = routes.ports.get(key) if isinstance(key, int) else None
         joins = pool is not None and pool.account == account  # a port it serves already
@@ -304,8 +315,7 @@ class Edge:
             raise BindError(
                 "quota",
                 f"your account may hold {ports_limit} TCP ports on this edge at once (ports "
-                "kept for a reconnect count too); stop one, or ask your operator to raise "
-                "the limit",
+                f"kept for a reconnect count too); stop one, or {self.more_hint(account)}",
             )
 
     def _count_tunnel(self, account: str, delta: int) -> None:
@@ -413,7 +423,7 @@ class Edge:
             session.end_refused(
                 "quota",
                 f"your account may have {limit} agents connected to this edge at once; stop "
-                "one, or ask your operator to raise the limit",
+                f"one, or {self.more_hint(account)}",
             )
 
     def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
