@@ -70,8 +70,15 @@ class _AtBase(Configuration):  # type: ignore[misc]
         return self._base
 
 
-def _dict(body: Any) -> dict[str, Any]:
-    return body if isinstance(body, dict) else ApiHelper.to_dictionary(body)
+def _dict(result: Any) -> dict[str, Any]:
+    """The response as PayPal sent it. The SDK's models drop falsy members on the way back
+    to a dict (a ``failed_payments_count`` of 0 comes out as None and fails), so the JSON
+    text is read instead."""
+    text = getattr(result, "text", "") or ""
+    if text:
+        parsed: dict[str, Any] = json.loads(text)
+        return parsed
+    return ApiHelper.to_dictionary(result.body) if result.body is not None else {}
 
 
 def subscription_from(obj: Mapping[str, Any]) -> RemoteSubscription:
@@ -174,7 +181,7 @@ class PaypalProvider:
             self._client.subscriptions.create_subscription,
             {"body": body, "prefer": "return=representation", "paypal_request_id": checkout_id},
         )
-        created = _dict(result.body)
+        created = _dict(result)
         approve = next(
             (link["href"] for link in created.get("links") or [] if link.get("rel") == "approve"),
             "",
@@ -243,7 +250,7 @@ class PaypalProvider:
             self._client.subscriptions.get_subscription,
             {"id": subscription_id},
         )
-        return subscription_from(_dict(result.body))
+        return subscription_from(_dict(result))
 
     async def subscriptions(self) -> list[RemoteSubscription]:
         found: list[RemoteSubscription] = []
@@ -253,7 +260,7 @@ class PaypalProvider:
                 self._client.subscriptions.list_subscriptions,
                 {"page_size": 20, "page": page},
             )
-            items = _dict(result.body).get("subscriptions") or []
+            items = _dict(result).get("subscriptions") or []
             found.extend(subscription_from(s) for s in items)
             if len(items) < 20:
                 break
@@ -273,7 +280,7 @@ class PaypalProvider:
                 self._client.subscriptions.list_subscription_transactions,
                 {"id": sub, "start_time": iso(start), "end_time": iso(end)},
             )
-            for item in _dict(result.body).get("transactions") or []:
+            for item in _dict(result).get("transactions") or []:
                 found.append(transaction_invoice(sub, item))
         return found
 
@@ -286,7 +293,7 @@ class PaypalProvider:
             self._client.payments.refund_captured_payment,
             {"capture_id": payment_ref, "body": body, "prefer": "return=representation"},
         )
-        return str(_dict(result.body).get("id", ""))
+        return str(_dict(result).get("id", ""))
 
     async def cancel(self, subscription_id: str) -> None:
         await self._call(
