@@ -132,14 +132,15 @@ def control_character_problem(field: str, text: str) -> ApiError | None:
 async def refuse_control_characters(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Path ids, query values and JSON body strings with control characters get a 422 that
     names the field, on every route at once, before a handler or the database sees them."""
-    # A provider's webhook is checked on its raw bytes before anything reads it; a string
-    # it carries is the provider's to send, and refusing it would only make it retry.
-    if request.path.startswith("/v1") and not request.path.startswith(WEBHOOK_PATHS):
+    if request.path.startswith("/v1"):
         for name, value in (*request.match_info.items(), *request.query.items()):
             problem = control_character_problem(name, value)
             if problem is not None:
                 raise problem
-        if request.method in _BODY_METHODS and request.can_read_body:
+        # A provider's webhook is checked on its raw bytes before anything parses them; a
+        # string it carries is the provider's to send, and a 422 would only make it retry.
+        webhook = request.path.startswith(WEBHOOK_PATHS)
+        if request.method in _BODY_METHODS and request.can_read_body and not webhook:
             raw = await request.read()  # cached: the handler's read gets the same bytes
             if raw.strip():
                 try:
