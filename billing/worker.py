@@ -21,7 +21,7 @@ from billing.dunning import Dunning
 from billing.email import EmailSender, sender_from
 from billing.providers.base import Provider, ProviderError, RemoteSubscription
 from billing.service import BILLING, Billing
-from billing.subscriptions import apply_remote, locked_subscription, org_for, record_invoice
+from billing.subscriptions import apply_remote, org_for, record_invoice
 from control.db import Queries
 
 log = logging.getLogger("burrow.billing.worker")
@@ -218,6 +218,3 @@ def billing_worker(app: web.Application) -> BillingWorker:
     """The factory ``control.workers.WORKERS`` names."""
     billing = app[BILLING]
     return BillingWorker(billing, sender_from(billing.settings))
-
-
-__all__ = ["BillingWorker", "Finding", "Reconciler", "billing_worker", "locked_subscription"]

@@ -54,6 +54,8 @@ class Edge:
         # return at once and never raise.
         self.on_tunnel_up: Callable[[Tunnel], None] | None = None
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None
+        # Told of an agent link that closed (its last bytes count towards usage).
+        self.on_session_closed: Callable[[AgentSession], None] | None = None
         self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
         self.agent_instances = AgentInstances(config.name_lease_seconds)
         # Per account, for its quotas: tunnels installed, and its welcomed agent links (each
@@ -466,6 +468,8 @@ class Edge:
         self.sessions.discard(session)
         if session.identity is not None:  # counted as an agent's while it was open
             self.metrics.link_closed(session.bytes_in, session.bytes_out)
+            if self.on_session_closed is not None:
+                self.on_session_closed(session)
         if session.welcomed and session.instance_id:
             self.agent_instances.disconnected(session.instance_id, time.monotonic())
         if session.welcomed and session.identity is not None:

@@ -111,7 +111,7 @@ async def billing_state(request: web.Request) -> web.Response:
         )
         period_start = _period_start(sub)
         metered = await q.one(
-            "SELECT bytes, requests FROM usage_periods WHERE org_id = %s AND period_start = %s",
+            "SELECT bytes, connections FROM usage_periods WHERE org_id = %s AND period_start = %s",
             (who.org_id, period_start),
         )
         live = await q.value("SELECT count(*) FROM live_tunnels WHERE org_id = %s", (who.org_id,))
@@ -123,7 +123,7 @@ async def billing_state(request: web.Request) -> web.Response:
         )
     used["tunnels"] = int(live or 0)
     used["bandwidth_bytes_month"] = int(metered["bytes"]) if metered else 0
-    used["requests"] = int(metered["requests"]) if metered else 0
+    used["connections_this_period"] = int(metered["connections"]) if metered else 0
     subscription = None
     if sub is not None and sub["status"] != "none":
         subscription = {

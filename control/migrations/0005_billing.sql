@@ -125,13 +125,13 @@ CREATE TABLE refunds (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 
--- Usage reported by edges, summed per org per billing period (a calendar month when the org
--- has no paid period).
+-- Usage reported by edges (bytes through agent links both ways, visitor connections),
+-- summed per org per billing period (a calendar month, UTC, when the org has no paid period).
 CREATE TABLE usage_periods (
     org_id       text NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
     period_start timestamptz NOT NULL,
     bytes        bigint NOT NULL DEFAULT 0,
-    requests     bigint NOT NULL DEFAULT 0,
+    connections  bigint NOT NULL DEFAULT 0,
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (org_id, period_start)
 );

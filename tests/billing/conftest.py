@@ -100,15 +100,20 @@ class Shop:
 
     async def checkout(self, user: dict[str, Any], provider: str, plan: str) -> dict[str, Any]:
         return await self.api.call(  # type: ignore[no-any-return]
-            "POST", "/v1/billing/checkout", user["key"], 201,
+            "POST",
+            "/v1/billing/checkout",
+            user["key"],
+            201,
             json={"provider": provider, "plan": plan},
         )
 
-    async def webhook(self, provider: str, delivery: tuple[bytes, dict[str, str]],
-                      status: int = 200) -> dict[str, Any]:
+    async def webhook(
+        self, provider: str, delivery: tuple[bytes, dict[str, str]], status: int = 200
+    ) -> dict[str, Any]:
         body, headers = delivery
-        resp = await self.client.post(f"/v1/billing/webhooks/{provider}", data=body,
-                                      headers=headers)
+        resp = await self.client.post(
+            f"/v1/billing/webhooks/{provider}", data=body, headers=headers
+        )
         answer = await resp.json()
         assert resp.status == status, (resp.status, answer)
         return answer  # type: ignore[no-any-return]

@@ -73,8 +73,9 @@ def _id(prefix: str) -> str:
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}},
-                             status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error"}}, status=status
+    )
 
 
 @dataclass
@@ -176,8 +177,12 @@ class ProviderApis:
         if (refused := self._stripe_auth(request)) is not None:
             return refused
         return web.json_response(
-            {"object": "list", "url": "/v1/subscriptions", "has_more": False,
-             "data": list(self.stripe_subs.values())}
+            {
+                "object": "list",
+                "url": "/v1/subscriptions",
+                "has_more": False,
+                "data": list(self.stripe_subs.values()),
+            }
         )
 
     async def _stripe_cancel(self, request: web.Request) -> web.Response:
@@ -192,16 +197,25 @@ class ProviderApis:
         if (refused := self._stripe_auth(request)) is not None:
             return refused
         return web.json_response(
-            {"object": "list", "url": "/v1/invoices", "has_more": False,
-             "data": list(self.stripe_invoices.values())}
+            {
+                "object": "list",
+                "url": "/v1/invoices",
+                "has_more": False,
+                "data": list(self.stripe_invoices.values()),
+            }
         )
 
     async def _stripe_refund(self, request: web.Request) -> web.Response:
         if (refused := self._stripe_auth(request)) is not None:
             return refused
         params = _nested(await request.post())
-        refund = {"id": _id("re_"), "object": "refund", "amount": int(params["amount"]),
-                  "payment_intent": params.get("payment_intent"), "status": "succeeded"}
+        refund = {
+            "id": _id("re_"),
+            "object": "refund",
+            "amount": int(params["amount"]),
+            "payment_intent": params.get("payment_intent"),
+            "status": "succeeded",
+        }
         self.refunds.append({"provider": "stripe", **refund})
         return web.json_response(refund)
 
@@ -268,8 +282,9 @@ class ProviderApis:
         }
 
     @staticmethod
-    def stripe_signed(event: dict[str, Any], *, at: int | None = None,
-                      secret: str = STRIPE_WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
+    def stripe_signed(
+        event: dict[str, Any], *, at: int | None = None, secret: str = STRIPE_WEBHOOK_SECRET
+    ) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(event)
         header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp=at)
         return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
@@ -313,7 +328,12 @@ class ProviderApis:
         sub = self.razorpay_subs.get(request.match_info["id"])
         if sub is None:
             return web.json_response(
-                {"error": {"code": "BAD_REQUEST_ERROR", "description": "The id provided does not exist"}},
+                {
+                    "error": {
+                        "code": "BAD_REQUEST_ERROR",
+                        "description": "The id provided does not exist",
+                    }
+                },
                 status=400,
             )
         return web.json_response(sub)
@@ -347,8 +367,12 @@ class ProviderApis:
         if (refused := self._rzp_auth(request)) is not None:
             return refused
         body = await request.json()
-        refund = {"id": _id("rfnd_"), "entity": "refund", "amount": body["amount"],
-                  "payment_id": request.match_info["id"]}
+        refund = {
+            "id": _id("rfnd_"),
+            "entity": "refund",
+            "amount": body["amount"],
+            "payment_id": request.match_info["id"],
+        }
         self.refunds.append({"provider": "razorpay", **refund})
         return web.json_response(refund)
 
@@ -414,8 +438,12 @@ class ProviderApis:
         form = await request.post()
         assert form.get("grant_type") == "client_credentials"
         return web.json_response(
-            {"access_token": "A21-burrow-access-token", "token_type": "Bearer",
-             "expires_in": 32400, "scope": "https://uri.paypal.com/services/subscriptions"}
+            {
+                "access_token": "A21-burrow-access-token",
+                "token_type": "Bearer",
+                "expires_in": 32400,
+                "scope": "https://uri.paypal.com/services/subscriptions",
+            }
         )
 
     async def _pp_create(self, request: web.Request) -> web.Response:
@@ -432,10 +460,16 @@ class ProviderApis:
             "create_time": now,
             "update_time": now,
             "links": [
-                {"href": f"https://www.paypal.com/webapps/billing/subscriptions?ba_token=BA-{sub_id}",
-                 "rel": "approve", "method": "GET"},
-                {"href": f"{self.paypal_base}/v1/billing/subscriptions/{sub_id}",
-                 "rel": "self", "method": "GET"},
+                {
+                    "href": f"https://www.paypal.com/webapps/billing/subscriptions?ba_token=BA-{sub_id}",
+                    "rel": "approve",
+                    "method": "GET",
+                },
+                {
+                    "href": f"{self.paypal_base}/v1/billing/subscriptions/{sub_id}",
+                    "rel": "self",
+                    "method": "GET",
+                },
             ],
         }
         self.paypal_subs[sub_id] = sub
@@ -482,7 +516,9 @@ class ProviderApis:
     async def _pp_cert(self, request: web.Request) -> web.Response:
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-        pem = self.paypal_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        pem = self.paypal_key.public_key().public_bytes(
+            Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+        )
         return web.Response(body=pem)
 
     async def _pp_verify(self, request: web.Request) -> web.Response:
@@ -494,14 +530,22 @@ class ProviderApis:
         asked = json.loads(text)
         # PayPal takes the event as it was delivered; its CRC32 is over those bytes, which
         # the request carries verbatim as its last member.
-        raw_event = text[text.index('"webhook_event":') + len('"webhook_event":') : text.rindex("}")]
+        raw_event = text[
+            text.index('"webhook_event":') + len('"webhook_event":') : text.rindex("}")
+        ]
         signed = "|".join(
-            [asked["transmission_id"], asked["transmission_time"], asked["webhook_id"],
-             str(zlib.crc32(raw_event.encode()))]
+            [
+                asked["transmission_id"],
+                asked["transmission_time"],
+                asked["webhook_id"],
+                str(zlib.crc32(raw_event.encode())),
+            ]
         ).encode()
         try:
             self.paypal_key.public_key().verify(
-                base64.b64decode(asked["transmission_sig"]), signed, padding.PKCS1v15(),
+                base64.b64decode(asked["transmission_sig"]),
+                signed,
+                padding.PKCS1v15(),
                 hashes.SHA256(),
             )
             verdict = "SUCCESS"
@@ -511,7 +555,9 @@ class ProviderApis:
             verdict = "FAILURE"
         return web.json_response({"verification_status": verdict})
 
-    def paypal_activate(self, sub_id: str, *, failed_payments: int = 0, total: str = "12.00") -> None:
+    def paypal_activate(
+        self, sub_id: str, *, failed_payments: int = 0, total: str = "12.00"
+    ) -> None:
         sub = self.paypal_subs[sub_id]
         now = time.time()
         sub["status"] = "ACTIVE"
@@ -520,8 +566,10 @@ class ProviderApis:
             "outstanding_balance": {"currency_code": "USD", "value": "0.00"},
             "failed_payments_count": failed_payments,
             "next_billing_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + MONTH)),
-            "last_payment": {"amount": {"currency_code": "USD", "value": total},
-                             "time": sub["update_time"]},
+            "last_payment": {
+                "amount": {"currency_code": "USD", "value": total},
+                "time": sub["update_time"],
+            },
         }
         sub["subscriber"] = {"payer_id": "PAYER" + secrets.token_hex(3).upper()}
         self.paypal_transactions.setdefault(sub_id, []).append(

@@ -20,7 +20,9 @@ async def test_control_side_limits_follow_the_plan(shop: Shop) -> None:
     assert f"the {plan['name']} plan allows 1 reserved names" in refused["error"]["message"]
     assert "upgrade" in refused["error"]["message"]
 
-    await shop.api.call("POST", "/v1/domains", key, 201, json={"domain": f"a{org[-6:]}.example.com"})
+    await shop.api.call(
+        "POST", "/v1/domains", key, 201, json={"domain": f"a{org[-6:]}.example.com"}
+    )
     refused = await shop.api.call(
         "POST", "/v1/domains", key, 402, json={"domain": f"b{org[-6:]}.example.com"}
     )
@@ -30,9 +32,7 @@ async def test_control_side_limits_follow_the_plan(shop: Shop) -> None:
     refused = await shop.api.call("POST", "/v1/tokens", key, 402, json={})
     assert refused["error"]["limit"] == "tokens"
 
-    refused = await shop.api.call(
-        "POST", "/v1/members", key, 402, json={"email": "x@example.com"}
-    )
+    refused = await shop.api.call("POST", "/v1/members", key, 402, json={"email": "x@example.com"})
     assert refused["error"]["limit"] == "seats"
 
     state = await shop.state(user)
@@ -51,21 +51,26 @@ async def test_operators_manage_plans(shop: Shop) -> None:
     plan = await shop.plan(tunnels=3)
     listed = await shop.as_operator("GET", "/v1/admin/plans")
     assert any(p["id"] == plan["id"] and p["tunnels"] == 3 for p in listed["plans"])
-    again = await shop.as_operator("POST", "/v1/admin/plans", 409, json={"id": plan["id"], "name": "x"})
+    again = await shop.as_operator(
+        "POST", "/v1/admin/plans", 409, json={"id": plan["id"], "name": "x"}
+    )
     assert "exists" in again["error"]["message"]
     bad = await shop.as_operator(
         "POST", "/v1/admin/plans", 422, json={"id": "y1", "name": "Y", "prices": {"square": "a"}}
     )
     assert "unknown provider" in bad["error"]["message"]
     taken = await shop.as_operator(
-        "POST", "/v1/admin/plans", 409,
+        "POST",
+        "/v1/admin/plans",
+        409,
         json={"id": f"{plan['id']}-b", "name": "B", "prices": {"stripe": plan["prices"]["stripe"]}},
     )
     assert "already belongs" in taken["error"]["message"]
     await shop.as_operator("DELETE", "/v1/admin/plans/free", 409)
     user = await shop.customer()
-    await shop.as_operator("PUT", f"/v1/admin/orgs/{user['org']['id']}/plan",
-                           json={"plan": plan["id"]})
+    await shop.as_operator(
+        "PUT", f"/v1/admin/orgs/{user['org']['id']}/plan", json={"plan": plan["id"]}
+    )
     busy = await shop.as_operator("DELETE", f"/v1/admin/plans/{plan['id']}", 409)
     assert "1 organization" in busy["error"]["message"]
     spare = await shop.plan()

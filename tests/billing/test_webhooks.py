@@ -54,16 +54,19 @@ async def test_stripe_webhooks_that_do_not_verify_are_refused_and_kept_nowhere(
 
 
 async def test_a_replayed_stripe_event_answers_200_and_acts_once(shop: Shop) -> None:
-    plan, user, event = await stripe_customer_on_plan(shop)
+    _plan, user, event = await stripe_customer_on_plan(shop)
     first = await shop.webhook("stripe", shop.apis.stripe_signed(event))
     # The attacker (or Stripe's retry) sends it again later, freshly signed or not.
     again = await shop.webhook("stripe", shop.apis.stripe_signed(event))
     assert first["duplicate"] is False and again["duplicate"] is True
     assert await shop.audits(user["org"]["id"], "billing.plan") == 1
-    assert await shop.db.value(
-        "SELECT count(*) FROM billing_events WHERE provider = 'stripe' AND event_id = %s",
-        (event["id"],),
-    ) == 1
+    assert (
+        await shop.db.value(
+            "SELECT count(*) FROM billing_events WHERE provider = 'stripe' AND event_id = %s",
+            (event["id"],),
+        )
+        == 1
+    )
 
 
 async def test_two_deliveries_of_one_event_at_once_have_one_effect(shop: Shop) -> None:
@@ -76,7 +79,7 @@ async def test_two_deliveries_of_one_event_at_once_have_one_effect(shop: Shop) -
 
 
 async def test_stripe_events_out_of_order_end_in_the_providers_state(shop: Shop) -> None:
-    plan, user, completed = await stripe_customer_on_plan(shop)
+    _plan, user, completed = await stripe_customer_on_plan(shop)
     sub_id = next(iter(shop.apis.stripe_subs))
     sub = shop.apis.stripe_subs[sub_id]
     updated = shop.apis.stripe_event("customer.subscription.updated", dict(sub))
@@ -184,7 +187,5 @@ async def test_the_body_is_never_parsed_before_the_signature(shop: Shop) -> None
     """Not JSON at all, or JSON with control characters: refused for the signature, with
     no 422 or 500 from reading it first."""
     for body in (b"\xff\xfe not json", json.dumps({"id": "evt_1", "x": "\u0001"}).encode()):
-        answer = await shop.webhook(
-            "stripe", (body, {"Stripe-Signature": "t=1,v1=00"}), status=400
-        )
+        answer = await shop.webhook("stripe", (body, {"Stripe-Signature": "t=1,v1=00"}), status=400)
         assert answer["error"]["code"] == "bad_signature"

@@ -27,7 +27,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 
@@ -90,7 +90,7 @@ def test_the_billing_worker_is_registered() -> None:
 async def test_reconciliation_repairs_what_webhooks_missed_and_records_invoices(
     shop: Shop, provider: str
 ) -> None:
-    plan, user, sub_id = await paying_on(shop, provider)
+    _plan, user, sub_id = await paying_on(shop, provider)
     org = user["org"]["id"]
     # The provider cancels and no webhook ever arrives.
     if provider == "stripe":
@@ -110,15 +110,16 @@ async def test_reconciliation_repairs_what_webhooks_missed_and_records_invoices(
     if provider != "paypal":
         assert invoices[0]["tax_id"]
     listed = await shop.as_operator("GET", "/v1/admin/billing/reconciliation")
-    assert any(f["org_id"] == org and f["subject"] == f"subscription {sub_id}"
-               for f in listed["findings"])
+    assert any(
+        f["org_id"] == org and f["subject"] == f"subscription {sub_id}" for f in listed["findings"]
+    )
     # Nothing differs any more: the next pass finds nothing for this org.
     again = await worker(shop).reconciler.run_once()
     assert [f for f in again if f.org_id == org] == []
 
 
 async def test_two_workers_at_once_repair_an_org_once(shop: Shop) -> None:
-    plan, user, sub_id = await paying_on(shop, "stripe")
+    _plan, user, sub_id = await paying_on(shop, "stripe")
     shop.apis.stripe_subs[sub_id]["status"] = "canceled"
     first, second = await asyncio.gather(
         worker(shop).reconciler.run_once(), worker(shop).reconciler.run_once()
@@ -167,16 +168,20 @@ async def test_dunning_reminds_then_downgrades_on_the_test_clock(
 async def test_a_payment_in_the_grace_period_ends_dunning(
     shop: Shop, smtp: tuple[Inbox, int]
 ) -> None:
-    inbox, port = smtp
+    _inbox, port = smtp
     plan, user, sub_id = await paying_on(shop, "razorpay")
     shop.apis.razorpay_charge(sub_id, ok=False)
-    await shop.webhook("razorpay", shop.apis.razorpay_signed(
-        shop.apis.razorpay_event("subscription.pending", sub_id)))
+    await shop.webhook(
+        "razorpay",
+        shop.apis.razorpay_signed(shop.apis.razorpay_event("subscription.pending", sub_id)),
+    )
     dunning = worker(shop, port).dunning
     await dunning.run_once()
     shop.apis.razorpay_charge(sub_id, ok=True)
-    await shop.webhook("razorpay", shop.apis.razorpay_signed(
-        shop.apis.razorpay_event("subscription.charged", sub_id)))
+    await shop.webhook(
+        "razorpay",
+        shop.apis.razorpay_signed(shop.apis.razorpay_event("subscription.charged", sub_id)),
+    )
     shop.clock.now += timedelta(days=30)
     assert not [d for d in await dunning.run_once() if user["org"]["id"] in d]
     assert (await shop.state(user))["plan"]["id"] == plan["id"]
@@ -185,11 +190,13 @@ async def test_a_payment_in_the_grace_period_ends_dunning(
 async def test_a_mail_server_that_is_down_delays_the_reminder_not_loses_it(
     shop: Shop, smtp: tuple[Inbox, int]
 ) -> None:
-    inbox, port = smtp
-    plan, user, sub_id = await paying_on(shop, "razorpay")
+    _inbox, port = smtp
+    _plan, user, sub_id = await paying_on(shop, "razorpay")
     shop.apis.razorpay_charge(sub_id, ok=False)
-    await shop.webhook("razorpay", shop.apis.razorpay_signed(
-        shop.apis.razorpay_event("subscription.pending", sub_id)))
+    await shop.webhook(
+        "razorpay",
+        shop.apis.razorpay_signed(shop.apis.razorpay_event("subscription.pending", sub_id)),
+    )
     org = user["org"]["id"]
     assert not [d for d in await worker(shop, _free_port()).dunning.run_once() if org in d]
     assert await shop.audits(org, "billing.reminder") == 0
@@ -198,20 +205,25 @@ async def test_a_mail_server_that_is_down_delays_the_reminder_not_loses_it(
 
 
 async def test_cancel_and_refund_through_the_api(shop: Shop) -> None:
-    plan, user, sub_id = await paying_on(shop, "stripe")
+    _plan, user, sub_id = await paying_on(shop, "stripe")
     await worker(shop).reconciler.run_once()  # brings in the first invoice
     invoice = (await shop.state(user))["invoices"][0]
     # Customers cannot refund themselves.
-    await shop.api.call("POST", "/v1/billing/refunds", user["key"], 403,
-                        json={"invoice_id": invoice["id"]})
+    await shop.api.call(
+        "POST", "/v1/billing/refunds", user["key"], 403, json={"invoice_id": invoice["id"]}
+    )
     too_much = {"invoice_id": invoice["id"], "amount_cents": invoice["total_cents"] + 1}
     await shop.as_operator("POST", "/v1/billing/refunds", 422, json=too_much)
-    part = await shop.as_operator("POST", "/v1/billing/refunds", 201,
-                                  json={"invoice_id": invoice["id"], "amount_cents": 500,
-                                        "reason": "outage credit"})
+    part = await shop.as_operator(
+        "POST",
+        "/v1/billing/refunds",
+        201,
+        json={"invoice_id": invoice["id"], "amount_cents": 500, "reason": "outage credit"},
+    )
     assert part["provider_refund_id"].startswith("re_")
-    rest = await shop.as_operator("POST", "/v1/billing/refunds", 201,
-                                  json={"invoice_id": invoice["id"]})
+    rest = await shop.as_operator(
+        "POST", "/v1/billing/refunds", 201, json={"invoice_id": invoice["id"]}
+    )
     assert rest["amount_cents"] == invoice["total_cents"] - 500
     assert [r["amount"] for r in shop.apis.refunds] == [500, invoice["total_cents"] - 500]
     await shop.as_operator("POST", "/v1/billing/refunds", 422, json={"invoice_id": invoice["id"]})
@@ -246,8 +258,11 @@ async def test_the_mock_provider_walks_the_whole_flow(shop: Shop) -> None:
     invoices = (await shop.state(user))["invoices"]
     assert {i["status"] for i in invoices} == {"paid", "failed"}
     assert {i["total_cents"] for i in invoices} == {900}
-    assert not [f for f in findings if f.subject.startswith("subscription") and
-                f.org_id == user["org"]["id"]]
+    assert not [
+        f
+        for f in findings
+        if f.subject.startswith("subscription") and f.org_id == user["org"]["id"]
+    ]
     events = await shop.as_operator("GET", f"/v1/admin/billing/events?org_id={user['org']['id']}")
     assert len(events["events"]) == 2
 
@@ -255,13 +270,23 @@ async def test_the_mock_provider_walks_the_whole_flow(shop: Shop) -> None:
 async def test_plans_are_listed_and_checkout_refuses_what_is_not_sold(shop: Shop) -> None:
     plan = await shop.plan()
     user = await shop.customer()
-    listed = (await shop.client.get("/v1/plans"))
+    listed = await shop.client.get("/v1/plans")
     plans = {p["id"]: p for p in (await listed.json())["plans"]}
     assert plans[plan["id"]]["providers"] == ["mock", "paypal", "razorpay", "stripe"]
     assert "free" in plans
-    bad = await shop.api.call("POST", "/v1/billing/checkout", user["key"], 422,
-                              json={"provider": "stripe", "plan": "free"})
+    bad = await shop.api.call(
+        "POST",
+        "/v1/billing/checkout",
+        user["key"],
+        422,
+        json={"provider": "stripe", "plan": "free"},
+    )
     assert "no paid plan" in bad["error"]["message"]
-    off = await shop.api.call("POST", "/v1/billing/checkout", user["key"], 404,
-                              json={"provider": "square", "plan": plan["id"]})
+    off = await shop.api.call(
+        "POST",
+        "/v1/billing/checkout",
+        user["key"],
+        404,
+        json={"provider": "square", "plan": plan["id"]},
+    )
     assert "not enabled" in off["error"]["message"]
