@@ -77,6 +77,26 @@ class BillingSettings:
             setattr(settings, f.name, value)
         return settings
 
+    def problems(self) -> list[str]:
+        """What is missing for the providers that are on, one line each, naming the
+        variable to set: a provider whose webhooks cannot be verified must not start."""
+        needed = {
+            "stripe": ("stripe_webhook_secret",),
+            "razorpay": ("razorpay_key_secret", "razorpay_webhook_secret"),
+            "paypal": ("paypal_client_secret", "paypal_webhook_id", "paypal_api_base"),
+        }
+        found = []
+        for provider in self.providers:
+            for name in needed.get(provider, ()):
+                if not getattr(self, name):
+                    found.append(
+                        f"{provider} is on but BURROW_BILLING_{name.upper()} is unset; set it "
+                        f"(from the {provider} dashboard) or unset the {provider} keys"
+                    )
+        if self.grace_days < 0 or any(d < 0 for d in self.reminder_days):
+            found.append("BURROW_BILLING_GRACE_DAYS and _REMINDER_DAYS must not be negative")
+        return found
+
     @property
     def providers(self) -> tuple[str, ...]:
         """The providers that are on, in a fixed order."""

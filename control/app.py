@@ -123,6 +123,9 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
 async def _billing(app: web.Application) -> AsyncIterator[None]:
     """The payment providers that are on (SDK clients are built, not connected)."""
     settings = app[CONFIG].billing
+    problems = settings.problems()
+    if problems:
+        raise RuntimeError("; ".join(problems))
     app[BILLING] = Billing(app[DB], app[OUTBOX], settings, build_providers(settings, app[DB]))
     if settings.mock:
         log.warning("billing: the mock payment provider is on (dev and tests only)")

@@ -4,6 +4,9 @@ plans and put an org on one; GET /v1/billing shows usage against the plan."""
 
 from __future__ import annotations
 
+import pytest
+
+from billing.settings import BillingSettings
 from tests.billing.conftest import Shop
 
 
@@ -77,3 +80,16 @@ async def test_operators_manage_plans(shop: Shop) -> None:
     await shop.as_operator("DELETE", f"/v1/admin/plans/{spare['id']}")
     # Customers never reach the admin routes.
     await shop.api.call("GET", "/v1/admin/plans", user["key"], 403)
+
+
+def test_a_provider_without_its_webhook_secret_is_named_at_start() -> None:
+    settings = BillingSettings.from_environ(
+        {"BURROW_BILLING_STRIPE_API_KEY": "sk_live_x", "BURROW_BILLING_GRACE_DAYS": "3"}
+    )
+    assert settings.providers == ("stripe",) and settings.grace_days == 3.0
+    assert settings.problems() == [
+        "stripe is on but BURROW_BILLING_STRIPE_WEBHOOK_SECRET is unset; set it (from the "
+        "stripe dashboard) or unset the stripe keys"
+    ]
+    with pytest.raises(ValueError, match="BURROW_BILLING_GRACE_DAYS='soon'"):
+        BillingSettings.from_environ({"BURROW_BILLING_GRACE_DAYS": "soon"})
