@@ -94,7 +94,7 @@ class Dunning:
                         f"We could not collect the payment for your {row['plan_name']} plan "
                         f"in {settings.grace_days:g} days, so your organization is on the "
                         "free plan now and its limits are the free plan's. Subscribe again "
-                        "from the console's Billing page whenever you like.\n",
+                        "with POST /v1/billing/checkout whenever you like.\n",
                     )
                 return f"downgraded from {row['plan_id']} to {FREE_PLAN}"
             due = sum(1 for d in settings.reminder_days if d <= days)

@@ -289,7 +289,7 @@ class Edge:
         custom = self.ownership.limits_for(account)
         if custom is not None and custom.plan:
             return (
-                f"upgrade from the {custom.plan} plan (the console's Billing page, or "
+                f"upgrade from the {custom.plan} plan (GET /v1/plans, then "
                 "POST /v1/billing/checkout)"
             )
         return "ask your operator to raise the limit"
