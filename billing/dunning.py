@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 
 from billing.email import EmailError, EmailSender
-from billing.plans import FREE_PLAN, publish_limits
+from billing.plans import FREE_PLAN
 from billing.providers.base import ProviderError
 from billing.service import Billing
+from billing.subscriptions import end_subscription
 from control.db import Queries
 from control.store.accounts import audit
 
@@ -79,13 +80,7 @@ class Dunning:
                 provider = billing.providers.get(row["provider"])
                 if provider is not None and row["provider_subscription_id"]:
                     await provider.cancel(row["provider_subscription_id"])
-                await q.execute(
-                    "UPDATE subscriptions SET plan_id = %s, status = 'canceled',"
-                    " past_due_since = NULL, reminders_sent = 0, state_at = %s,"
-                    " updated_at = now() WHERE org_id = %s",
-                    (FREE_PLAN, now.timestamp(), org_id),
-                )
-                await publish_limits(q, billing.outbox, org_id)
+                await end_subscription(q, billing.outbox, org_id, at=now.timestamp())
                 await audit(q, org_id, "billing:dunning", "billing.downgrade", row["plan_id"])
                 if owners:
                     await self.email.send(

@@ -134,6 +134,18 @@ async def apply_remote(
     return org_id, f"{remote.status} on {plan}"
 
 
+async def end_subscription(q: Queries, outbox: RoutingOutbox, org_id: str, *, at: float) -> None:
+    """Our side of a cancellation (the caller cancelled at the provider): the org is on the
+    free plan at every edge, with nothing left to dun. ``at`` becomes the state's time, so
+    an older provider state arriving later does not bring the plan back."""
+    await q.execute(
+        "UPDATE subscriptions SET plan_id = %s, status = 'canceled', past_due_since = NULL,"
+        " reminders_sent = 0, state_at = %s, updated_at = now() WHERE org_id = %s",
+        (FREE_PLAN, at, org_id),
+    )
+    await publish_limits(q, outbox, org_id)
+
+
 async def record_invoice(
     q: Queries, provider: str, org_id: str | None, invoice: RemoteInvoice
 ) -> bool:

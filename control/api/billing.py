@@ -19,13 +19,12 @@ from billing.plans import (
     FREE_PLAN,
     PLAN_COLUMNS,
     plan_of,
-    publish_limits,
     usage_counts,
 )
 from billing.providers.base import ProviderError
 from billing.providers.mock_provider import MockProvider
 from billing.service import BILLING
-from billing.subscriptions import SUBSCRIPTION_COLUMNS, locked_subscription
+from billing.subscriptions import SUBSCRIPTION_COLUMNS, end_subscription, locked_subscription
 from billing.webhooks import receive
 from control import principals
 from control.bodies import read_json, to_json, to_json_status
@@ -308,12 +307,7 @@ async def cancel_subscription(request: web.Request) -> web.Response:
                 await provider.cancel(sub["provider_subscription_id"])
             except ProviderError as exc:
                 raise ApiError(502, "provider_error", str(exc)) from None
-        await q.execute(
-            "UPDATE subscriptions SET plan_id = %s, status = 'canceled', past_due_since = NULL,"
-            " reminders_sent = 0, state_at = %s, updated_at = now() WHERE org_id = %s",
-            (FREE_PLAN, billing.clock().timestamp(), org_id),
-        )
-        await publish_limits(q, billing.outbox, org_id)
+        await end_subscription(q, billing.outbox, org_id, at=billing.clock().timestamp())
         await audit(q, org_id, who.actor, "billing.cancel", body.reason[:200] or sub["plan_id"])
     billing.outbox.changed()
     return to_json({"org_id": org_id, "status": "canceled", "plan": FREE_PLAN})

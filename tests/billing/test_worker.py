@@ -82,6 +82,15 @@ async def paying_on(shop: Shop, provider: str) -> tuple[dict[str, Any], dict[str
     return plan, user, sub_id
 
 
+async def razorpay_charged(shop: Shop, sub_id: str, *, ok: bool) -> None:
+    """Razorpay charges the next cycle (or fails to) and sends its webhook about it."""
+    shop.apis.razorpay_charge(sub_id, ok=ok)
+    kind = "subscription.charged" if ok else "subscription.pending"
+    await shop.webhook(
+        "razorpay", shop.apis.razorpay_signed(shop.apis.razorpay_event(kind, sub_id))
+    )
+
+
 def test_the_billing_worker_is_registered() -> None:
     assert workers.factory("billing") is billing_worker
 
@@ -135,9 +144,7 @@ async def test_dunning_reminds_then_downgrades_on_the_test_clock(
 ) -> None:
     inbox, port = smtp
     plan, user, sub_id = await paying_on(shop, "razorpay")
-    shop.apis.razorpay_charge(sub_id, ok=False)
-    pending = shop.apis.razorpay_event("subscription.pending", sub_id)
-    await shop.webhook("razorpay", shop.apis.razorpay_signed(pending))
+    await razorpay_charged(shop, sub_id, ok=False)
     dunning = worker(shop, port).dunning
     email = user["user"]["email"]
 
@@ -170,18 +177,10 @@ async def test_a_payment_in_the_grace_period_ends_dunning(
 ) -> None:
     _inbox, port = smtp
     plan, user, sub_id = await paying_on(shop, "razorpay")
-    shop.apis.razorpay_charge(sub_id, ok=False)
-    await shop.webhook(
-        "razorpay",
-        shop.apis.razorpay_signed(shop.apis.razorpay_event("subscription.pending", sub_id)),
-    )
+    await razorpay_charged(shop, sub_id, ok=False)
     dunning = worker(shop, port).dunning
     await dunning.run_once()
-    shop.apis.razorpay_charge(sub_id, ok=True)
-    await shop.webhook(
-        "razorpay",
-        shop.apis.razorpay_signed(shop.apis.razorpay_event("subscription.charged", sub_id)),
-    )
+    await razorpay_charged(shop, sub_id, ok=True)
     shop.clock.now += timedelta(days=30)
     assert not [d for d in await dunning.run_once() if user["org"]["id"] in d]
     assert (await shop.state(user))["plan"]["id"] == plan["id"]
@@ -192,11 +191,7 @@ async def test_a_mail_server_that_is_down_delays_the_reminder_not_loses_it(
 ) -> None:
     _inbox, port = smtp
     _plan, user, sub_id = await paying_on(shop, "razorpay")
-    shop.apis.razorpay_charge(sub_id, ok=False)
-    await shop.webhook(
-        "razorpay",
-        shop.apis.razorpay_signed(shop.apis.razorpay_event("subscription.pending", sub_id)),
-    )
+    await razorpay_charged(shop, sub_id, ok=False)
     org = user["org"]["id"]
     assert not [d for d in await worker(shop, _free_port()).dunning.run_once() if org in d]
     assert await shop.audits(org, "billing.reminder") == 0
