@@ -118,11 +118,29 @@ class Reconciler:
             )
             if row is None:
                 return None  # another worker (or a webhook) holds this org right now
-            if row["provider_subscription_id"] not in ("", remote.id) and remote.status in (
-                "canceled",
-                "pending",
-            ):
+            other = row["provider_subscription_id"] not in ("", remote.id)
+            if other and remote.status in ("canceled", "pending"):
                 return None  # an old or abandoned subscription of an org that moved on
+            if other and row["status"] in ("active", "past_due"):
+                # Two live subscriptions for one org (two checkouts both paid): charging
+                # twice is for an operator to settle (cancel one, refund), not to guess.
+                finding = Finding(
+                    name,
+                    org_id,
+                    f"subscription {remote.id}",
+                    f"{row['status']} ({row['provider_subscription_id']})",
+                    f"{remote.raw_status or remote.status} as well",
+                    "left for an operator: the org has two live subscriptions",
+                )
+                said = await q.value(
+                    "SELECT 1 FROM reconciliation_findings WHERE provider = %s AND org_id = %s"
+                    " AND subject = %s AND action = %s",
+                    (name, org_id, finding.subject, finding.action),
+                )
+                if said:  # once, not on every pass
+                    return None
+                await _record(q, finding)
+                return finding
             priced = await q.value(
                 "SELECT plan_id FROM plan_prices WHERE provider = %s AND provider_plan_id = %s",
                 (name, remote.plan_ref),

@@ -285,3 +285,20 @@ async def test_plans_are_listed_and_checkout_refuses_what_is_not_sold(shop: Shop
         json={"provider": "square", "plan": plan["id"]},
     )
     assert "not enabled" in off["error"]["message"]
+
+
+async def test_two_paid_subscriptions_for_one_org_are_left_for_an_operator(shop: Shop) -> None:
+    plan, user, first = await paying_on(shop, "stripe")
+    # A second checkout was paid at Stripe too (say, in another tab before the first landed).
+    second = dict(shop.apis.stripe_subs[first], id="sub_second_" + first[-6:])
+    shop.apis.stripe_subs[second["id"]] = second
+    findings = await worker(shop).reconciler.run_once()
+    mine = [f for f in findings if f.org_id == user["org"]["id"]]
+    assert [f.action for f in mine if f.subject == f"subscription {second['id']}"] == [
+        "left for an operator: the org has two live subscriptions"
+    ]
+    state = await shop.state(user)
+    assert state["subscription"]["provider_subscription_id"] == first
+    assert state["plan"]["id"] == plan["id"]
+    again = await worker(shop).reconciler.run_once()  # said once, not on every pass
+    assert not [f for f in again if f.org_id == user["org"]["id"]]
