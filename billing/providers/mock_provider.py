@@ -101,10 +101,12 @@ class MockProvider:
             at = int(given.get("t", ""))
         except ValueError:
             raise WebhookRefused("Mock-Signature has no timestamp") from None
-        if abs(time.time() - at) > TOLERANCE:
+        # Bounded first: a timestamp of hundreds of digits would overflow the float below.
+        if not 0 < at < 2**40 or abs(time.time() - at) > TOLERANCE:
             raise WebhookRefused("Mock-Signature's timestamp is outside the tolerance")
         expected = sign(self._secret, raw, at).split("v1=", 1)[1]
-        if not hmac.compare_digest(expected, given.get("v1", "")):
+        given_mac = given.get("v1", "")
+        if not given_mac.isascii() or not hmac.compare_digest(expected, given_mac):
             raise WebhookRefused("Mock-Signature does not match the body")
         event = json.loads(raw)
         return ProviderEvent(

@@ -127,7 +127,9 @@ class RazorpayProvider:
         signature = header(headers, "X-Razorpay-Signature")
         try:
             text = raw.decode("utf-8")
-            if not signature:
+            # hmac.compare_digest raises TypeError on non-ASCII text (a header may carry
+            # any byte), so such a signature is refused here as the forgery it is.
+            if not signature or not signature.isascii():
                 raise razorpay.errors.SignatureVerificationError("no X-Razorpay-Signature")
             self._client.utility.verify_webhook_signature(text, signature, self._secret)
         except (UnicodeDecodeError, razorpay.errors.SignatureVerificationError) as exc:

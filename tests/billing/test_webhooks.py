@@ -8,6 +8,14 @@ import asyncio
 import json
 import time
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billing.providers.base import WebhookRefused
+from billing.providers.mock_provider import MockProvider
+from billing.providers.razorpay_provider import RazorpayProvider
+from billing.providers.stripe_provider import StripeProvider
 from tests.billing.conftest import Shop
 
 
@@ -189,3 +197,26 @@ async def test_the_body_is_never_parsed_before_the_signature(shop: Shop) -> None
     for body in (b"\xff\xfe not json", json.dumps({"id": "evt_1", "x": "\u0001"}).encode()):
         answer = await shop.webhook("stripe", (body, {"Stripe-Signature": "t=1,v1=00"}), status=400)
         assert answer["error"]["code"] == "bad_signature"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.binary(max_size=300),
+    signature=st.text(max_size=120),
+    which=st.sampled_from(["stripe", "razorpay", "mock"]),
+)
+def test_any_bytes_and_any_signature_header_are_refused_cleanly(
+    body: bytes, signature: str, which: str
+) -> None:
+    """Whatever arrives, verification answers WebhookRefused, never another error."""
+    providers = {
+        "stripe": (
+            StripeProvider("sk_test_x", "whsec_x"),
+            "Stripe-Signature",
+        ),
+        "razorpay": (RazorpayProvider("rzp_x", "secret", "webhook-secret"), "X-Razorpay-Signature"),
+        "mock": (MockProvider(None, "mock-secret"), "Mock-Signature"),  # type: ignore[arg-type]
+    }
+    provider, header = providers[which]
+    with pytest.raises(WebhookRefused):
+        asyncio.run(provider.verify(body, {header: signature}))
