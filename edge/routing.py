@@ -183,6 +183,11 @@ class RouteTable:
             return False
         return owner != account
 
+    def refuse_if_held(self, key: object, label: str, account: str) -> None:
+        """Raise the ``held`` refusal while a lease keeps ``key`` for another account."""
+        if self._leased_to_other(key, account):
+            raise self.held_error(key, label)
+
     def held_error(self, key: object, label: str) -> BindError:
         """The refusal for ``key`` while its lease keeps it for another account."""
         lease = self._leases.get(key)
@@ -199,8 +204,7 @@ class RouteTable:
         """Add ``tunnel`` under ``key``; returns stale tunnels it replaced."""
         pool = table.get(key)
         if pool is None:
-            if self._leased_to_other(key, tunnel.account):
-                raise self.held_error(key, label)
+            self.refuse_if_held(key, label, tunnel.account)
             table[key] = TunnelPool(tunnel.account, [tunnel])
             self._leases.pop(key, None)
             self._holdings.setdefault(tunnel.account, set()).add(key)
@@ -260,6 +264,17 @@ class RouteTable:
             return pool.account == account and any(
                 t.instance_id == instance_id for t in pool.members
             )
+        return self._leased_to(key, account)
+
+    def held_for(self, host: str, account: str) -> bool:
+        """Whether this edge holds ``host`` for ``account``: one of its tunnels serves it, or
+        the lease on a name it had keeps it for the account."""
+        pool = self.hosts.get(host)
+        if pool is not None:
+            return pool.account == account
+        return self._leased_to(host, account)
+
+    def _leased_to(self, key: object, account: str) -> bool:
         lease = self._leases.get(key)
         return lease is not None and lease[0] == account and lease[1] >= self._clock()
 

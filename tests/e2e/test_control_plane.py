@@ -219,6 +219,7 @@ async def test_tunnels_survive_control_and_redis_restarts(
 ) -> None:
     async for stack in _stack(database_url, private_redis.url, bus_prefix):
         user = await stack.signup("owner@initech.example")
+        await stack.call("POST", "/v1/names", user["key"], status=201, json={"name": "initech"})
         made = await stack.call("POST", "/v1/tokens", user["key"], status=201, json={})
         spec = TunnelSpec("http", "127.0.0.1", service.port, name="initech")
         agent = await agents.start(stack.edge, spec, token=made["token"])
@@ -260,10 +261,13 @@ async def test_a_name_another_org_is_serving_cannot_be_reserved_from_under_it(
     squatter = await stack.signup("early@squat.example")
     owner = await stack.signup("owner@brand.example")
     squat_token = await stack.call("POST", "/v1/tokens", squatter["key"], status=201, json={})
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="brand")
-    await agents.start(stack.edge, spec, token=squat_token["token"])
+    # A random name the edge gave the squatter's agent is the squatter's while it serves.
+    random = TunnelSpec("http", "127.0.0.1", service.port)
+    squatting = await agents.start(stack.edge, random, token=squat_token["token"])
+    host = squatting.tunnels[0].url.split("//")[1].split(":")[0]
+    label = host.split(".")[0]
     port = stack.edge.config.http_port
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    assert (await get(port, host, "/hello")).status == 200
     for _ in range(100):  # control learns of the tunnel from the edge's reports
         if (await stack.call("GET", "/v1/tunnels", squatter["key"]))["tunnels"]:
             break
@@ -272,23 +276,59 @@ async def test_a_name_another_org_is_serving_cannot_be_reserved_from_under_it(
     # Reserving a name another account serves right now would end its tunnel at once: it
     # is refused (an operator can reassign the name with the admin API), and the tunnel
     # keeps serving.
-    err = await stack.call("POST", "/v1/names", owner["key"], status=409, json={"name": "brand"})
+    err = await stack.call("POST", "/v1/names", owner["key"], status=409, json={"name": label})
     assert err["error"]["code"] == "in_use"
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    assert (await get(port, host, "/hello")).status == 200
 
-    # An operator gives the name to the brand's owner: the squatter's tunnel loses it at
-    # once, and the owner's agent can bind it straight away (no lease kept for the squatter).
+    # An operator gives the name to the owner: the squatter's tunnel loses it at once, and
+    # the owner's agent can bind it straight away (no lease kept for the squatter).
     await stack.sign_in_operator("ops@brand.example")
     await stack.operator_call(
-        "POST", "/v1/admin/names", 201, json={"name": "brand", "org_id": owner["org"]["id"]}
+        "POST", "/v1/admin/names", 201, json={"name": label, "org_id": owner["org"]["id"]}
     )
     stack.http.cookie_jar.clear()
     for _ in range(100):
-        if (await get(port, "brand.tunnels.test", "/hello")).status == 404:
+        if (await get(port, host, "/hello")).status == 404:
             break
         await asyncio.sleep(0.05)
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 404
+    assert (await get(port, host, "/hello")).status == 404
     owner_token = await stack.call("POST", "/v1/tokens", owner["key"], status=201, json={})
-    mine = await agents.start(stack.edge, spec, token=owner_token["token"])
-    assert mine.tunnels[0].url.startswith("http://brand.tunnels.test")
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    named = TunnelSpec("http", "127.0.0.1", service.port, name=label)
+    mine = await agents.start(stack.edge, named, token=owner_token["token"])
+    assert mine.tunnels[0].url.startswith(f"http://{host}")
+    assert (await get(port, host, "/hello")).status == 200
+
+
+async def test_an_org_binds_only_names_it_reserved_or_was_given(
+    stack: Stack, service: LocalService, agents: AgentRunner
+) -> None:
+    user = await stack.signup("owner@umbrella.example")
+    made = await stack.call("POST", "/v1/tokens", user["key"], status=201, json={})
+    # A free name nobody reserved is not first-come: it must be reserved first.
+    free = TunnelSpec("http", "127.0.0.1", service.port, name="umbrella")
+    refused = await agents.start(stack.edge, free, token=made["token"], wait=False)
+    await wait_for(lambda: bool(refused.tunnels[0].error), what="bind refusal")
+    assert "umbrella.tunnels.test is not reserved by your account" in refused.tunnels[0].error
+    assert (await get(stack.edge.config.http_port, "umbrella.tunnels.test", "/")).status == 404
+    await agents.stop_all()
+
+    # A random name the edge gave the org comes back to it by name after its agent left
+    # (the edge's lease keeps it for the account), as a restarted agent asks for it.
+    random = TunnelSpec("http", "127.0.0.1", service.port)
+    first = await agents.start(stack.edge, random, token=made["token"])
+    host = first.tunnels[0].url.split("//")[1].split(":")[0]
+    await agents.stop_all()
+    await wait_for(lambda: host not in stack.edge.routes.hosts, what="the tunnel released")
+    again = TunnelSpec("http", "127.0.0.1", service.port, name=host.split(".")[0])
+    second = await agents.start(stack.edge, again, token=made["token"])
+    assert second.tunnels[0].url.startswith(f"http://{host}")
+    assert (await get(stack.edge.config.http_port, host, "/hello")).status == 200
+
+    # With the name reserved, it binds.
+    await stack.call("POST", "/v1/names", user["key"], status=201, json={"name": "umbrella"})
+    await wait_for(
+        lambda: stack.edge.ownership.owner_of_name("umbrella.tunnels.test") is not None,
+        what="the reservation at the edge",
+    )
+    reserved = await agents.start(stack.edge, free, token=made["token"])
+    assert reserved.tunnels[0].url.startswith("http://umbrella.tunnels.test")
