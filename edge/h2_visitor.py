@@ -54,7 +54,13 @@ from hyperframe.frame import GoAwayFrame
 from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
-from edge.forwarding import RouteRefused, forward_headers, route
+from edge.forwarding import (
+    RouteRefused,
+    forward_headers,
+    forwarded_authority,
+    route,
+    trailer_fields,
+)
 from edge.h2_fields import CONNECTION_SPECIFIC, field_problem
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
 from edge.pages import error_page
@@ -461,7 +467,7 @@ class H2Visitor(asyncio.Protocol):
                     continue
                 problem = field_problem(trailers.headers, trailers=True)
                 if problem is None:
-                    stream.trailers_in = cast(Headers, trailers.headers)
+                    stream.trailers_in = trailer_fields(cast(Headers, trailers.headers))
                 else:
                     self._malformed(trailers.stream_id, problem, stream)
             elif t is _StreamReset:
@@ -538,8 +544,14 @@ class H2Visitor(asyncio.Protocol):
                 stream, 400, "The request has no :authority or Host, so no tunnel can be chosen."
             )
             return
+        host = normalize_host(authority.decode("latin-1"))
+        if not host:
+            self._respond_error(
+                stream, 400, "The :authority is not a host name with an optional port."
+            )
+            return
+        authority = forwarded_authority(host, authority)
         try:
-            host = normalize_host(authority.decode("latin-1"))
             tunnel = route(edge, host)
             policy = tunnel.session.policy
             if policy is not OPEN:
@@ -704,7 +716,7 @@ class H2Visitor(asyncio.Protocol):
             stream.log_access(elapsed)
         self._park_exchange(stream)
         stream.end_queued = True
-        stream.trailers_out = _response_headers(trailers) if trailers else None
+        stream.trailers_out = trailer_fields(_response_headers(trailers)) if trailers else None
 
     def stream_flush(self, stream: _VisitorStream) -> None:
         """A chunk from the tunnel has been relayed into ``stream``: send what it queued,

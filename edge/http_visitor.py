@@ -36,10 +36,13 @@ from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
 from edge.forwarding import (
     RouteRefused,
+    absolute_target,
     forward_headers,
+    forwarded_authority,
     forwarded_prefix,
     forwards_unchanged,
     route,
+    trailer_fields,
 )
 from edge.http1.events import (
     NEED_DATA,
@@ -85,6 +88,7 @@ _LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links o
 
 class HttpVisitor(asyncio.Protocol):
     __slots__ = (
+        "_authority",
         "_deadline",
         "_eof_in",
         "_eof_out",
@@ -152,6 +156,8 @@ class HttpVisitor(asyncio.Protocol):
         # The last Host header and its normal form: a connection names one host, as a rule.
         self._host_header = b""
         self._host_name = ""
+        # The authority forwarded for it: the Host header itself when already in normal form.
+        self._authority = b""
         self._forwarded = b""  # forwarded_prefix for that Host, once asked for
 
     # -- visitor socket -------------------------------------------------------------------
@@ -259,7 +265,8 @@ class HttpVisitor(asyncio.Protocol):
                 self._on_request(event)
             elif type(event) is EndOfMessage:
                 if self.exchange is not None:
-                    self.exchange.send_end(event.trailers)
+                    trailers = event.trailers
+                    self.exchange.send_end(trailer_fields(trailers) if trailers else trailers)
                 if self.phase == _PHASE_BODY:  # the response has not started early
                     self.phase = _PHASE_WAIT
                     # In the body phase the time of the last read is kept: this one's.
@@ -309,12 +316,27 @@ class HttpVisitor(asyncio.Protocol):
             return
         if host_header == self._host_header:
             host = self._host_name
+            authority = self._authority
         else:
             host = normalize_host(host_header.decode("latin-1"))
+            if not host:
+                self._fail(400, "The Host header is not a host name with an optional port.")
+                return
+            authority = forwarded_authority(host, host_header)
+            if authority == host_header:
+                authority = host_header  # the same object: the lines as read may go as they are
             self._host_header = host_header
             self._host_name = host
+            self._authority = authority
             self._forwarded = b""
         self.host = host
+        # Not origin-form ("/..."), the usual one: absolute-form, or nothing we take (RFC 9112 3.2).
+        if (not target or target[0] != 47) and target != b"*":
+            origin_form = absolute_target(target, host)
+            if origin_form is None:
+                self._fail(400, "The request target names another host than the Host header.")
+                return
+            self.target = target = origin_form
         try:
             tunnel = route(self.edge, host)
             policy = tunnel.session.policy
@@ -344,18 +366,23 @@ class HttpVisitor(asyncio.Protocol):
         # reading of the request holds for them.
         client_ip = self.client[0]
         fields = request.fields
-        if fields is not None and headers is as_read and forwards_unchanged(headers):
+        if (
+            fields is not None
+            and headers is as_read
+            and authority is host_header
+            and forwards_unchanged(headers)
+        ):
             # Nothing to take out: the lines as read, and the edge's own after them.
             prefix = self._forwarded
             if not prefix:
-                prefix = self._forwarded = forwarded_prefix(host_header, client_ip, self.scheme)
+                prefix = self._forwarded = forwarded_prefix(authority, client_ip, self.scheme)
             fields = b"".join((fields, prefix, request_id, b"\r\n"))
             forwarded = RequestHead(method, target, headers, framing=request.framing, fields=fields)
         else:
             forwarded = RequestHead(
                 method,
                 target,
-                forward_headers(headers, host_header, client_ip, self.scheme, request_id),
+                forward_headers(headers, authority, client_ip, self.scheme, request_id),
                 framing=request.framing,
             )
         if not exchange.send_request(forwarded):
@@ -416,7 +443,7 @@ class HttpVisitor(asyncio.Protocol):
 
     def exchange_end(self, trailers: Headers) -> None:
         try:
-            self._write(self.visitor.send_end(trailers))
+            self._write(self.visitor.send_end(trailer_fields(trailers) if trailers else trailers))
         except UsageError as exc:
             self._abort_response(f"the response cannot be relayed: {exc}")
             return

@@ -1,0 +1,256 @@
+"""Visitors out to hurt the edge or the local service behind it, on real sockets: headers
+that try to strip the edge's own, hosts that smuggle a second one, HTTP/2 pseudo-headers that
+turn into extra HTTP/1.1 lines, framing fields in trailers, resets the edge is made to send,
+visitors that stop reading, and uploads that trickle.
+
+The local service here records the bytes of every request head and trailer section it reads,
+so a test can say exactly what reached it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import h2.config
+import h2.connection
+import pytest
+from h2.errors import ErrorCodes
+
+from agent.tunnels import TunnelSpec
+from tests.e2e.client import raw_exchange
+from tests.e2e.conftest import AgentRunner
+from tests.e2e.test_http2 import H2Client, Result
+
+
+class RecordingService:
+    """An HTTP/1.1 local service that answers every request ``200 ok`` and keeps what it
+    read: each head as bytes and each chunked body's trailer lines."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.trailers: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> RecordingService:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                lower = head.lower()
+                if b"transfer-encoding: chunked" in lower:
+                    while True:
+                        size = int((await reader.readline()).split(b";")[0].strip(), 16)
+                        if size == 0:
+                            break
+                        await reader.readexactly(size + 2)
+                    trailer = b""
+                    while (line := await reader.readline()) not in (b"\r\n", b""):
+                        trailer += line
+                    self.trailers.append(trailer)
+                elif b"content-length:" in lower:
+                    length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def recorder(edge, agents: AgentRunner) -> AsyncIterator[RecordingService]:
+    svc = await RecordingService().start()
+    await agents.start(edge, TunnelSpec("http", "127.0.0.1", svc.port, name="rec"))
+    yield svc
+    await svc.stop()
+
+
+def _fields(head: bytes) -> dict[bytes, bytes]:
+    lines = head.split(b"\r\n")[1:]
+    return {n.strip().lower(): v.strip() for n, _, v in (li.partition(b":") for li in lines if li)}
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+def _h2_client(port: int, authority: str) -> H2Client:
+    """An HTTP/2 client that sends what it is told, valid or not."""
+    client = H2Client(port, authority)
+    client.conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+    )
+    return client
+
+
+# -- 1. Connection may not strip the edge's own headers -----------------------------------
+
+
+async def test_connection_header_cannot_strip_forwarding_headers_or_host(edge, recorder):
+    listed = b"X-Forwarded-For, Forwarded, X-Forwarded-Host, X-Forwarded-Proto, X-Request-Id, Host"
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"GET /a HTTP/1.1\r\nHost: rec.localhost\r\nConnection: close, " + listed + b", X-Hop\r\n"
+        b"X-Hop: secret\r\nX-Kept: 1\r\n\r\n",
+    )
+    assert _status(answer) == 200
+    seen = _fields(recorder.heads[-1])
+    assert seen[b"host"] == b"rec.localhost"
+    assert seen[b"x-forwarded-for"] == b"127.0.0.1"
+    assert seen[b"x-forwarded-proto"] == b"http"
+    assert seen[b"x-forwarded-host"] == b"rec.localhost"
+    assert seen[b"forwarded"] == b"for=127.0.0.1;host=rec.localhost;proto=http"
+    assert len(seen[b"x-request-id"]) > 8
+    # What the Connection header really lists as hop-by-hop is still taken out.
+    assert b"x-hop" not in seen and seen[b"x-kept"] == b"1"
+
+
+async def test_connection_header_cannot_strip_framing(edge, recorder):
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"POST /a HTTP/1.1\r\nHost: rec.localhost\r\nConnection: Content-Length, close\r\n"
+        b"Content-Length: 5\r\n\r\nhello",
+    )
+    assert _status(answer) == 200
+    assert _fields(recorder.heads[-1])[b"content-length"] == b"5"
+
+
+# -- 2. a port is digits -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", [b"rec.localhost:@evil.example", b"rec.localhost:80@evil.example", b"[::1]:x"]
+)
+async def test_host_with_a_port_that_is_not_digits_is_400(edge, recorder, host):
+    answer = await raw_exchange(
+        edge.config.http_port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    )
+    assert _status(answer) == 400
+    assert recorder.heads == []
+
+
+async def test_h2_authority_with_a_port_that_is_not_digits_is_400(edge, recorder):
+    async with H2Client(edge.config.http_port, "rec.localhost:@evil.example") as c:
+        r = await c.request("GET", "/")
+    assert r.status == 400
+    assert recorder.heads == []
+
+
+async def test_host_is_forwarded_normalised(edge, recorder):
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"GET / HTTP/1.1\r\nHost: Rec.LocalHost.:8080\r\nConnection: close\r\n\r\n",
+    )
+    assert _status(answer) == 200
+    seen = _fields(recorder.heads[-1])
+    assert seen[b"host"] == b"rec.localhost:8080"
+    assert seen[b"x-forwarded-host"] == b"rec.localhost:8080"
+    assert seen[b"forwarded"] == b'for=127.0.0.1;host="rec.localhost:8080";proto=http'
+
+
+# -- 3. what HTTP/2 turns into an HTTP/1.1 request line, and what trailers may carry -------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        (b"GET", b"/a HTTP/1.1\tX: /b"),
+        (b"GET", b"/a b"),
+        (b"GET", b"/a\x7f"),
+        (b"GET /x HTTP/1.1\r\nX:", b"/"),
+        (b"GE\tT", b"/"),
+        (b"GET", b"a"),
+        (b"GET", b"*"),
+    ],
+)
+async def test_h2_bad_method_or_path_is_refused(edge, recorder, method, path):
+    c = await _h2_client(edge.config.http_port, "rec.localhost").connect()
+    try:
+        stream_id = c.conn.get_next_available_stream_id()
+        c.results[stream_id] = Result()
+        c.conn.send_headers(
+            stream_id,
+            [(b":method", method), (b":scheme", b"http"), (b":authority", b"rec.localhost"),
+             (b":path", path)],
+            end_stream=True,
+        )  # fmt: skip
+        c.flush()
+        r = await c.response(stream_id)
+        assert r.reset == ErrorCodes.PROTOCOL_ERROR or r.status == 400
+        # The connection goes on serving good requests.
+        assert (await c.request("OPTIONS", "*")).status == 200
+    finally:
+        await c.close()
+    assert all(not h.startswith(b"GET") for h in recorder.heads)
+    assert recorder.heads == [b"OPTIONS * HTTP/1.1\r\n" + recorder.heads[0].split(b"\r\n", 1)[1]]
+
+
+async def test_absolute_form_target_for_another_host_is_400(edge, recorder):
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"GET http://other.localhost/a HTTP/1.1\r\nHost: rec.localhost\r\n\r\n",
+    )
+    assert _status(answer) == 400
+    assert recorder.heads == []
+
+
+async def test_absolute_form_target_for_the_same_host_goes_in_origin_form(edge, recorder):
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"GET http://rec.localhost/a?b=1 HTTP/1.1\r\nHost: rec.localhost\r\nConnection: close"
+        b"\r\n\r\n",
+    )
+    assert _status(answer) == 200
+    assert recorder.heads[-1].startswith(b"GET /a?b=1 HTTP/1.1\r\n")
+
+
+async def test_framing_fields_in_http1_trailers_are_dropped(edge, recorder):
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"POST / HTTP/1.1\r\nHost: rec.localhost\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nContent-Length: 99\r\nHost: evil.example\r\n"
+        b"Transfer-Encoding: chunked\r\nX-Checksum: abc\r\n\r\n",
+    )
+    assert _status(answer) == 200
+    assert recorder.trailers == [b"x-checksum: abc\r\n"]
+
+
+async def test_framing_fields_in_h2_trailers_are_dropped(edge, recorder):
+    async with H2Client(edge.config.http_port, "rec.localhost") as c:
+        r = await c.request(
+            "POST",
+            "/",
+            b"hello",
+            trailers=[(b"content-length", b"99"), (b"host", b"evil.example"), (b"x-sum", b"1")],
+        )
+    assert r.status == 200
+    assert recorder.trailers == [b"x-sum: 1\r\n"]
+
+
+async def test_local_service_sees_json_headers_unchanged(edge, http_tunnel):
+    """The usual request, with a Connection header listing only keep-alive, keeps taking the
+    path that forwards the lines as read."""
+    await http_tunnel("app")
+    answer = await raw_exchange(
+        edge.config.http_port,
+        b"GET /headers HTTP/1.1\r\nHost: app.localhost\r\nConnection: keep-alive, close\r\n\r\n",
+    )
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    names = [n for n, _ in body["headers"]]
+    assert names[0] == "host" and "x-forwarded-for" in names and "connection" not in names
