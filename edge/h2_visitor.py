@@ -21,10 +21,12 @@ Flow control, both ways:
   until the queue drains.
 
 Protections, per connection: streams past the advertised concurrency limit are refused
-(RFC 9113 5.1.2); streams the visitor resets or that are refused (rapid reset,
-CVE-2023-44487), and frames that cost work but carry nothing (PING, SETTINGS, empty DATA;
-CVE-2019-9512, CVE-2019-9518) are counted over a sliding window, and a visitor past either
-limit gets GOAWAY(ENHANCE_YOUR_CALM). h2 bounds header blocks itself (HPACK bombs,
+(RFC 9113 5.1.2); every stream reset, whoever sent it (the visitor's own, rapid reset,
+CVE-2023-44487; the ones h2 or the edge send for a visitor's misstep, a stream WINDOW_UPDATE
+that overflows or DATA after END_STREAM, "MadeYouReset", CVE-2025-8671; refused and malformed
+streams), the streams opened, and frames that cost work but carry nothing (PING, SETTINGS,
+empty DATA; CVE-2019-9512, CVE-2019-9518) are counted over a sliding window, and a visitor
+past any limit gets GOAWAY(ENHANCE_YOUR_CALM). h2 bounds header blocks itself (HPACK bombs,
 CVE-2016-6581; CONTINUATION floods) and answers any protocol violation with a GOAWAY, which is
 sent before the connection closes.
 
@@ -96,7 +98,11 @@ _HARD_STREAM_LIMIT: Final = 2 * MAX_CONCURRENT_STREAMS
 _BACKLOG: Final = 65535
 
 ABUSE_PERIOD: Final = 10.0  # seconds
-MAX_RESETS: Final = 200  # streams reset by the visitor, or refused, per ABUSE_PERIOD
+MAX_RESETS: Final = 200  # streams reset (by either side), refused or malformed per ABUSE_PERIOD
+# Streams opened per ABUSE_PERIOD: a thousand a second, past what a browser or an API client
+# asks of one connection, so a visitor that makes each stream cheap to itself (resets the
+# edge sends, requests that end at once) still cannot drive the local service without bound.
+MAX_STREAMS_OPENED: Final = 10_000
 MAX_IDLE_FRAMES: Final = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
 
 # RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (``field_problem``
@@ -332,6 +338,7 @@ class H2Visitor(asyncio.Protocol):
         "_idle_frames",
         "_idle_since",
         "_last_stream",
+        "_opened",
         "_parked",
         "_resets",
         "_timer",
@@ -358,6 +365,7 @@ class H2Visitor(asyncio.Protocol):
         self._goaway_sent = False
         self._last_stream = 0
         self._resets = _Rate(MAX_RESETS, ABUSE_PERIOD)
+        self._opened = _Rate(MAX_STREAMS_OPENED, ABUSE_PERIOD)
         self._idle_frames = _Rate(MAX_IDLE_FRAMES, ABUSE_PERIOD)
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
@@ -454,6 +462,9 @@ class H2Visitor(asyncio.Protocol):
                 self._on_data(cast(h2.events.DataReceived, ev))
             elif t is _RequestReceived:
                 request = cast(h2.events.RequestReceived, ev)
+                if self._opened.hit(self.edge.loop.time()):
+                    self._calm_down("too many streams opened")
+                    return
                 if request.stream_id not in cancelled:
                     self._on_request(request)
             elif t is _StreamEnded:
@@ -645,7 +656,9 @@ class H2Visitor(asyncio.Protocol):
         stream = self.streams.get(ev.stream_id)
         if stream is not None:
             self._forget(stream, "the visitor reset the stream")
-        if ev.remote_reset and self._resets.hit(self.edge.loop.time()):
+        # The resets h2 sends itself for a visitor's misstep come as events too (remote_reset
+        # False): they end a stream the local service may be working on all the same.
+        if self._resets.hit(self.edge.loop.time()):
             self._calm_down("too many streams reset")
 
     def _malformed(
@@ -656,10 +669,11 @@ class H2Visitor(asyncio.Protocol):
         visitor's other resets, so a flood of them is cut off."""
         log.info("h2 visitor %s: stream %d is malformed: %s", self.client[0], stream_id, problem)
         if stream is not None:
+            # Counted there with the edge's other resets.
             self._reset(stream, ErrorCodes.PROTOCOL_ERROR, "the visitor sent malformed trailers")
-        else:
-            with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
-                self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
+            self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
         if self._resets.hit(self.edge.loop.time()):
             self._calm_down("too many malformed requests")
 
@@ -874,8 +888,15 @@ class H2Visitor(asyncio.Protocol):
         if not stream.closed and not self.closing:
             with contextlib.suppress(h2.exceptions.ProtocolError):  # closed already
                 self.conn.reset_stream(stream.stream_id, code)
+            counted = True
+        else:
+            counted = False
         self._forget(stream, reason)
         self._flush()
+        # A reset the edge sends counts like one the visitor sends: a visitor that can make
+        # the edge reset its streams gets requests served without holding a stream open.
+        if counted and self._resets.hit(self.edge.loop.time()):
+            self._calm_down("too many streams reset")
 
     def _forget(self, stream: _VisitorStream, reason: str) -> None:
         stream.closed = True

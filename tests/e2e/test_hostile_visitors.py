@@ -17,8 +17,11 @@ import h2.config
 import h2.connection
 import pytest
 from h2.errors import ErrorCodes
+from hyperframe.frame import DataFrame, WindowUpdateFrame
 
 from agent.tunnels import TunnelSpec
+from edge import h2_visitor
+from edge.h2_visitor import MAX_RESETS
 from tests.e2e.client import raw_exchange
 from tests.e2e.conftest import AgentRunner
 from tests.e2e.test_http2 import H2Client, Result
@@ -254,3 +257,47 @@ async def test_local_service_sees_json_headers_unchanged(edge, http_tunnel):
     body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     names = [n for n, _ in body["headers"]]
     assert names[0] == "host" and "x-forwarded-for" in names and "connection" not in names
+
+
+# -- 4. resets the edge is made to send count (MadeYouReset) -------------------------------
+
+
+def _window_overflow(c: H2Client, stream_id: int) -> bytes:
+    # Past 2^31-1 for the stream's send window: h2 on the edge resets it (FLOW_CONTROL_ERROR).
+    return WindowUpdateFrame(stream_id, window_increment=2**31 - 1).serialize()
+
+
+def _data_after_end(c: H2Client, stream_id: int) -> bytes:
+    # The stream is half-closed (remote): h2 on the edge resets it (STREAM_CLOSED).
+    return DataFrame(stream_id, data=b"x").serialize()
+
+
+@pytest.mark.parametrize("misstep", [_window_overflow, _data_after_end])
+async def test_resets_the_edge_is_made_to_send_are_counted(edge, recorder, misstep):
+    c = await H2Client(edge.config.http_port, "rec.localhost").connect()
+    try:
+        assert c.writer is not None
+        with contextlib.suppress(ConnectionError):  # the edge hangs up mid-loop
+            for _ in range(400):
+                if c.closed.is_set():
+                    break
+                stream_id = c.start("GET", "/")  # a whole request: it reaches the service
+                await asyncio.sleep(0)
+                c.writer.write(misstep(c, stream_id))
+                await c.writer.drain()
+        assert await c.wait_closed(5) == ErrorCodes.ENHANCE_YOUR_CALM
+    finally:
+        await c.close()
+    assert len(recorder.heads) <= MAX_RESETS + 50
+    assert edge.metrics.refusals["h2_abuse"] == 1
+
+
+async def test_streams_opened_per_period_are_bounded(edge, recorder, monkeypatch):
+    monkeypatch.setattr(h2_visitor, "MAX_STREAMS_OPENED", 50, raising=False)
+    async with H2Client(edge.config.http_port, "rec.localhost") as c:
+        for _ in range(49):
+            assert (await c.request("GET", "/")).status == 200
+        for _ in range(5):
+            c.start("GET", "/")
+        assert await c.wait_closed(5) == ErrorCodes.ENHANCE_YOUR_CALM
+    assert len(recorder.heads) <= 50
