@@ -21,6 +21,12 @@ class Limits:
     stream_idle_timeout: float = 5.0
     body_idle_timeout: float = 60.0  # no byte of a request body for this long
     response_timeout: float = 60.0  # no response head from the local service: 504
+    # A visitor that takes none of what it is sent (its socket buffer stays above the
+    # high-water mark) for this long is cut off, and what was queued for it let go.
+    send_timeout: float = 30.0
+    # The visitor socket's write buffer high-water mark: past it the tunnel stream is paused
+    # (its credit held back), so a visitor that stops reading holds little edge memory.
+    visitor_write_buffer: int = 16 * 1024
     max_streams_per_agent: int = 1000  # concurrent visitor connections per agent link
     max_tunnels_per_agent: int = 32
     handshake_timeout: float = 10.0  # an agent must say Hello within this

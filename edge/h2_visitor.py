@@ -30,8 +30,11 @@ past any limit gets GOAWAY(ENHANCE_YOUR_CALM). h2 bounds header blocks itself (H
 CVE-2016-6581; CONTINUATION floods) and answers any protocol violation with a GOAWAY, which is
 sent before the connection closes.
 
-One timer per connection, re-armed: the idle timeout while no stream is open, and per stream
-the request body's idle timeout (408) and the wait for the response head (504).
+One timer per connection, re-armed: the idle timeout while no stream is open; per stream
+the request body's idle timeout (408), the wait for the response head (504), and a response
+the visitor's stream window has held up for ``send_timeout`` (the stream is reset); and a
+socket whose writing stays paused that long (the visitor takes nothing: the connection is
+aborted, its queued bytes let go).
 """
 
 from __future__ import annotations
@@ -199,6 +202,7 @@ class _VisitorStream:
         "request_id",
         "response_ended",
         "since",
+        "stalled_at",
         "started",
         "status",
         "stream_id",
@@ -237,6 +241,7 @@ class _VisitorStream:
         self.end_queued = False
         self.trailers_out: Headers | None = None
         self.response_ended = False  # END_STREAM went out
+        self.stalled_at = 0.0  # since when the visitor's window holds the response back
 
     @property
     def backlogged(self) -> bool:
@@ -340,6 +345,7 @@ class H2Visitor(asyncio.Protocol):
         "_last_stream",
         "_opened",
         "_parked",
+        "_paused_at",
         "_resets",
         "_timer",
         "client",
@@ -369,6 +375,7 @@ class H2Visitor(asyncio.Protocol):
         self._idle_frames = _Rate(MAX_IDLE_FRAMES, ABUSE_PERIOD)
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        self._paused_at = 0.0  # when writing paused, while it is
         # Exchanges whose stream ended with both sides done, kept for the next stream to the
         # same tunnel, as an HTTP/1.1 keep-alive visitor keeps its own: the tunnel stream and
         # the agent's connection to the local service are not opened again per request.
@@ -403,6 +410,8 @@ class H2Visitor(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
+        limits = self.edge.config.limits
+        transport.set_write_buffer_limits(limits.visitor_write_buffer)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
@@ -434,9 +443,12 @@ class H2Visitor(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._paused_at = now = self.edge.loop.time()
+        self._arm(now + self.edge.config.limits.send_timeout)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._paused_at = 0.0
         if not self.closing:
             self._pump_all()
             self._flush()
@@ -860,6 +872,13 @@ class H2Visitor(asyncio.Protocol):
         if stream.response_ended:
             self._finish(stream)
             return
+        if stream.buffered and not self.write_paused:
+            # Held back by the visitor's window, not by the socket.
+            if not stream.stalled_at:
+                stream.stalled_at = now = self.edge.loop.time()
+                self._arm(now + self.edge.config.limits.send_timeout)
+        elif stream.stalled_at:
+            stream.stalled_at = 0.0
         exchange = stream.exchange
         if exchange is not None and not stream.backlogged:
             exchange.drained()
@@ -999,16 +1018,27 @@ class H2Visitor(asyncio.Protocol):
         with contextlib.suppress(h2.exceptions.ProtocolError):  # a GOAWAY went out already
             self.conn.close_connection(code, reason.encode() or None, last_stream_id=last)
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close once the queued bytes are out, or abort if the visitor takes none of them
+        for ``send_timeout`` (``connection_lost`` cancels the timer)."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if self.write_paused:
+            if self._timer is not None:
+                self._timer.cancel()
+            send_timeout = self.edge.config.limits.send_timeout
+            self._timer = self.edge.loop.call_later(send_timeout, transport.abort)
 
     def _teardown(self, reason: str) -> None:
         """h2 has ended the connection (and queued its GOAWAY, if any): send it and close."""
         self.closing = True
         self._release_all(reason)
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -1032,8 +1062,24 @@ class H2Visitor(asyncio.Protocol):
         now = self.edge.loop.time()
         limits = self.edge.config.limits
         next_at = math.inf
+        if self.write_paused and self._paused_at:
+            stalled_until = self._paused_at + limits.send_timeout
+            if now >= stalled_until:
+                self._stalled()
+                return
+            next_at = stalled_until
         for stream in list(self.streams.values()):
-            if stream.head_sent or stream.closed:
+            if stream.closed:
+                continue
+            if stream.head_sent:
+                if stream.stalled_at:
+                    deadline = stream.stalled_at + limits.send_timeout
+                    if now >= deadline:
+                        self._reset(stream, ErrorCodes.CANCEL, "the visitor took no response bytes")
+                        if self.closing:
+                            return
+                        continue
+                    next_at = min(next_at, deadline)
                 continue
             if stream.request_ended:
                 deadline = stream.since + limits.response_timeout
@@ -1056,7 +1102,7 @@ class H2Visitor(asyncio.Protocol):
             if now >= deadline:
                 self.close()
                 return
-            next_at = deadline
+            next_at = min(next_at, deadline)
             if self._parked:
                 parked_until = self._idle_since + limits.stream_idle_timeout
                 if now >= parked_until:
@@ -1065,6 +1111,20 @@ class H2Visitor(asyncio.Protocol):
                     next_at = min(next_at, parked_until)
         if next_at < math.inf:
             self._arm(next_at)
+
+    def _stalled(self) -> None:
+        """The visitor has taken no bytes for ``send_timeout``: abort (closing would wait
+        for the socket buffer to drain)."""
+        log.info(
+            "h2 visitor %s took no bytes for %g seconds: connection aborted",
+            self.client[0],
+            self.edge.config.limits.send_timeout,
+        )
+        self.edge.metrics.refused("send_timeout")
+        self.closing = True
+        self._release_all("the visitor stopped reading")
+        if self.transport is not None:
+            self.transport.abort()
 
     def _response_timeout(self, stream: _VisitorStream) -> None:
         limits = self.edge.config.limits

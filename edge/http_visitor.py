@@ -18,7 +18,10 @@ After a 101 response both sides become raw byte pipes, with the bytes each parse
 past the switch handed on.
 
 One timer per connection, re-armed between phases: waiting for a request head (slowloris
-guard), reading a request body, waiting for the response head (504), keep-alive idle.
+guard), reading a request body, waiting for the response head (504), keep-alive idle, and
+while a response is written, a visitor that takes none of it (``send_timeout``: the socket
+stays paused; the connection is aborted, not closed, since closing waits for the buffer to
+drain).
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class HttpVisitor(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
+        transport.set_write_buffer_limits(self.limits.visitor_write_buffer)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
@@ -233,9 +237,14 @@ class HttpVisitor(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.backlogged = True
+        if self.phase == _PHASE_RESPONSE or self.phase == _PHASE_RAW or self.closing:
+            # The response's (or raw pipe's) phase has no other deadline.
+            self._arm(self.limits.send_timeout, _monotonic())
 
     def resume_writing(self) -> None:
         self.backlogged = False
+        if self.phase == _PHASE_RESPONSE or self.phase == _PHASE_RAW:
+            self._disarm()
         if self.exchange is not None:
             self.exchange.drained()
 
@@ -641,6 +650,15 @@ class HttpVisitor(asyncio.Protocol):
         else:
             self.close()
 
+    def _stalled(self) -> None:
+        self.edge.metrics.refused("send_timeout")
+        log.info(
+            "visitor %s took no bytes for %g seconds: connection aborted",
+            self.client[0],
+            self.limits.send_timeout,
+        )
+        self._abort()
+
     def close(self) -> None:
         if self.closing:
             return
@@ -650,6 +668,9 @@ class HttpVisitor(asyncio.Protocol):
         self.exchange_flush()
         if self.transport is not None:
             self.transport.close()
+            if self.backlogged:
+                # close() waits for the buffer to drain: bound the wait.
+                self._arm(self.limits.send_timeout, _monotonic())
 
     def _abort(self) -> None:
         self.closing = True
@@ -688,7 +709,18 @@ class HttpVisitor(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.closing or not self._deadline:
+        if self.closing:
+            # Closed with bytes still queued for a visitor that never takes them.
+            deadline = self._deadline
+            if self.backlogged and deadline and self.transport is not None:
+                now = _monotonic()
+                if now < deadline:
+                    self._timer_at = deadline
+                    self._timer = self.edge.loop.call_later(deadline - now, self._on_timer)
+                else:
+                    self._stalled()
+            return
+        if not self._deadline:
             return
         now = _monotonic()
         limits = self.limits
@@ -702,7 +734,9 @@ class HttpVisitor(asyncio.Protocol):
             self._timer = self.edge.loop.call_later(deadline - now, self._on_timer)
             return
         phase = self.phase
-        if phase == _PHASE_IDLE:
+        if self.backlogged and phase in (_PHASE_RESPONSE, _PHASE_RAW):
+            self._stalled()
+        elif phase == _PHASE_IDLE:
             remaining = self._idle_since + limits.idle_timeout - now
             if self.exchange is not None and remaining > 0:
                 # Idle for a while: free the tunnel stream, keep the visitor connection.

@@ -17,14 +17,23 @@ import h2.config
 import h2.connection
 import pytest
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, WindowUpdateFrame
 
 from agent.tunnels import TunnelSpec
 from edge import h2_visitor
-from edge.h2_visitor import MAX_RESETS
+from edge.config import Limits
+from edge.h2_visitor import MAX_RESETS, H2Visitor
+from edge.server import Edge
+from proto.mux import DEFAULT_MAX_WINDOW
+from tests.e2e import test_tls
 from tests.e2e.client import raw_exchange
-from tests.e2e.conftest import AgentRunner
+from tests.e2e.conftest import AgentRunner, edge_config, start_edge, wait_for
+from tests.e2e.origin import LocalService
 from tests.e2e.test_http2 import H2Client, Result
+from tests.e2e.tlshelp import client_context
+
+MB = 1024 * 1024
 
 
 class RecordingService:
@@ -301,3 +310,104 @@ async def test_streams_opened_per_period_are_bounded(edge, recorder, monkeypatch
             c.start("GET", "/")
         assert await c.wait_closed(5) == ErrorCodes.ENHANCE_YOUR_CALM
     assert len(recorder.heads) <= 50
+
+
+# -- 5. visitors that stop reading ---------------------------------------------------------
+
+STALL = 0.5  # send_timeout for these tests
+
+
+@pytest.fixture
+async def stall_edge() -> AsyncIterator[Edge]:
+    e = await start_edge(edge_config(limits=Limits(send_timeout=STALL)))
+    yield e
+    await e.shutdown(drain=0.5)
+
+
+async def _tunnel(edge: Edge, agents: AgentRunner, service: LocalService) -> None:
+    await agents.start(edge, TunnelSpec("http", "127.0.0.1", service.port, name="app"))
+
+
+async def test_http1_visitor_that_stops_reading_is_cut_off(stall_edge, agents, service):
+    await _tunnel(stall_edge, agents, service)
+    # A small stream buffer: the client side stops reading the socket after 128 KiB.
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", stall_edge.config.http_port, limit=64 * 1024
+    )
+    try:
+        writer.write(b"GET /bytes?n=%d HTTP/1.1\r\nHost: app.localhost\r\n\r\n" % (256 * MB))
+        await wait_for(lambda: len(stall_edge.visitors) == 1, what="the visitor")
+        (visitor,) = stall_edge.visitors
+        await wait_for(lambda: visitor.backlogged, what="the visitor's socket to fill")
+        # What the edge holds for it: the socket buffer to its small high-water mark, and
+        # at most one tunnel stream window in flight.
+        assert visitor.transport.get_write_buffer_size() <= DEFAULT_MAX_WINDOW + 64 * 1024
+        await wait_for(lambda: not stall_edge.visitors, timeout=STALL + 3, what="the abort")
+    finally:
+        writer.close()
+    assert stall_edge.metrics.refusals["send_timeout"] == 1
+
+
+async def test_h2_visitor_that_stops_reading_is_cut_off(stall_edge, agents, service):
+    await _tunnel(stall_edge, agents, service)
+    c = await H2Client(stall_edge.config.http_port).connect(start_reading=False)
+    try:
+        c.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        c.start("GET", f"/bytes?n={256 * MB}")  # and nothing read: not even SETTINGS
+        visitors = stall_edge.visitors
+        await wait_for(lambda: any(isinstance(v, H2Visitor) for v in visitors), what="h2")
+        (visitor,) = visitors
+        await wait_for(lambda: visitor.write_paused, what="the visitor's socket to fill")
+        await wait_for(lambda: not stall_edge.visitors, timeout=STALL + 3, what="the abort")
+    finally:
+        await c.close()
+    assert stall_edge.metrics.refusals["send_timeout"] == 1
+
+
+async def test_h2_stream_the_visitor_gives_no_window_is_reset(stall_edge, agents, service):
+    await _tunnel(stall_edge, agents, service)
+    async with H2Client(stall_edge.config.http_port) as c:
+        stuck = c.start("GET", f"/bytes?n={4 * MB}")
+        c.unread.add(stuck)  # its DATA is never acknowledged: its window stays shut
+        r = await c.response(stuck, timeout=STALL + 3)
+        assert r.reset == ErrorCodes.CANCEL
+        # The connection and its other streams go on.
+        assert (await c.request("GET", "/hello")).body == b"hello"
+    await wait_for(lambda: not stall_edge.sessions or _streams(stall_edge) == 0, what="release")
+
+
+def _streams(edge: Edge) -> int:
+    return sum(s.mux.stream_count for s in edge.sessions)
+
+
+# The HTTPS tests' certificates, made once per module.
+ca = test_tls.ca
+edge_leaf = test_tls.edge_leaf
+cert_files = test_tls.cert_files
+APP = test_tls.APP
+
+
+@pytest.fixture
+async def stall_tls_edge(cert_files: tuple[str, str]) -> AsyncIterator[Edge]:
+    e = await start_edge(test_tls.tls_edge_config(cert_files, limits=Limits(send_timeout=STALL)))
+    yield e
+    await e.shutdown(drain=0.5)
+
+
+async def test_tls_visitor_that_stops_reading_is_cut_off(stall_tls_edge, agents, service, ca):
+    edge = stall_tls_edge
+    await _tunnel(edge, agents, service)
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        edge.config.https_port,
+        ssl=client_context(ca),
+        server_hostname=APP,
+        limit=64 * 1024,
+    )
+    try:
+        writer.write(b"GET /bytes?n=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (256 * MB, APP.encode()))
+        await wait_for(lambda: any(v.backlogged for v in edge.visitors), what="backlog")
+        await wait_for(lambda: not edge.visitors, timeout=STALL + 3, what="the abort")
+    finally:
+        writer.close()
+    assert edge.metrics.refusals["send_timeout"] == 1
