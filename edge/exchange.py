@@ -78,6 +78,7 @@ class ExchangeFront(Protocol):
 class OriginExchange:
     __slots__ = (
         "_held",
+        "address",
         "complete",
         "front",
         "origin",
@@ -102,6 +103,7 @@ class OriginExchange:
         self.complete = False
         self.raw = False
         self._held = 0
+        self.address = client[0]  # counted in the session's address_streams while open
         self.stream_id = tunnel.session.open_visitor_stream(tunnel, kind, client, self)
 
     @property
@@ -152,12 +154,14 @@ class OriginExchange:
         session = self.session
         if session is not None:
             self.session = None
+            session.address_streams.give(self.address)
             session.release(self.stream_id, reason)
 
     def cancel(self, code: int, reason: str) -> None:
         session = self.session
         if session is not None:
             self.session = None
+            session.address_streams.give(self.address)
             session.reset(self.stream_id, code, reason)
 
     def drained(self) -> None:
@@ -241,6 +245,8 @@ class OriginExchange:
         self.release()
 
     def stream_reset(self, code: int, reason: str) -> None:
+        if self.session is not None:
+            self.session.address_streams.give(self.address)
         self.session = None  # the session has forgotten the stream already
         if code == ResetCode.REFUSED:
             self.tunnel.session.edge.metrics.refused("local_refused")

@@ -188,6 +188,8 @@ class _VisitorStream:
     __slots__ = (
         "authority",
         "blocked",
+        "body_bytes",
+        "body_since",
         "buffered",
         "chunked",
         "chunks",
@@ -231,6 +233,9 @@ class _VisitorStream:
         self.chunked = False  # the body goes upstream chunked (so trailers can follow)
         self.blocked = False  # the tunnel stream's window is used up
         self.unacked = 0  # request bytes received but not yet acknowledged to the visitor
+        # The request body's bytes since body_since (its minimum rate, body_min_rate).
+        self.body_bytes = 0
+        self.body_since = now
         self.request_ended = False
         self.trailers_in: Headers | None = None
         # response side
@@ -548,7 +553,9 @@ class H2Visitor(asyncio.Protocol):
         stream = _VisitorStream(self, stream_id, request, now)
         self.streams[stream_id] = stream
         self.phase = 1
-        self._arm(now + limits.body_idle_timeout)
+        idle = limits.body_idle_timeout
+        window = limits.body_rate_window
+        self._arm(now + (window if limits.body_min_rate and window < idle else idle))
         if len(raw) > limits.max_header_count:
             self._respond_error(
                 stream, 431, f"The request has more than {limits.max_header_count} headers."
@@ -627,6 +634,7 @@ class H2Visitor(asyncio.Protocol):
                 self.conn.acknowledge_received_data(n, stream_id)
             return
         stream.since = self.edge.loop.time()
+        stream.body_bytes += n
         if stream.blocked:
             # Within the window the visitor was given; held by the tunnel stream until it
             # drains, and acknowledged then.
@@ -773,6 +781,9 @@ class H2Visitor(asyncio.Protocol):
         if stream.closed or not stream.blocked:
             return
         stream.blocked = False
+        # A window the edge held the body back in measures nothing of the visitor's rate.
+        stream.body_since = self.edge.loop.time()
+        stream.body_bytes = 0
         n, stream.unacked = stream.unacked, 0
         if n and not self.closing:
             self.conn.acknowledge_received_data(n, stream.stream_id)
@@ -1089,11 +1100,32 @@ class H2Visitor(asyncio.Protocol):
             else:
                 if stream.blocked:
                     stream.since = now  # our backpressure, not the visitor's silence
+                    stream.body_since = now
+                    stream.body_bytes = 0
                 deadline = stream.since + limits.body_idle_timeout
                 if now >= deadline:
                     self._drop_exchange(stream, "request body timeout")
                     self._respond_error(stream, 408, "The request body stopped arriving.")
                     continue
+                rate = limits.body_min_rate
+                if rate:
+                    window = limits.body_rate_window
+                    window_end = stream.body_since + window
+                    if now >= window_end:
+                        if stream.body_bytes < rate * window:
+                            self.edge.metrics.refused("body_too_slow")
+                            self._drop_exchange(stream, "request body too slow")
+                            self._respond_error(
+                                stream,
+                                408,
+                                f"The request body arrived slower than {rate} bytes a second "
+                                f"over {window:g} seconds.",
+                            )
+                            continue
+                        stream.body_since = now
+                        stream.body_bytes = 0
+                        window_end = now + window
+                    deadline = min(deadline, window_end)
             next_at = min(next_at, deadline)
             if self.closing:
                 return

@@ -92,6 +92,8 @@ _LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links o
 class HttpVisitor(asyncio.Protocol):
     __slots__ = (
         "_authority",
+        "_body_bytes",
+        "_body_since",
         "_deadline",
         "_eof_in",
         "_eof_out",
@@ -153,6 +155,9 @@ class HttpVisitor(asyncio.Protocol):
         self._timer_at = 0.0  # the monotonic time the timer is due
         self._deadline = 0.0
         self._last_read = 0.0
+        # The request body's bytes since _body_since (its minimum rate, body_min_rate).
+        self._body_bytes = 0
+        self._body_since = 0.0
         self._idle_since = 0.0
         self._out: list[bytes] = []  # response bytes produced by one stream chunk
         self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
@@ -188,6 +193,7 @@ class HttpVisitor(asyncio.Protocol):
             self._arm(self.limits.header_timeout, _monotonic())
         elif phase == _PHASE_BODY:
             self._last_read = _monotonic()
+            self._body_bytes += len(data)
         if self._preface is not None:
             data = self._sniff_h2c(data)
             if not data:
@@ -364,7 +370,12 @@ class HttpVisitor(asyncio.Protocol):
             return
         self.phase = _PHASE_BODY
         self._last_read = now
-        self._arm(limits.body_idle_timeout, now)
+        self._body_since = now
+        self._body_bytes = 0
+        # The body's first look comes after one rate window (``_check_body_rate``).
+        idle = limits.body_idle_timeout
+        window = limits.body_rate_window
+        self._arm(window if limits.body_min_rate and window < idle else idle, now)
         if self.visitor.waiting_for_continue:
             # The edge answers the expectation itself once the request is routed
             # (RFC 9110 10.1.1): many local services never send 100, and the visitor
@@ -650,6 +661,26 @@ class HttpVisitor(asyncio.Protocol):
         else:
             self.close()
 
+    def _check_body_rate(self, now: float, deadline: float) -> float:
+        """Refuse a body slower than ``body_min_rate`` over its last window (0.0 returned);
+        else when the timer should next look (the window's end, or ``deadline``)."""
+        limits = self.limits
+        window = limits.body_rate_window
+        window_end = self._body_since + window
+        if now >= window_end:
+            if not self._read_paused and self._body_bytes < limits.body_min_rate * window:
+                self.edge.metrics.refused("body_too_slow")
+                self._fail(
+                    408,
+                    f"The request body arrived slower than {limits.body_min_rate} bytes a "
+                    f"second over {window:g} seconds.",
+                )
+                return 0.0
+            self._body_since = now
+            self._body_bytes = 0
+            window_end = now + window
+        return min(deadline, window_end)
+
     def _stalled(self) -> None:
         self.edge.metrics.refused("send_timeout")
         log.info(
@@ -687,7 +718,10 @@ class HttpVisitor(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self._read_paused and self.transport is not None and not self.closing:
             self._read_paused = False
-            self._last_read = _monotonic()
+            self._last_read = now = _monotonic()
+            # A window the edge paused for measures nothing of the visitor's rate.
+            self._body_since = now
+            self._body_bytes = 0
             self.transport.resume_reading()
 
     # -- the connection's one timer -------------------------------------------------------
@@ -724,14 +758,18 @@ class HttpVisitor(asyncio.Protocol):
             return
         now = _monotonic()
         limits = self.limits
-        deadline = self._deadline
+        deadline = wake = self._deadline
         if self.phase == _PHASE_BODY:
             # Only the visitor's own silence counts, not a pause we imposed for backpressure.
             last = now if self._read_paused else self._last_read
-            deadline = max(deadline, last + limits.body_idle_timeout)
+            deadline = wake = max(deadline, last + limits.body_idle_timeout)
+            if limits.body_min_rate:
+                wake = self._check_body_rate(now, deadline)
+                if wake <= 0.0:
+                    return
         if now < deadline:
-            self._timer_at = deadline
-            self._timer = self.edge.loop.call_later(deadline - now, self._on_timer)
+            self._timer_at = wake
+            self._timer = self.edge.loop.call_later(wake - now, self._on_timer)
             return
         phase = self.phase
         if self.backlogged and phase in (_PHASE_RESPONSE, _PHASE_RAW):

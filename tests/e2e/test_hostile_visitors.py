@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -411,3 +412,105 @@ async def test_tls_visitor_that_stops_reading_is_cut_off(stall_tls_edge, agents,
     finally:
         writer.close()
     assert edge.metrics.refusals["send_timeout"] == 1
+
+
+# -- 6. slow bodies, and one address holding a tunnel's streams -----------------------------
+
+
+@pytest.fixture
+async def strict_edge() -> AsyncIterator[Edge]:
+    limits = Limits(
+        body_min_rate=100, body_rate_window=0.5, max_streams_per_agent=40, address_stream_share=0.25
+    )
+    e = await start_edge(edge_config(limits=limits))
+    yield e
+    await e.shutdown(drain=0.5)
+
+
+async def test_http1_body_slower_than_the_minimum_rate_is_408(strict_edge, agents, service):
+    await _tunnel(strict_edge, agents, service)
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict_edge.config.http_port)
+    writer.write(b"POST /digest HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000\r\n\r\n")
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(40):  # a byte every 0.1 s: the 60 s idle timer never runs out
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    sender = asyncio.get_running_loop().create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.read(-1), 4)
+    finally:
+        sender.cancel()
+        writer.close()
+    assert _status(answer) == 408 and b"slower than 100 bytes a second" in answer
+    assert strict_edge.metrics.refusals["body_too_slow"] == 1
+
+
+async def test_h2_body_slower_than_the_minimum_rate_is_408(strict_edge, agents, service):
+    await _tunnel(strict_edge, agents, service)
+    async with H2Client(strict_edge.config.http_port) as c:
+        stream_id = c.start("POST", "/digest", [("content-length", "1000")], end=False)
+        for _ in range(30):
+            if c.results[stream_id].done.is_set():
+                break
+            c.conn.send_data(stream_id, b"x")
+            c.flush()
+            await asyncio.sleep(0.1)
+        r = await c.response(stream_id, timeout=3)
+        assert r.status == 408 and "slower than 100 bytes a second" in r.text
+        # The connection goes on.
+        assert (await c.request("GET", "/hello")).body == b"hello"
+
+
+async def test_a_body_at_the_minimum_rate_goes_through(strict_edge, agents, service):
+    await _tunnel(strict_edge, agents, service)
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict_edge.config.http_port)
+    try:
+        writer.write(b"POST /digest HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 600\r\n\r\n")
+        for _ in range(20):  # 300 bytes a second for two seconds
+            writer.write(b"x" * 30)
+            await asyncio.sleep(0.1)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    finally:
+        writer.close()
+    assert _status(head) == 200
+
+
+async def _hanging_request(port: int, address: str) -> tuple[asyncio.StreamReader, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+    writer.write(b"GET /hang HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+    await writer.drain()
+    return reader, writer
+
+
+async def test_one_address_holds_only_its_share_of_a_tunnels_streams(strict_edge, agents, service):
+    await _tunnel(strict_edge, agents, service)
+    port = strict_edge.config.http_port
+    # The share: a quarter of the tunnel's 40 streams.
+    held = [await _hanging_request(port, "127.0.0.1") for _ in range(10)]
+    await wait_for(lambda: _streams(strict_edge) == 10, what="ten streams")
+    try:
+        answer = await raw_exchange(
+            port, b"GET /hello HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
+        )
+        assert _status(answer) == 429 and b"Your address already holds 10" in answer
+        # Another address is served all the same.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
+        assert _status(await asyncio.wait_for(reader.read(-1), 5)) == 200
+        writer.close()
+    finally:
+        for _, w in held:
+            w.close()
+    # Streams given back are the address's to take again.
+    await wait_for(lambda: _streams(strict_edge) == 0, what="the streams let go")
+    answer = await raw_exchange(
+        port, b"GET /hello HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
+    )
+    assert _status(answer) == 200
+    assert strict_edge.metrics.refusals["address_share"] == 1
