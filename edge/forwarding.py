@@ -85,6 +85,19 @@ def route(edge: Edge, host: str) -> Tunnel:
     return tunnel
 
 
+def misdirected(edge: Edge, server_name: str, host: str) -> str:
+    """Why a request for ``host`` on a TLS connection made for ``server_name`` (its SNI,
+    normalised; "" without one) is answered 421 (RFC 9110 15.5.20), or "" if it may be served:
+    the same name, or one the same tunnel serves (HTTP/2 connection reuse, RFC 9113 9.1.1)."""
+    if not server_name or server_name == host:
+        return ""
+    routes = edge.routes
+    pool = routes.lookup_host(server_name)
+    if pool is not None and pool is routes.lookup_host(host):
+        return ""
+    return f"This connection was made for {server_name}: open a new one for {host}."
+
+
 def forward_headers(
     headers: Iterable[tuple[bytes, bytes]],
     host: bytes,

@@ -63,6 +63,7 @@ from edge.forwarding import (
     RouteRefused,
     forward_headers,
     forwarded_authority,
+    misdirected,
     route,
     trailer_fields,
 )
@@ -352,6 +353,7 @@ class H2Visitor(asyncio.Protocol):
         "_parked",
         "_paused_at",
         "_resets",
+        "_server_name",
         "_timer",
         "client",
         "closing",
@@ -381,6 +383,7 @@ class H2Visitor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._paused_at = 0.0  # when writing paused, while it is
+        self._server_name = ""  # the TLS SNI the connection was made for, if any
         # Exchanges whose stream ended with both sides done, kept for the next stream to the
         # same tunnel, as an HTTP/1.1 keep-alive visitor keeps its own: the tunnel stream and
         # the agent's connection to the local service are not opened again per request.
@@ -420,6 +423,8 @@ class H2Visitor(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
+        if self.scheme == "https":
+            self._server_name = normalize_host(transport.get_extra_info("server_name") or "")
         self.edge.visitors.add(self)
         self._flush()  # our SETTINGS
         now = self.edge.loop.time()
@@ -583,6 +588,10 @@ class H2Visitor(asyncio.Protocol):
         authority = forwarded_authority(host, authority)
         try:
             tunnel = route(edge, host)
+            wrong_name = misdirected(edge, self._server_name, host)
+            if wrong_name:
+                self._respond_error(stream, 421, wrong_name)
+                return
             policy = tunnel.session.policy
             if policy is not OPEN:
                 screened = policy.screen(self.client[0], headers)

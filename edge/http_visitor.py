@@ -44,6 +44,7 @@ from edge.forwarding import (
     forwarded_authority,
     forwarded_prefix,
     forwards_unchanged,
+    misdirected,
     route,
     trailer_fields,
 )
@@ -105,6 +106,7 @@ class HttpVisitor(asyncio.Protocol):
         "_out",
         "_preface",
         "_read_paused",
+        "_server_name",
         "_timer",
         "_timer_at",
         "backlogged",  # the transport paused our writing (ExchangeFront)
@@ -167,6 +169,7 @@ class HttpVisitor(asyncio.Protocol):
         # The authority forwarded for it: the Host header itself when already in normal form.
         self._authority = b""
         self._forwarded = b""  # forwarded_prefix for that Host, once asked for
+        self._server_name = ""  # the TLS SNI the connection was made for, if any
 
     # -- visitor socket -------------------------------------------------------------------
 
@@ -178,8 +181,12 @@ class HttpVisitor(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
+        if self.scheme == "https":
+            self._server_name = normalize_host(transport.get_extra_info("server_name") or "")
         self.edge.visitors.add(self)
-        self._arm(self.limits.idle_timeout, _monotonic())
+        # A connection that has sent nothing yet gets as long as a request head would, not a
+        # keep-alive connection's idle time.
+        self._arm(self.limits.header_timeout, _monotonic())
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -354,6 +361,11 @@ class HttpVisitor(asyncio.Protocol):
             self.target = target = origin_form
         try:
             tunnel = route(self.edge, host)
+            if self._server_name:  # over TLS: the SNI must name this tunnel too
+                wrong_name = misdirected(self.edge, self._server_name, host)
+                if wrong_name:
+                    self._fail(421, wrong_name)
+                    return
             policy = tunnel.session.policy
             if policy is not OPEN:
                 screened = policy.screen(self.client[0], headers)
@@ -451,6 +463,8 @@ class HttpVisitor(asyncio.Protocol):
             self._disarm()
             self.status = head.status
             self.http1_metrics.status(head.status)
+            if self.edge.draining:
+                self.visitor.close_after_response()  # the edge closes it after this one
             self._write(self.visitor.send_response(head))
         except UsageError as exc:
             self._abort_response(f"the response cannot be relayed: {exc}")
@@ -641,6 +655,8 @@ class HttpVisitor(asyncio.Protocol):
         )
         visitor = self.visitor
         try:
+            if self.edge.draining:
+                visitor.close_after_response()
             self._write(visitor.send_response(head))
             if self.method != b"HEAD":
                 self._write(visitor.send_data(page))

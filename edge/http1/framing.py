@@ -431,6 +431,9 @@ class ResponseWriting:
             self._continue = False
         return informational_head(head.status, head.reason or b"", head.headers)
 
+    def close_after_response(self) -> None:
+        self._close_after = True
+
     def send_response(self, head: ResponseHead) -> bytes:
         writer = self._writer
         if writer.state != W_IDLE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from tests.e2e.client import raw_exchange
 from tests.e2e.conftest import AgentRunner, edge_config, start_edge, wait_for
 from tests.e2e.origin import LocalService
 from tests.e2e.test_http2 import H2Client, Result
-from tests.e2e.tlshelp import client_context
+from tests.e2e.tlshelp import HttpsVisitor, client_context, h2_requests, handshake
 
 MB = 1024 * 1024
 
@@ -514,3 +515,80 @@ async def test_one_address_holds_only_its_share_of_a_tunnels_streams(strict_edge
     )
     assert _status(answer) == 200
     assert strict_edge.metrics.refusals["address_share"] == 1
+
+
+# -- 7. a silent connection, draining, TLS suites, misdirected requests --------------------
+
+
+async def test_a_connection_that_sends_nothing_gets_the_header_timeout(agents, service):
+    edge = await start_edge(edge_config(limits=Limits(header_timeout=0.5)))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(-1), 5) == b""  # closed, not 75 s later
+        assert asyncio.get_running_loop().time() - started < 3
+        writer.close()
+    finally:
+        await edge.shutdown(drain=0.5)
+
+
+async def test_a_response_while_draining_says_connection_close(agents, service):
+    edge = await start_edge()
+    await _tunnel(edge, agents, service)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.config.http_port)
+    try:
+        writer.write(b"GET /slow?s=0.5 HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        await wait_for(lambda: _streams(edge) == 1, what="the request in flight")
+        shutdown = asyncio.get_running_loop().create_task(edge.shutdown(drain=5))
+        answer = await asyncio.wait_for(reader.read(-1), 5)
+        await shutdown
+    finally:
+        writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert _status(answer) == 200 and b"connection: close" in head
+
+
+@pytest.fixture
+async def tls_edge(cert_files: tuple[str, str]) -> AsyncIterator[Edge]:
+    e = await start_edge(test_tls.tls_edge_config(cert_files))
+    yield e
+    await e.shutdown(drain=0.5)
+
+
+@pytest.mark.parametrize(
+    "ciphers",
+    [
+        # CBC with SHA-2 MACs: what Python's default server list still offered.
+        "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:"
+        "ECDHE-RSA-AES256-SHA384",
+        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-SHA256",
+        "AES128-GCM-SHA256",
+    ],
+    ids=["ecdhe-cbc", "dhe", "static-rsa"],
+)
+async def test_tls12_offers_no_cbc_or_static_rsa_suites(tls_edge, ca, ciphers):
+    context = client_context(ca)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    with pytest.raises(ssl.SSLError):
+        await handshake(tls_edge.config.https_port, APP, context)
+    context = client_context(ca)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    assert (await handshake(tls_edge.config.https_port, APP, context)).cert is not None
+
+
+async def test_tls_request_for_another_tunnels_host_is_421(tls_edge, agents, service, ca):
+    await _tunnel(tls_edge, agents, service)
+    other = f"other.{test_tls.BASE}"
+    await agents.start(tls_edge, TunnelSpec("http", "127.0.0.1", service.port, name="other"))
+    port = tls_edge.config.https_port
+    async with HttpsVisitor(port, other, client_context(ca), server_name=APP) as v:
+        r = await v.request("GET", "/hello")
+    assert r.status == 421 and f"made for {APP}" in r.text
+    async with HttpsVisitor(port, APP, client_context(ca)) as v:
+        assert (await v.request("GET", "/hello")).status == 200
+    h2 = client_context(ca, alpn=("h2",))
+    ex = await h2_requests(port, APP, h2, ["/hello"], authority=other)
+    assert ex.alpn == "h2" and ex.results[0].status == 421
+    assert (await h2_requests(port, APP, h2, ["/hello"])).results[0].status == 200
