@@ -354,6 +354,7 @@ class H2Visitor(asyncio.Protocol):
         "_paused_at",
         "_resets",
         "_server_name",
+        "_silent",
         "_timer",
         "client",
         "closing",
@@ -384,6 +385,7 @@ class H2Visitor(asyncio.Protocol):
         self._idle_since = 0.0
         self._paused_at = 0.0  # when writing paused, while it is
         self._server_name = ""  # the TLS SNI the connection was made for, if any
+        self._silent = True  # no byte from the visitor yet
         # Exchanges whose stream ended with both sides done, kept for the next stream to the
         # same tunnel, as an HTTP/1.1 keep-alive visitor keeps its own: the tunnel stream and
         # the agent's connection to the local service are not opened again per request.
@@ -428,12 +430,18 @@ class H2Visitor(asyncio.Protocol):
         self.edge.visitors.add(self)
         self._flush()  # our SETTINGS
         now = self.edge.loop.time()
-        self._idle_since = now
-        self._arm(now + self.edge.config.limits.idle_timeout)
+        # Until its first byte a connection gets as long as a request head would (HTTP/2
+        # over TLS starts here, right after the handshake), not the idle time.
+        header_timeout = limits.header_timeout
+        self._idle_since = now + min(header_timeout - limits.idle_timeout, 0.0)
+        self._arm(now + min(header_timeout, limits.idle_timeout))
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._silent:
+            self._silent = False
+            self._idle_since = self.edge.loop.time()
         if self.edge.draining:
             self._drain()  # before any new stream is read: those are refused
             if self.closing:

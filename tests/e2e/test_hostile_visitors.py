@@ -592,3 +592,23 @@ async def test_tls_request_for_another_tunnels_host_is_421(tls_edge, agents, ser
     ex = await h2_requests(port, APP, h2, ["/hello"], authority=other)
     assert ex.alpn == "h2" and ex.results[0].status == 421
     assert (await h2_requests(port, APP, h2, ["/hello"])).results[0].status == 200
+
+
+async def test_an_h2_tls_connection_that_sends_nothing_gets_the_header_timeout(cert_files, ca):
+    edge = await start_edge(test_tls.tls_edge_config(cert_files, limits=Limits(header_timeout=0.5)))
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            edge.config.https_port,
+            ssl=client_context(ca, alpn=("h2",)),
+            server_hostname=APP,
+        )
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+        started = asyncio.get_running_loop().time()
+        with contextlib.suppress(ConnectionError):
+            while await asyncio.wait_for(reader.read(65536), 5):
+                pass  # the edge's SETTINGS, then its GOAWAY
+        assert asyncio.get_running_loop().time() - started < 3
+        writer.close()
+    finally:
+        await edge.shutdown(drain=0.5)
