@@ -860,6 +860,7 @@ class H2Visitor(asyncio.Protocol):
         conn = self.conn
         stream_id = stream.stream_id
         chunks = stream.chunks
+        buffered_before = stream.buffered
         try:
             while stream.buffered and not self.write_paused:
                 window = conn.local_flow_control_window(stream_id)
@@ -901,8 +902,9 @@ class H2Visitor(asyncio.Protocol):
             self._finish(stream)
             return
         if stream.buffered and not self.write_paused:
-            # Held back by the visitor's window, not by the socket.
-            if not stream.stalled_at:
+            # Held back by the visitor's window, not by the socket: since now, if some bytes
+            # went out.
+            if buffered_before != stream.buffered or not stream.stalled_at:
                 stream.stalled_at = now = self.edge.loop.time()
                 self._arm(now + self.edge.config.limits.send_timeout)
         elif stream.stalled_at:
