@@ -38,24 +38,15 @@ from tests.e2e.tlshelp import HttpsVisitor, client_context, h2_requests, handsha
 MB = 1024 * 1024
 
 
-class RecordingService:
+class RecordingService(LocalService):
     """An HTTP/1.1 local service that answers every request ``200 ok`` and keeps what it
-    read: each head as bytes and each chunked body's trailer lines."""
+    read: each head as bytes and each chunked body's trailer lines. Raw, not h11: it must
+    see what a lenient server would."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.heads: list[bytes] = []
         self.trailers: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> RecordingService:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
@@ -83,7 +74,8 @@ class RecordingService:
 
 @pytest.fixture
 async def recorder(edge, agents: AgentRunner) -> AsyncIterator[RecordingService]:
-    svc = await RecordingService().start()
+    svc = RecordingService()
+    await svc.start()
     await agents.start(edge, TunnelSpec("http", "127.0.0.1", svc.port, name="rec"))
     yield svc
     await svc.stop()
