@@ -92,12 +92,26 @@ class TunnelPool:
 
 
 def normalize_host(host: str) -> str:
-    """Lowercase; strip port and trailing dot: ``Demo.Localhost:8080`` -> ``demo.localhost``."""
+    """Lowercase; strip port and trailing dot: ``Demo.Localhost:8080`` -> ``demo.localhost``.
+
+    ``""`` for a host whose port is not digits (RFC 3986 3.2.3): ``demo.localhost:@evil``
+    names no tunnel, and must not be routed to ``demo.localhost`` and forwarded as it came."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        address, _, rest = host.partition("]")
+        if rest and not (rest[0] == ":" and _is_port(rest[1:])):
+            return ""
+        return address + "]"
+    if host.count(":") == 1:
+        host, _, port = host.partition(":")
+        if not _is_port(port):
+            return ""
     return host.rstrip(".")
+
+
+def _is_port(port: str) -> bool:
+    # isdecimal alone takes other scripts' digits; an empty port is allowed (RFC 3986 3.2.3).
+    return len(port) <= 5 and port.isascii() and (not port or port.isdecimal())
 
 
 def host_matches(pattern: str, host: str) -> bool:
