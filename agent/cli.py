@@ -1,7 +1,7 @@
 """``burrow``: expose local services through a Burrow edge.
 
-burrow http 8000                      a random https/http URL for localhost:8000
-burrow http localhost:8000 --name demo
+burrow http 3000                      a random https/http URL for localhost:3000
+burrow http localhost:3000 --name demo
 burrow tcp 5432                       a public TCP port for localhost:5432
 burrow start [NAME ...]               the tunnels from the config file (all if none named)
 burrow config add-authtoken TOKEN     save the token in the config file
@@ -30,7 +30,12 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="burrow", description="Expose local services at public URLs.")
+    p = argparse.ArgumentParser(
+        prog="burrow",
+        description="Expose local services at public URLs.",
+        epilog=__doc__.split("\n", 2)[2] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="config file (default: ~/.config/burrow/burrow.toml)")
     p.add_argument("--log", default="warning", help="log level: debug, info, warning")
     sub = p.add_subparsers(dest="command", required=True)

@@ -7,7 +7,7 @@
 
     [tunnels.web]
     proto = "http"
-    addr = "8000"            # or "localhost:8000"
+    addr = "3000"            # or "localhost:3000"
     name = "demo"            # optional: ask for demo.<base domain>
 
     [tunnels.db]

@@ -26,7 +26,7 @@ class TunnelSpec:
 
 
 def parse_address(addr: str | int) -> tuple[str, int]:
-    """``8000``, ``localhost:8000``, ``[::1]:8000`` -> (host, port)."""
+    """``3000``, ``localhost:3000``, ``[::1]:3000`` -> (host, port)."""
     text = str(addr).strip()
     if "://" in text:
         raise SpecError(f"bad address {text!r}: write host:port without a scheme")
