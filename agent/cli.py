@@ -164,7 +164,7 @@ async def _serve(agent: Agent, printer: StatusPrinter) -> int:
     try:
         await agent.run()
     except AgentRefused as exc:
-        printer.say(f"burrow: the edge refused this agent: {exc}")
+        printer.say(f"burrow: {exc.sentence}")
         return 1
     finally:
         ticker.cancel()

@@ -124,7 +124,8 @@ class AgentLink(LinkSession):
             self.mux.max_streams = max(self.mux.max_streams, message.max_streams)
             self.welcomed.set()
             for request_id, tunnel in enumerate(self.agent.tunnels, start=1):
-                self.bind(request_id, tunnel)
+                if not tunnel.dropped:
+                    self.bind(request_id, tunnel)
         elif isinstance(message, Bound):
             state = self.by_request.get(message.request_id)
             if state is not None:

@@ -13,7 +13,7 @@ def _ms(seconds: float | None) -> str:
 
 
 def status_line(agent: Agent) -> str:
-    states = agent.tunnels
+    states = [s for s in agent.tunnels if not s.dropped]
     online = sum(1 for s in states if s.url)
     conns = sum(s.stats.open_connections for s in states)
     total = sum(s.stats.connections for s in states)
@@ -46,7 +46,14 @@ class StatusPrinter:
                     self.say(f"Forwarding  {url} -> {state.spec.local}")
             if state.error and self._error_shown.get(i) != state.error:
                 self._error_shown[i] = state.error
-                self.say(f"Tunnel {state.spec.label or state.spec.local} refused: {state.error}")
+                label = state.spec.label or state.spec.local
+                if not state.dropped:
+                    self.say(f"Tunnel {label} waiting: {state.error} (retrying)")
+                elif any(not s.dropped for s in agent.tunnels):
+                    self.say(f"Tunnel {label} refused: {state.error}; going on without it")
+                # the last refusal ends the agent, which prints it once
+        while agent.notices:
+            self.say(agent.notices.pop(0))
         if agent.connected:
             self._last_error = ""
         elif agent.last_error and agent.last_error != self._last_error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 
 class SpecError(ValueError):
@@ -44,6 +45,40 @@ def parse_address(addr: str | int) -> tuple[str, int]:
     return host or "localhost", int(text)
 
 
+# What the edge's BindFailed codes mean to the agent, in one place. A transient refusal is
+# retried with backoff; any other code (those below, and any code a newer edge invents) is
+# permanent: asking again with the same tunnel definition gets the same answer, so the agent
+# drops that tunnel and says why instead of retrying forever.
+TRANSIENT_BIND_CODES: Final = frozenset(
+    {
+        "exhausted",  # no free random name or port right now
+        "draining",  # the edge is shutting down
+        "in_use",  # usually our own previous process, until its link times out
+    }
+)
+PERMANENT_BIND_CODES: Final = frozenset(
+    {
+        "taken",  # the name or port belongs to another account
+        "not_allowed",  # the token may not bind this hostname
+        "bad_name",
+        "bad_port",  # outside the edge's range, or the edge assigns ports itself
+        "protocol",  # the token may not open this kind of tunnel
+        "too_many_tunnels",
+        "unverified",  # a custom domain not verified yet
+        "tls_mode",  # a custom domain set up for the other TLS mode
+    }
+)
+# "in_use" stops being transient after this many retries a second apart: longer than an old
+# link of ours takes to time out (three heartbeats), so it is another agent that holds it.
+IN_USE_RETRIES: Final = 20
+BIND_RETRY_START: Final = 1.0
+BIND_RETRY_MAX: Final = 30.0
+
+
+def bind_refusal_is_transient(code: str) -> bool:
+    return code in TRANSIENT_BIND_CODES
+
+
 _LATENCY_SAMPLES = 512
 
 
@@ -83,4 +118,6 @@ class TunnelState:
     claimed_name: str = ""
     claimed_port: int = 0
     bind_retries: int = 0
+    # Refused for good: not bound again on this or any later link.
+    dropped: bool = False
     stats: TunnelStats = field(default_factory=TunnelStats)
