@@ -20,7 +20,9 @@ import sys
 import uvloop
 
 from agent import config as agent_config
+from agent import logs
 from agent.client import Agent, AgentRefused, link_tls_context
+from agent.link import AGENT_VERSION
 from agent.status import StatusPrinter
 from agent.tunnels import SpecError, TunnelSpec, parse_address
 
@@ -37,7 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="config file (default: ~/.config/burrow/burrow.toml)")
-    p.add_argument("--log", default="warning", help="log level: debug, info, warning")
+    p.add_argument("--version", action="version", version=f"burrow {AGENT_VERSION}")
+    p.add_argument(
+        "--log",
+        default="",
+        metavar="DEST",
+        help="write logs to FILE, stdout or stderr instead of the terminal's display "
+        "(a level name here still sets the level, as --log-level does)",
+    )
+    p.add_argument("--log-level", choices=logs.LEVELS, default="", help="default: warning")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="", help="default: text")
     sub = p.add_subparsers(dest="command", required=True)
 
     def tunnel_flags(sp: argparse.ArgumentParser) -> None:
@@ -180,12 +191,12 @@ async def _tick(agent: Agent, printer: StatusPrinter) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if args.log.lower() in logs.LEVELS:  # `--log info` from before --log-level existed
+        args.log_level, args.log = args.log_level or args.log.lower(), ""
+    logging.basicConfig(level=(args.log_level or "warning").upper(), format=logs.TEXT_FORMAT)
     path = agent_config.Path(args.config) if args.config else None
     try:
         if args.command == "version":
-            from agent.link import AGENT_VERSION
-
             print(f"burrow {AGENT_VERSION}")
             return 0
         if args.command == "config":
@@ -199,8 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         specs = _specs(args, cfg)
         printer = StatusPrinter()
         agent = _agent_for(args, cfg, specs, printer)
+        logs.configure(
+            args.log_level or "warning", args.log_format or "text", args.log, printer.log_line
+        )
     except (UsageError, SpecError, agent_config.ConfigError) as exc:
         print(f"burrow: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --log FILE that cannot be opened
+        print(f"burrow: cannot write the log to {args.log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
         return uvloop.run(_serve(agent, printer))

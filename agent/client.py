@@ -171,7 +171,11 @@ class Agent:
             return await self._connect_wss()
         link = await self._connect_direct()
         if link is None and self.transport == "auto" and not self._untrusted:
+            direct_error = self.last_error
             link = await self._connect_wss()
+            if link is None:
+                # Name both: the address that failed first is usually the one to fix.
+                self.last_error = f"{direct_error}; WebSocket fallback: {self.last_error}"
         return link
 
     async def _connect_wss(self) -> AgentLink | None:

@@ -30,8 +30,9 @@ def status_line(agent: Agent) -> str:
 class StatusPrinter:
     """Prints each tunnel's URL once it is live; redraws one status line on a TTY."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO | None = None) -> None:
         self.out = out
+        self.err = err or sys.stderr
         self.tty = out.isatty()
         self._shown: dict[int, str] = {}
         self._error_shown: dict[int, str] = {}
@@ -65,6 +66,16 @@ class StatusPrinter:
             self.out.write("\r\x1b[2K" + status_line(agent))
             self.out.flush()
             self._line_drawn = True
+
+    def log_line(self, text: str) -> None:
+        """A log record for the terminal: on a line of its own, never inside the status line
+        (which the next tick draws again below it)."""
+        if self._line_drawn:
+            self.out.write("\r\x1b[2K")
+            self.out.flush()
+            self._line_drawn = False
+        self.err.write(text + "\n")
+        self.err.flush()
 
     def say(self, text: str) -> None:
         if self._line_drawn:

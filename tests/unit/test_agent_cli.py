@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from pathlib import Path
 
@@ -46,3 +48,45 @@ def test_run_py_runs_the_agent_from_the_venv() -> None:
     assert 'command == "burrow"' in source
     readme = (ROOT / "README.md").read_text()
     assert "python3 run.py burrow http 3000" in readme
+
+
+def test_dash_dash_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+    from agent.link import AGENT_VERSION
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"burrow {AGENT_VERSION}"
+
+
+class Terminal(io.StringIO):
+    """stdout and stderr of one terminal: what a user sees, in order."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_record_never_lands_inside_the_status_line() -> None:
+    from agent.client import Agent
+    from agent.logs import DisplayLogHandler
+    from agent.status import StatusPrinter
+    from agent.tunnels import TunnelSpec
+
+    term = Terminal()
+    printer = StatusPrinter(term, term)
+    agent = Agent(("127.0.0.1", 1), "t", [TunnelSpec("http", "localhost", 3000)])
+    handler = DisplayLogHandler(printer.log_line)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("test.display")
+    log.addHandler(handler)
+    try:
+        printer.tick(agent)
+        log.warning("something happened")
+        printer.tick(agent)
+    finally:
+        log.removeHandler(handler)
+    # What the terminal shows once carriage returns and line clears are applied.
+    shown = [line.rsplit("\r\x1b[2K", 1)[-1] for line in term.getvalue().split("\n")]
+    assert "WARNING something happened" in shown, shown
+    assert all(line.startswith(("reconnecting |", "WARNING")) for line in shown if line), shown
