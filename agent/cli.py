@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     add = cfg_sub.add_parser("add-authtoken", help="save an authtoken")
     add.add_argument("token")
     cfg_sub.add_parser("path", help="print the config file's path")
+    cfg_sub.add_parser("check", help="validate the config file: exit 0 if it is right, else 1")
 
     sub.add_parser("version", help="print the agent version")
     return p
@@ -129,7 +130,8 @@ def _agent_for(
     server = args.server or cfg.server
     token = args.authtoken or cfg.authtoken
     ca = args.ca or cfg.ca
-    wss = args.wss or ""
+    wss = args.wss or cfg.wss
+    transport = args.transport or cfg.transport or "auto"
     plaintext = args.plaintext
     if not server or not token:
         dev = agent_config.read_dev_edge()
@@ -146,7 +148,7 @@ def _agent_for(
         )
     host, port = parse_address(server or agent_config.DEFAULT_SERVER)
     if plaintext:
-        if args.transport == "wss":
+        if transport == "wss":
             raise UsageError("--plaintext links connect directly; drop --transport wss")
         return Agent((host, port), token, specs, on_change=printer.changed)
     wss_host, wss_port = parse_address(wss) if wss else (host, 443)
@@ -161,7 +163,7 @@ def _agent_for(
         specs,
         on_change=printer.changed,
         tls=tls,
-        transport={"tls": "direct"}.get(args.transport, args.transport),
+        transport={"tls": "direct"}.get(transport, transport),
         wss_server=(wss_host, wss_port),
         wss_tls=wss_tls,
     )
@@ -189,6 +191,25 @@ async def _tick(agent: Agent, printer: StatusPrinter) -> None:
         printer.tick(agent)
 
 
+def _check_config(path: agent_config.Path | None) -> int:
+    path = path or agent_config.config_path()
+    if not path.exists():
+        print(
+            f"burrow: no config file at {path}; `burrow config add-authtoken TOKEN` creates it",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        cfg = agent_config.load(path)
+    except agent_config.ConfigError as exc:
+        for line in exc.lines():
+            print(f"burrow: {line}", file=sys.stderr)
+        return 1
+    tunnels = ", ".join(cfg.tunnels) or "none"
+    print(f"{path}: valid (tunnels: {tunnels})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.log.lower() in logs.LEVELS:  # `--log info` from before --log-level existed
@@ -203,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.config_command == "path":
                 print(path or agent_config.config_path())
                 return 0
+            if args.config_command == "check":
+                return _check_config(path)
             saved = agent_config.save_authtoken(args.token, path)
             print(f"Authtoken saved to {saved}")
             return 0
@@ -211,9 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         printer = StatusPrinter()
         agent = _agent_for(args, cfg, specs, printer)
         logs.configure(
-            args.log_level or "warning", args.log_format or "text", args.log, printer.log_line
+            args.log_level or cfg.log_level or "warning",
+            args.log_format or cfg.log_format or "text",
+            args.log or cfg.log_file,
+            printer.log_line,
         )
-    except (UsageError, SpecError, agent_config.ConfigError) as exc:
+    except agent_config.ConfigError as exc:
+        for line in exc.lines():
+            print(f"burrow: {line}", file=sys.stderr)
+        return 2
+    except (UsageError, SpecError) as exc:
         print(f"burrow: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # --log FILE that cannot be opened
