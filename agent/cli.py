@@ -23,6 +23,7 @@ from agent import config as agent_config
 from agent import logs
 from agent.client import Agent, AgentRefused, link_tls_context
 from agent.link import AGENT_VERSION
+from agent.state import FILE_NAME, TunnelMemory
 from agent.status import StatusPrinter
 from agent.tunnels import SpecError, TunnelSpec, parse_address
 
@@ -147,10 +148,11 @@ def _agent_for(
             "no authtoken: run `burrow config add-authtoken TOKEN` (or start `burrowd dev`)"
         )
     host, port = parse_address(server or agent_config.DEFAULT_SERVER)
+    memory = TunnelMemory(agent_config.state_dir() / FILE_NAME, f"{host}:{port}", token)
     if plaintext:
         if transport == "wss":
             raise UsageError("--plaintext links connect directly; drop --transport wss")
-        return Agent((host, port), token, specs, on_change=printer.changed)
+        return Agent((host, port), token, specs, on_change=printer.changed, memory=memory)
     wss_host, wss_port = parse_address(wss) if wss else (host, 443)
     try:
         tls = link_tls_context(ca or None)
@@ -166,6 +168,7 @@ def _agent_for(
         transport={"tls": "direct"}.get(transport, transport),
         wss_server=(wss_host, wss_port),
         wss_tls=wss_tls,
+        memory=memory,
     )
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import wsproto
 
 from agent.link import AgentLink
+from agent.state import TunnelMemory
 from agent.tunnels import (
     BIND_RETRY_MAX,
     BIND_RETRY_START,
@@ -67,6 +68,7 @@ class Agent:
         transport: str = "direct",
         wss_server: tuple[str, int] | None = None,
         wss_tls: ssl.SSLContext | None = None,
+        memory: TunnelMemory | None = None,
     ) -> None:
         """``tls``: the context to verify the edge with (``link_tls_context``); None means
         a plaintext link, which only a caller that asked for it explicitly may use.
@@ -79,6 +81,10 @@ class Agent:
         self.server = server
         self.token = token
         self.tunnels = [TunnelState(spec) for spec in tunnels]
+        self.memory = memory
+        if memory is not None:
+            for state in self.tunnels:
+                state.claimed_name, state.claimed_port = memory.recall(state.spec)
         self.heartbeat = heartbeat
         self.heartbeat_misses = heartbeat_misses
         self.instance_id = os.urandom(12).hex()
@@ -276,6 +282,8 @@ class Agent:
         state.bind_retries = 0
         state.claimed_name = bound.name if state.spec.protocol in ("http", "tls") else ""
         state.claimed_port = bound.port
+        if self.memory is not None:
+            self.memory.remember(state.spec, state.claimed_name, state.claimed_port)
         log.info("tunnel %s -> %s", bound.url, state.spec.local)
         self.on_change(self)
 
