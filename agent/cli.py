@@ -23,13 +23,39 @@ from agent import config as agent_config
 from agent import logs
 from agent.client import Agent, AgentRefused, link_tls_context
 from agent.link import AGENT_VERSION
+from agent.screen import ScreenDisplay
 from agent.state import FILE_NAME, TunnelMemory
-from agent.status import StatusPrinter
+from agent.status import Display, StatusPrinter
 from agent.tunnels import SpecError, TunnelSpec, parse_address
 
 
 class UsageError(Exception):
     pass
+
+
+def output_flags(p: argparse.ArgumentParser, default: object) -> None:
+    """Flags for how the agent shows itself. On the main parser and on every command that
+    runs an agent (``burrow http 3000 --log agent.log`` as well as ``burrow --log …``); the
+    commands' copies default to SUPPRESS so they never undo the main parser's."""
+
+    def given(value: object) -> object:
+        return argparse.SUPPRESS if default is argparse.SUPPRESS else value
+
+    p.add_argument(
+        "--log",
+        default=given(""),
+        metavar="DEST",
+        help="write logs to FILE, stdout or stderr instead of the terminal's display "
+        "(a level name here still sets the level, as --log-level does)",
+    )
+    p.add_argument("--log-level", choices=logs.LEVELS, default=given(""), help="default: warning")
+    p.add_argument("--log-format", choices=logs.FORMATS, default=given(""), help="default: text")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        default=given(False),
+        help="print plain lines instead of the full-screen view on a terminal",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,15 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="config file (default: ~/.config/burrow/burrow.toml)")
     p.add_argument("--version", action="version", version=f"burrow {AGENT_VERSION}")
-    p.add_argument(
-        "--log",
-        default="",
-        metavar="DEST",
-        help="write logs to FILE, stdout or stderr instead of the terminal's display "
-        "(a level name here still sets the level, as --log-level does)",
-    )
-    p.add_argument("--log-level", choices=logs.LEVELS, default="", help="default: warning")
-    p.add_argument("--log-format", choices=logs.FORMATS, default="", help="default: text")
+    output_flags(p, None)
     sub = p.add_subparsers(dest="command", required=True)
 
     def tunnel_flags(sp: argparse.ArgumentParser) -> None:
@@ -59,10 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--transport",
             choices=("auto", "tls", "wss"),
-            default="auto",
+            default="",
             help="tls: the edge's agent port; wss: a WebSocket on its HTTPS port (for networks "
             "that only pass HTTPS); auto (default): tls, then wss if tls cannot connect",
         )
+        output_flags(sp, argparse.SUPPRESS)
         sp.add_argument(
             "--wss", help="HTTPS address for WebSocket links (default: SERVER-HOST:443)"
         )
@@ -125,7 +144,7 @@ def _agent_for(
     args: argparse.Namespace,
     cfg: agent_config.AgentConfig,
     specs: list[TunnelSpec],
-    printer: StatusPrinter,
+    printer: Display,
 ) -> Agent:
     """An agent for the edge named by flags, the config file, or a running `burrowd dev`."""
     server = args.server or cfg.server
@@ -172,11 +191,12 @@ def _agent_for(
     )
 
 
-async def _serve(agent: Agent, printer: StatusPrinter) -> int:
+async def _serve(agent: Agent, printer: Display) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stop)
     ticker = loop.create_task(_tick(agent, printer))
+    printer.start()
     try:
         await agent.run()
     except AgentRefused as exc:
@@ -184,11 +204,12 @@ async def _serve(agent: Agent, printer: StatusPrinter) -> int:
         return 1
     finally:
         ticker.cancel()
+        printer.close()  # the terminal back before the last line
     printer.say("burrow: stopped")
     return 0
 
 
-async def _tick(agent: Agent, printer: StatusPrinter) -> None:
+async def _tick(agent: Agent, printer: Display) -> None:
     while True:
         await asyncio.sleep(1.0)
         printer.tick(agent)
@@ -234,12 +255,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cfg = agent_config.load(path)
         specs = _specs(args, cfg)
-        printer = StatusPrinter()
+        log_to = args.log or cfg.log_file
+        printer: Display
+        if sys.stdout.isatty() and not log_to and not args.plain:
+            printer = ScreenDisplay()
+        else:
+            printer = StatusPrinter(live=False)
         agent = _agent_for(args, cfg, specs, printer)
         logs.configure(
             args.log_level or cfg.log_level or "warning",
             args.log_format or cfg.log_format or "text",
-            args.log or cfg.log_file,
+            log_to,
             printer.log_line,
         )
     except agent_config.ConfigError as exc:

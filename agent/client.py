@@ -334,6 +334,7 @@ class Agent:
     def notice(self, text: str) -> None:
         """One line for the user about something the agent decided by itself."""
         self.notices.append(text)
+        del self.notices[:-20]  # a display takes them; without one, keep the last few
         log.info("%s", text)
         self.on_change(self)
 

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from agent.client import Agent
+
+
+class Display(Protocol):
+    """What the agent's output is, to the CLI: plain lines (``StatusPrinter``) or the
+    full-screen view (``agent.screen.ScreenDisplay``)."""
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def changed(self, agent: Agent) -> None: ...
+    def tick(self, agent: Agent) -> None: ...
+    def say(self, text: str) -> None: ...
+    def log_line(self, text: str) -> None: ...
 
 
 def _ms(seconds: float | None) -> str:
@@ -28,12 +40,16 @@ def status_line(agent: Agent) -> str:
 
 
 class StatusPrinter:
-    """Prints each tunnel's URL once it is live; redraws one status line on a TTY."""
+    """Plain lines: each tunnel's URL once it is live, refusals, reconnects; optionally a
+    status line redrawn in place. For output that is not a terminal, or with ``--log``."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO | None = None) -> None:
+    def __init__(
+        self, out: TextIO = sys.stdout, err: TextIO | None = None, live: bool | None = None
+    ) -> None:
+        """``live``: redraw a status line (default: when ``out`` is a terminal)."""
         self.out = out
         self.err = err or sys.stderr
-        self.tty = out.isatty()
+        self.tty = out.isatty() if live is None else live
         self._shown: dict[int, str] = {}
         self._error_shown: dict[int, str] = {}
         self._line_drawn = False
@@ -76,6 +92,12 @@ class StatusPrinter:
             self._line_drawn = False
         self.err.write(text + "\n")
         self.err.flush()
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def say(self, text: str) -> None:
         if self._line_drawn:

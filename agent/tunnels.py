@@ -101,11 +101,53 @@ class TunnelStats:
             lat[self._next] = seconds
             self._next = (self._next + 1) % _LATENCY_SAMPLES
 
+    # How long connections stayed open (the latest _LATENCY_SAMPLES), recorded once per
+    # connection when it closes.
+    _durations: list[float] = field(default_factory=list)
+    _next_duration: int = 0
+    # The latest _RECENT_REQUESTS requests: (request line, status, seconds to the response
+    # head, monotonic start). Bytes as they came; decoded only when something shows them.
+    _recent: list[tuple[bytes, int, float, float]] = field(default_factory=list)
+    _next_recent: int = 0
+
     def percentile(self, q: float) -> float | None:
-        lat = sorted(self._latencies)
-        if not lat:
-            return None
-        return lat[min(len(lat) - 1, int(q * len(lat)))]
+        return _percentile(self._latencies, q)
+
+    def record_duration(self, seconds: float) -> None:
+        durations = self._durations
+        if len(durations) < _LATENCY_SAMPLES:
+            durations.append(seconds)
+        else:
+            durations[self._next_duration] = seconds
+            self._next_duration = (self._next_duration + 1) % _LATENCY_SAMPLES
+
+    def duration_percentile(self, q: float) -> float | None:
+        return _percentile(self._durations, q)
+
+    def record_request(self, line: bytes, status: int, seconds: float, started: float) -> None:
+        recent = self._recent
+        if len(recent) < _RECENT_REQUESTS:
+            recent.append((line, status, seconds, started))
+        else:
+            recent[self._next_recent] = (line, status, seconds, started)
+            self._next_recent = (self._next_recent + 1) % _RECENT_REQUESTS
+
+    def recent_requests(self) -> list[tuple[bytes, int, float, float]]:
+        """(request line, status, seconds, monotonic start), oldest first."""
+        return self._recent[self._next_recent :] + self._recent[: self._next_recent]
+
+    def duration_samples(self) -> list[float]:
+        return list(self._durations)
+
+
+_RECENT_REQUESTS = 50
+
+
+def _percentile(samples: list[float], q: float) -> float | None:
+    ordered = sorted(samples)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass(slots=True)
