@@ -20,9 +20,10 @@ import sys
 import uvloop
 
 from agent import config as agent_config
-from agent import logs
+from agent import local_api, logs
 from agent.client import Agent, AgentRefused, link_tls_context
 from agent.link import AGENT_VERSION
+from agent.meters import TICK_SECONDS, AgentMeters
 from agent.screen import ScreenDisplay
 from agent.state import FILE_NAME, TunnelMemory
 from agent.status import Display, StatusPrinter
@@ -82,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
             "that only pass HTTPS); auto (default): tls, then wss if tls cannot connect",
         )
         output_flags(sp, argparse.SUPPRESS)
+        sp.add_argument(
+            "--inspect-addr",
+            metavar="HOST:PORT",
+            help="where the agent serves /metrics and /api/tunnels (default 127.0.0.1:4040, "
+            "or the next free port up to 4049)",
+        )
+        sp.add_argument(
+            "--no-inspect", action="store_true", help="no local /metrics and /api/tunnels"
+        )
         sp.add_argument(
             "--wss", help="HTTPS address for WebSocket links (default: SERVER-HOST:443)"
         )
@@ -191,12 +201,51 @@ def _agent_for(
     )
 
 
-async def _serve(agent: Agent, printer: Display) -> int:
+def _inspect_address(
+    args: argparse.Namespace, cfg: agent_config.AgentConfig
+) -> tuple[str, int, bool] | None:
+    """(host, port, try the next ports) for the local API, or None without one."""
+    if args.no_inspect:
+        return None
+    given = args.inspect_addr or cfg.inspect_addr
+    if not given:
+        return (*local_api.DEFAULT_ADDR, True)
+    if given.strip().lower() in ("false", "off", "none"):
+        return None
+    text = given.strip()
+    host, _, port = text.rpartition(":")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise UsageError(f"bad --inspect-addr {given!r}: write 127.0.0.1:4040 (port 0: any)")
+    return (host.strip("[]") or "127.0.0.1", int(port), False)
+
+
+async def _serve(
+    agent: Agent,
+    printer: Display,
+    meters: AgentMeters,
+    inspect: tuple[str, int, bool] | None,
+) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stop)
-    ticker = loop.create_task(_tick(agent, printer))
+    api: local_api.LocalApi | None = None
+    if inspect is not None:
+        host, port, next_free = inspect
+        api = local_api.LocalApi(agent, meters)
+        try:
+            await api.start(host, port, next_free=next_free)
+        except OSError as exc:
+            api = None
+            printer.say(
+                f"burrow: no local API on {host}:{port} ({exc.strerror or exc}); "
+                "pass --inspect-addr HOST:PORT or --no-inspect"
+            )
+    ticker = loop.create_task(_tick(agent, printer, meters))
     printer.start()
+    if api is not None and isinstance(printer, ScreenDisplay):
+        printer.web_interface = api.url
+    elif api is not None:
+        printer.say(f"Web Interface  {api.url}")
     try:
         await agent.run()
     except AgentRefused as exc:
@@ -205,13 +254,16 @@ async def _serve(agent: Agent, printer: Display) -> int:
     finally:
         ticker.cancel()
         printer.close()  # the terminal back before the last line
+        if api is not None:
+            await api.close()
     printer.say("burrow: stopped")
     return 0
 
 
-async def _tick(agent: Agent, printer: Display) -> None:
+async def _tick(agent: Agent, printer: Display, meters: AgentMeters) -> None:
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(TICK_SECONDS)
+        meters.tick(agent.tunnels)
         printer.tick(agent)
 
 
@@ -256,9 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = agent_config.load(path)
         specs = _specs(args, cfg)
         log_to = args.log or cfg.log_file
+        inspect = _inspect_address(args, cfg)
+        meters = AgentMeters()
         printer: Display
         if sys.stdout.isatty() and not log_to and not args.plain:
-            printer = ScreenDisplay()
+            printer = ScreenDisplay(meters=meters)
         else:
             printer = StatusPrinter(live=False)
         agent = _agent_for(args, cfg, specs, printer)
@@ -279,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"burrow: cannot write the log to {args.log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return uvloop.run(_serve(agent, printer))
+        return uvloop.run(_serve(agent, printer, meters, inspect))
     return 0
 
 

@@ -209,9 +209,12 @@ _CLEAR_BELOW = "\x1b[J"
 class ScreenDisplay:
     """The full-screen view: redrawn on every change and once a second."""
 
-    def __init__(self, out: TextIO = sys.stdout, web_interface: str = "") -> None:
+    def __init__(
+        self, out: TextIO = sys.stdout, web_interface: str = "", meters: AgentMeters | None = None
+    ) -> None:
+        """``meters``: ticked by whoever owns the timer (the CLI), read here."""
         self.out = out
-        self.meters = AgentMeters()
+        self.meters = meters or AgentMeters()
         self.web_interface = web_interface
         self.logs: collections.deque[str] = collections.deque(maxlen=MAX_LOG_LINES)
         self.agent: Agent | None = None
@@ -246,7 +249,6 @@ class ScreenDisplay:
 
     def tick(self, agent: Agent) -> None:
         self.agent = agent
-        self.meters.tick(agent.tunnels)
         self.draw()
 
     def say(self, text: str) -> None:

@@ -86,13 +86,14 @@ async def test_burrow_draws_the_screen_on_a_terminal_and_gives_it_back(
     tmp_path, edge, service
 ) -> None:
     child = await PtyChild.start(
-        tmp_path, "http", str(service.port), "--name", "screen",
+        tmp_path, "http", str(service.port), "--name", "screen", "--inspect-addr", "127.0.0.1:0",
         "--server", f"127.0.0.1:{edge.config.agent_port}", "--plaintext", "--authtoken", TOKEN,
     )  # fmt: skip
     try:
         await child.expect(b"\x1b[?1049h")
         await child.expect(b"Session Status                online")
         await child.expect(b"http://screen.localhost:")
+        await child.expect(b"Web Interface                 http://127.0.0.1:")
         assert (await get(edge.config.http_port, "screen.localhost", "/hello")).status == 200
         await child.expect(b"GET /hello")
         await child.expect(b"200 OK")
