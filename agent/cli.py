@@ -13,15 +13,18 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import sys
+from dataclasses import dataclass
 
 import uvloop
 
 from agent import config as agent_config
 from agent import local_api, logs
 from agent.client import Agent, AgentRefused, link_tls_context
+from agent.diagnose import EdgeTarget, diagnose
 from agent.link import AGENT_VERSION
 from agent.meters import TICK_SECONDS, AgentMeters
 from agent.screen import ScreenDisplay
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     output_flags(p, None)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def tunnel_flags(sp: argparse.ArgumentParser) -> None:
+    def edge_flags(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--server", help="edge agent address host:port (default from config)")
         sp.add_argument("--authtoken", help="token to use instead of the configured one")
         sp.add_argument("--ca", help="CA certificate file to verify a privately signed edge")
@@ -82,6 +85,18 @@ def _parser() -> argparse.ArgumentParser:
             help="tls: the edge's agent port; wss: a WebSocket on its HTTPS port (for networks "
             "that only pass HTTPS); auto (default): tls, then wss if tls cannot connect",
         )
+        sp.add_argument(
+            "--wss", help="HTTPS address for WebSocket links (default: SERVER-HOST:443)"
+        )
+        sp.add_argument(
+            "--plaintext",
+            action="store_true",
+            help="INSECURE: connect to the edge without TLS (only for an edge on a trusted "
+            "private network that was started with --agent-plaintext)",
+        )
+
+    def tunnel_flags(sp: argparse.ArgumentParser) -> None:
+        edge_flags(sp)
         output_flags(sp, argparse.SUPPRESS)
         sp.add_argument(
             "--inspect-addr",
@@ -91,15 +106,6 @@ def _parser() -> argparse.ArgumentParser:
         )
         sp.add_argument(
             "--no-inspect", action="store_true", help="no local /metrics and /api/tunnels"
-        )
-        sp.add_argument(
-            "--wss", help="HTTPS address for WebSocket links (default: SERVER-HOST:443)"
-        )
-        sp.add_argument(
-            "--plaintext",
-            action="store_true",
-            help="INSECURE: connect to the edge without TLS (only for an edge on a trusted "
-            "private network that was started with --agent-plaintext)",
         )
 
     http = sub.add_parser("http", help="expose a local HTTP service")
@@ -129,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("path", help="print the config file's path")
     cfg_sub.add_parser("check", help="validate the config file: exit 0 if it is right, else 1")
 
+    diag = sub.add_parser(
+        "diagnose", help="check the edge's address, ports, certificate, the token and the clock"
+    )
+    edge_flags(diag)
+    diag.add_argument("--timeout", type=float, default=5.0, help="seconds per check (5)")
+
     sub.add_parser("version", help="print the agent version")
     return p
 
@@ -150,13 +162,21 @@ def _specs(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> list[Tunn
     return [cfg.tunnels[n] for n in names]
 
 
-def _agent_for(
-    args: argparse.Namespace,
-    cfg: agent_config.AgentConfig,
-    specs: list[TunnelSpec],
-    printer: Display,
-) -> Agent:
-    """An agent for the edge named by flags, the config file, or a running `burrowd dev`."""
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """Where and how to reach the edge, from flags, the config file or a running dev edge."""
+
+    host: str
+    port: int
+    token: str
+    ca: str
+    wss_host: str
+    wss_port: int
+    transport: str  # "auto" | "tls" | "wss"
+    plaintext: bool
+
+
+def _edge_settings(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> EdgeSettings:
     server = args.server or cfg.server
     token = args.authtoken or cfg.authtoken
     ca = args.ca or cfg.ca
@@ -172,33 +192,68 @@ def _agent_for(
                 wss = wss or dev.get("wss", "")
                 plaintext = plaintext or dev.get("plaintext") == "1"
             token = token or dev.get("token", "")
+    host, port = parse_address(server or agent_config.DEFAULT_SERVER)
+    wss_host, wss_port = parse_address(wss) if wss else (host, 443)
+    return EdgeSettings(host, port, token, ca, wss_host, wss_port, transport, plaintext)
+
+
+def _agent_for(
+    args: argparse.Namespace,
+    cfg: agent_config.AgentConfig,
+    specs: list[TunnelSpec],
+    printer: Display,
+) -> Agent:
+    """An agent for the edge named by flags, the config file, or a running `burrowd dev`."""
+    edge = _edge_settings(args, cfg)
+    token = edge.token
     if not token:
         raise UsageError(
             "no authtoken: run `burrow config add-authtoken TOKEN` (or start `burrowd dev`)"
         )
-    host, port = parse_address(server or agent_config.DEFAULT_SERVER)
-    memory = TunnelMemory(agent_config.state_dir() / FILE_NAME, f"{host}:{port}", token)
-    if plaintext:
-        if transport == "wss":
+    server = (edge.host, edge.port)
+    memory = TunnelMemory(agent_config.state_dir() / FILE_NAME, f"{edge.host}:{edge.port}", token)
+    if edge.plaintext:
+        if edge.transport == "wss":
             raise UsageError("--plaintext links connect directly; drop --transport wss")
-        return Agent((host, port), token, specs, on_change=printer.changed, memory=memory)
-    wss_host, wss_port = parse_address(wss) if wss else (host, 443)
+        return Agent(server, token, specs, on_change=printer.changed, memory=memory)
     try:
-        tls = link_tls_context(ca or None)
-        wss_tls = link_tls_context(ca or None, websocket=True)
+        tls = link_tls_context(edge.ca or None)
+        wss_tls = link_tls_context(edge.ca or None, websocket=True)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot use CA file {ca}: {exc}") from None
+        raise UsageError(f"cannot use CA file {edge.ca}: {exc}") from None
     return Agent(
-        (host, port),
+        server,
         token,
         specs,
         on_change=printer.changed,
         tls=tls,
-        transport={"tls": "direct"}.get(transport, transport),
-        wss_server=(wss_host, wss_port),
+        transport={"tls": "direct"}.get(edge.transport, edge.transport),
+        wss_server=(edge.wss_host, edge.wss_port),
         wss_tls=wss_tls,
         memory=memory,
     )
+
+
+def _diagnose(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> int:
+    edge = _edge_settings(args, cfg)
+    target = EdgeTarget(
+        edge.host,
+        edge.port,
+        edge.token,
+        ca=edge.ca,
+        wss_host=edge.wss_host if edge.transport != "tls" else "",
+        wss_port=edge.wss_port if edge.transport != "tls" else 0,
+        plaintext=edge.plaintext,
+    )
+    if edge.ca and not os.path.isfile(edge.ca):
+        print(f"burrow: no CA file at {edge.ca}", file=sys.stderr)
+        return 2
+    checks = uvloop.run(diagnose(target, per_check=args.timeout))
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if c.failed]
+    print(f"{len(failed)} of {len(checks)} checks failed" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def _inspect_address(
@@ -306,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Authtoken saved to {saved}")
             return 0
         cfg = agent_config.load(path)
+        if args.command == "diagnose":
+            return _diagnose(args, cfg)
         specs = _specs(args, cfg)
         log_to = args.log or cfg.log_file
         inspect = _inspect_address(args, cfg)

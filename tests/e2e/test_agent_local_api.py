@@ -10,9 +10,9 @@ import socket
 from agent.local_api import LocalApi
 from agent.meters import AgentMeters
 from agent.tunnels import TunnelSpec
+from tests.agent.processes import TREE_ENV
 from tests.e2e.client import get, raw_exchange
 from tests.e2e.conftest import TOKEN
-from tests.e2e.test_agent_refusals import TREE_ENV
 from tests.e2e.test_cli_processes import Child
 
 

@@ -10,11 +10,9 @@ import pytest
 
 from agent.client import AgentRefused
 from agent.tunnels import PERMANENT_BIND_CODES, TRANSIENT_BIND_CODES, TunnelSpec
+from tests.agent.processes import TREE_ENV
 from tests.e2e.conftest import OTHER_TOKEN, TOKEN, edge_config, start_edge, wait_for
 from tests.e2e.test_cli_processes import START_TIMEOUT, Child
-
-# The child imports this tree's sources, not whichever tree the venv was installed from.
-TREE_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def test_every_code_the_edge_sends_is_classified() -> None:
@@ -87,7 +85,10 @@ async def test_burrow_exits_1_with_the_reason_when_its_tunnel_is_refused(
         env=TREE_ENV,
     )  # fmt: skip
     try:
-        code = await agent.finish(START_TIMEOUT)
+        try:
+            code = await agent.finish(START_TIMEOUT)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{agent.output()}") from None
         out = agent.output()
         assert code == 1, out
         assert "burrow: the edge refused tunnel" in out and "another account" in out, out

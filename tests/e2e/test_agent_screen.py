@@ -14,9 +14,9 @@ import sys
 import termios
 
 from agent.tunnels import TunnelSpec
+from tests.agent.processes import TREE_ENV
 from tests.e2e.client import get
 from tests.e2e.conftest import TOKEN, wait_for
-from tests.e2e.test_agent_refusals import TREE_ENV
 from tests.e2e.test_cli_processes import START_TIMEOUT, isolated_env
 
 

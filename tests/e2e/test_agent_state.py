@@ -9,8 +9,8 @@ from pathlib import Path
 
 from agent.state import TunnelMemory
 from agent.tunnels import TunnelSpec
+from tests.agent.processes import TREE_ENV
 from tests.e2e.conftest import OTHER_TOKEN, TOKEN, wait_for
-from tests.e2e.test_agent_refusals import TREE_ENV
 from tests.e2e.test_cli_processes import Child
 
 
