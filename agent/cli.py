@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import uvloop
 
 from agent import config as agent_config
-from agent import local_api, logs
+from agent import local_api, logs, service
 from agent.client import Agent, AgentRefused, link_tls_context
 from agent.diagnose import EdgeTarget, diagnose
 from agent.link import AGENT_VERSION
@@ -140,6 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     edge_flags(diag)
     diag.add_argument("--timeout", type=float, default=5.0, help="seconds per check (5)")
+
+    svc = sub.add_parser("service", help="run `burrow start` at boot or login")
+    service_sub = svc.add_subparsers(dest="service_command", required=True)
+    for verb, words in (("install", "write"), ("uninstall", "remove")):
+        sp = service_sub.add_parser(verb, help=f"{words} a systemd unit (launchd on macOS)")
+        sp.add_argument(
+            "--system", action="store_true", help="a system unit (needs root) instead of yours"
+        )
+        if verb == "install":
+            sp.add_argument("names", nargs="*", help="tunnels to start (default: all)")
 
     sub.add_parser("version", help="print the agent version")
     return p
@@ -322,6 +332,35 @@ async def _tick(agent: Agent, printer: Display, meters: AgentMeters) -> None:
         printer.tick(agent)
 
 
+def _service(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> int:
+    target = service.plan(cfg.path.resolve(), getattr(args, "names", []), system=args.system)
+    try:
+        if args.service_command == "uninstall":
+            for step in target.stop_steps:
+                print(f"  {step}   # first, if it is running")
+            if service.uninstall(target):
+                print(f"Removed {target.path}")
+            else:
+                print(f"No service installed at {target.path}")
+            return 0
+        if not cfg.tunnels:
+            raise UsageError(
+                f"no tunnels defined in {cfg.path}: the service runs `burrow start`, "
+                "add a [tunnels.NAME] table first"
+            )
+        _specs(args, cfg)  # the named tunnels exist
+        if not (cfg.authtoken or agent_config.read_dev_edge()):
+            raise UsageError(f"no authtoken in {cfg.path}: run `burrow config add-authtoken`")
+        service.install(target)
+    except service.ServiceError as exc:
+        print(f"burrow: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote {target.path}; start it with:")
+    for step in target.next_steps:
+        print(f"  {step}")
+    return 0
+
+
 def _check_config(path: agent_config.Path | None) -> int:
     path = path or agent_config.config_path()
     if not path.exists():
@@ -361,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Authtoken saved to {saved}")
             return 0
         cfg = agent_config.load(path)
+        if args.command == "service":
+            return _service(args, cfg)
         if args.command == "diagnose":
             return _diagnose(args, cfg)
         specs = _specs(args, cfg)
