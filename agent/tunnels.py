@@ -83,46 +83,57 @@ _LATENCY_SAMPLES = 512
 
 
 @dataclass(slots=True)
+class SampleRing:
+    """The latest ``_LATENCY_SAMPLES`` values, oldest overwritten first: adding one costs a
+    store; sorting waits for whoever reads the percentiles (a display, once a second)."""
+
+    samples: list[float] = field(default_factory=list)
+    next: int = 0
+
+    def add(self, value: float) -> None:
+        samples = self.samples
+        if len(samples) < _LATENCY_SAMPLES:
+            samples.append(value)
+        else:
+            samples[self.next] = value
+            self.next = (self.next + 1) % _LATENCY_SAMPLES
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def percentile(self, q: float) -> float | None:
+        ordered = sorted(self.samples)
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass(slots=True)
 class TunnelStats:
     connections: int = 0
     open_connections: int = 0
     requests: int = 0
     failed: int = 0
-    # The latest _LATENCY_SAMPLES request latencies, oldest overwritten first: recording one
-    # costs a store per request; sorting waits for the status line, once a second.
-    _latencies: list[float] = field(default_factory=list)
-    _next: int = 0
-
-    def record_latency(self, seconds: float) -> None:
-        lat = self._latencies
-        if len(lat) < _LATENCY_SAMPLES:
-            lat.append(seconds)
-        else:
-            lat[self._next] = seconds
-            self._next = (self._next + 1) % _LATENCY_SAMPLES
-
-    # How long connections stayed open (the latest _LATENCY_SAMPLES), recorded once per
-    # connection when it closes.
-    _durations: list[float] = field(default_factory=list)
-    _next_duration: int = 0
+    # Request latencies (to the response head), recorded once per request.
+    _latencies: SampleRing = field(default_factory=SampleRing)
+    # How long connections stayed open, recorded once per connection when it closes.
+    _durations: SampleRing = field(default_factory=SampleRing)
     # The latest _RECENT_REQUESTS requests: (request line, status, seconds to the response
     # head, monotonic start). Bytes as they came; decoded only when something shows them.
     _recent: list[tuple[bytes, int, float, float]] = field(default_factory=list)
     _next_recent: int = 0
 
+    def record_latency(self, seconds: float) -> None:
+        self._latencies.add(seconds)
+
     def percentile(self, q: float) -> float | None:
-        return _percentile(self._latencies, q)
+        return self._latencies.percentile(q)
 
     def record_duration(self, seconds: float) -> None:
-        durations = self._durations
-        if len(durations) < _LATENCY_SAMPLES:
-            durations.append(seconds)
-        else:
-            durations[self._next_duration] = seconds
-            self._next_duration = (self._next_duration + 1) % _LATENCY_SAMPLES
+        self._durations.add(seconds)
 
-    def duration_percentile(self, q: float) -> float | None:
-        return _percentile(self._durations, q)
+    def duration_samples(self) -> list[float]:
+        return list(self._durations.samples)
 
     def record_request(self, line: bytes, status: int, seconds: float, started: float) -> None:
         recent = self._recent
@@ -136,18 +147,8 @@ class TunnelStats:
         """(request line, status, seconds, monotonic start), oldest first."""
         return self._recent[self._next_recent :] + self._recent[: self._next_recent]
 
-    def duration_samples(self) -> list[float]:
-        return list(self._durations)
-
 
 _RECENT_REQUESTS = 50
-
-
-def _percentile(samples: list[float], q: float) -> float | None:
-    ordered = sorted(samples)
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass(slots=True)
