@@ -5,6 +5,12 @@ burrow http localhost:3000 --name demo
 burrow tcp 5432                       a public TCP port for localhost:5432
 burrow start [NAME ...]               the tunnels from the config file (all if none named)
 burrow config add-authtoken TOKEN     save the token in the config file
+burrow config check                   validate the config file (exit 0 or 1)
+burrow diagnose                       why the agent cannot connect, one line per check
+burrow service install                run `burrow start` at boot or login (systemd, launchd)
+
+On a terminal the agent shows a full-screen view; --log FILE or --plain give plain lines.
+Its local API: http://127.0.0.1:4040/api/tunnels and /metrics (--inspect-addr, --no-inspect).
 """
 
 from __future__ import annotations

@@ -124,11 +124,12 @@ class Diagnosis:
                 asyncio.open_connection(host, port), self.timeout
             )
         except (OSError, TimeoutError) as exc:
-            hint = (
-                "a firewall may block it: try --transport wss"
-                if name == "agent port"
-                else "this network may block it; the agent port may still work"
-            )
+            if isinstance(exc, ConnectionRefusedError):
+                hint = "nothing listens there: is the edge running, and is this its port?"
+            elif name == "agent port":
+                hint = "a firewall may block it: try --transport wss"
+            else:
+                hint = "this network may block it; the agent port may still work"
             self._add(name, "FAIL", f"cannot connect to {host}:{port} ({_reason(exc)})", hint)
             return
         tcp_ms = (time.monotonic() - started) * 1000

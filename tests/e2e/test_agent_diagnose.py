@@ -70,7 +70,7 @@ async def test_unreachable_ports_and_names_fail_with_hints():
         wss_host="127.0.0.1", wss_port=closed_port(),
     )  # fmt: skip
     checks = by_name(await diagnose(target, per_check=3))
-    assert checks["agent port"].failed and "--transport wss" in checks["agent port"].line()
+    assert checks["agent port"].failed and "nothing listens" in checks["agent port"].line()
     assert checks["wss"].failed
     missing = by_name(await diagnose(EdgeTarget("edge.invalid", 4443, "t"), per_check=3))
     assert missing["dns"].failed and "does not resolve" in missing["dns"].detail
