@@ -90,3 +90,38 @@ def test_a_log_record_never_lands_inside_the_status_line() -> None:
     shown = [line.rsplit("\r\x1b[2K", 1)[-1] for line in term.getvalue().split("\n")]
     assert "WARNING something happened" in shown, shown
     assert all(line.startswith(("reconnecting |", "WARNING")) for line in shown if line), shown
+
+
+def test_run_py_burrow_execs_the_venv_agent_with_the_callers_arguments_and_cwd(
+    tmp_path: Path,
+) -> None:
+    """``python3 run.py burrow http 3000`` from anywhere: the .venv's burrow, same argv, and
+    the directory the user was in (so relative --config or --ca paths mean theirs)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(ROOT / "run.py", checkout / "run.py")
+    digest = hashlib.sha256()
+    for name in ("setup.cfg", "pyproject.toml"):
+        (checkout / name).write_text(f"# {name}\n")
+        digest.update((checkout / name).read_bytes())
+    bin_dir = checkout / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    # An installed venv, as far as run.py can tell: nothing to install.
+    (checkout / ".venv" / ".burrow-install").write_text(digest.hexdigest() + "server,dev")
+    fake = bin_dir / "burrow"
+    fake.write_text('#!/bin/sh\necho "argv: $*"\necho "cwd: $(pwd)"\n')
+    fake.chmod(0o755)
+    elsewhere = tmp_path / "project"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(checkout / "run.py"), "burrow", "http", "3000", "--name", "x"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["argv: http 3000 --name x", f"cwd: {elsewhere}"]
