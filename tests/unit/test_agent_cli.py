@@ -125,3 +125,29 @@ def test_run_py_burrow_execs_the_venv_agent_with_the_callers_arguments_and_cwd(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["argv: http 3000 --name x", f"cwd: {elsewhere}"]
+
+
+def test_json_log_lines_are_one_object_each(tmp_path: Path) -> None:
+    import json
+
+    from agent import logs
+
+    path = tmp_path / "agent.log"
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        logs.configure("info", "json", str(path), None)
+        logging.getLogger("burrow.agent").warning("tunnel %s refused: %s", "web", 'a "quoted" why')
+        logging.getLogger("burrow.agent").debug("not at info")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    [line] = path.read_text().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "warning" and record["logger"] == "burrow.agent"
+    assert record["msg"] == 'tunnel web refused: a "quoted" why'
+    assert record["time"].endswith("Z")
