@@ -66,6 +66,11 @@ PERMANENT_BIND_CODES: Final = frozenset(
         "too_many_tunnels",
         "unverified",  # a custom domain not verified yet
         "tls_mode",  # a custom domain set up for the other TLS mode
+        "held",  # kept for the account that used it last, for a while
+        "not_owned",  # a host the token's org has not reserved or added
+        "not_reserved",  # a free name: reserve it first, or take a random one
+        "reserved",  # a name the installation uses itself
+        "quota",  # the org's limit on tunnels, links or TCP ports
     }
 )
 # "in_use" stops being transient after this many retries a second apart: longer than an old

@@ -69,7 +69,7 @@ from edge.forwarding import (
 )
 from edge.h2_fields import CONNECTION_SPECIFIC, field_problem
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
-from edge.pages import error_page
+from edge.pages import error_page, http_date
 from edge.request_ids import request_id_for
 from edge.routing import normalize_host
 from edge.visitor_policy import OPEN, Refusal, challenge
@@ -845,6 +845,7 @@ class H2Visitor(asyncio.Protocol):
             (b"cache-control", b"no-store"),
             (b"x-burrow-error", b"1"),
             (b"x-request-id", stream.request_id),
+            (b"date", http_date()),
         ]
         if extra:
             headers.extend(extra)

@@ -61,7 +61,7 @@ from edge.http1.events import (
     UsageError,
 )
 from edge.http1.native import NativeVisitorConnection
-from edge.pages import TITLES, error_page
+from edge.pages import TITLES, error_page, http_date
 from edge.request_ids import new_request_id, request_id_for
 from edge.routing import normalize_host
 from edge.visitor_policy import OPEN, Refusal, challenge
@@ -604,6 +604,7 @@ class HttpVisitor(asyncio.Protocol):
                 f"x-request-id: {rid}\r\n"
                 "connection: close\r\n"
             ).encode()
+            head += b"date: " + http_date() + b"\r\n"
             if extra:
                 head += b"".join(name + b": " + value + b"\r\n" for name, value in extra)
             self.transport.write(head + b"\r\n" + body)
@@ -652,6 +653,7 @@ class HttpVisitor(asyncio.Protocol):
                 (b"cache-control", b"no-store"),
                 (b"x-burrow-error", b"1"),
                 (b"x-request-id", rid.encode()),
+                (b"date", http_date()),
                 *extra,
             ],
             TITLES[status].encode(),
