@@ -156,14 +156,14 @@ async def test_signup_token_bind_refuse_revoke(
 ) -> None:
     acme = await stack.signup("owner@acme.example")
     globex = await stack.signup("owner@globex.example")
-    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "shop"})
+    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "acmeshop"})
     acme_token = await stack.call("POST", "/v1/tokens", acme["key"], status=201, json={})
     globex_token = await stack.call("POST", "/v1/tokens", globex["key"], status=201, json={})
 
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="shop")
+    spec = TunnelSpec("http", "127.0.0.1", service.port, name="acmeshop")
     agent = await agents.start(stack.edge, spec, token=acme_token["token"])
-    assert agent.tunnels[0].url.startswith("http://shop.tunnels.test")
-    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    assert agent.tunnels[0].url.startswith("http://acmeshop.tunnels.test")
+    resp = await get(stack.edge.config.http_port, "acmeshop.tunnels.test", "/hello")
     assert resp.status == 200
 
     # Another org's agent is refused the name, with a reason its user can act on.
@@ -181,7 +181,7 @@ async def test_signup_token_bind_refuse_revoke(
             break
         await asyncio.sleep(0.05)
     rows = await listed(acme["key"])
-    assert [r["hostname"] for r in rows] == ["shop.tunnels.test"]
+    assert [r["hostname"] for r in rows] == ["acmeshop.tunnels.test"]
     assert rows[0]["edge_id"] == stack.edge.config.edge_id
     assert await listed(globex["key"]) == []
     async with stack.http.get(stack.control.url + "/metrics") as resp:
@@ -200,7 +200,7 @@ async def test_signup_token_bind_refuse_revoke(
     await wait_for(running.done, timeout=5, what="revoked agent to stop")
     with pytest.raises(AgentRefused, match="revoked"):
         running.result()
-    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    resp = await get(stack.edge.config.http_port, "acmeshop.tunnels.test", "/hello")
     assert resp.status == 404
     again = await agents.start(stack.edge, spec, token=acme_token["token"], wait=False)
     task = agents.running[-1][1]
