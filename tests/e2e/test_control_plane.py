@@ -75,16 +75,21 @@ class Stack:
             assert resp.status == status, (resp.status, body)
             return body
 
-    async def sign_in_operator(self, email: str) -> None:
-        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
-        for ``operator_call`` until its cookies are cleared."""
+    async def _sign_up_and_in(self, email: str) -> dict[str, Any]:
+        """Sign ``email`` up (202, alike for new and known emails), then in; ``/v1/me``."""
         credentials = {"email": email, "password": PASSWORD}
         async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
             assert resp.status == 202, await resp.text()
         async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
             assert resp.status == 200, await resp.text()
         async with self.http.get(self.control.url + "/v1/me") as resp:
-            user_id = (await resp.json())["user"]["id"]
+            me: dict[str, Any] = await resp.json()
+        return me
+
+    async def sign_in_operator(self, email: str) -> None:
+        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
+        for ``operator_call`` until its cookies are cleared."""
+        user_id = (await self._sign_up_and_in(email))["user"]["id"]
         assert self.control.runner is not None
         await self.control.runner.app[DB].execute(
             "UPDATE users SET is_admin = true WHERE id = %s", (user_id,)
@@ -100,13 +105,7 @@ class Stack:
 
     async def signup(self, email: str) -> dict[str, Any]:
         """A user with their own org, and an admin API key for it."""
-        credentials = {"email": email, "password": PASSWORD}
-        async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
-            assert resp.status == 202, await resp.text()
-        async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
-            assert resp.status == 200, await resp.text()
-        async with self.http.get(self.control.url + "/v1/me") as resp:
-            me = await resp.json()
+        me = await self._sign_up_and_in(email)
         user: dict[str, Any] = {"user": me["user"], "org": me["orgs"][0]}
         async with self.http.post(
             self.control.url + "/v1/api-keys", json={}, headers={"X-Requested-With": "t"}
