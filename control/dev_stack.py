@@ -75,6 +75,7 @@ async def start_dev_control(
         base_domain=base_domain,
         secret_key=secret,
         agent_server=agent_server,
+        open_names=True,  # one developer's own machine: any free name is theirs to try
         # The dev provider's checkout page, so the whole paid flow can be tried locally.
         billing=BillingSettings(mock=True),
     )
