@@ -60,6 +60,7 @@ class OrgLimits(msgspec.Struct, frozen=True):
     links: int = 0
     tcp_ports: int = 0
     streams: int = 0  # visitor connections open at once
+    plan: str = ""  # the billing plan the limits come from ("": none), named in refusals
 
 
 class RoutingSnapshot(msgspec.Struct):
@@ -160,6 +161,15 @@ class LiveTunnel(msgspec.Struct, frozen=True):
     started: float = 0.0  # unix seconds
 
 
+class OrgUsage(msgspec.Struct, frozen=True):
+    """What an org's agent links carried on one edge since that edge's previous
+    ``EdgeState``: bytes both ways, and visitor connections (tunnel streams) opened."""
+
+    org: str
+    bytes: int = 0
+    connections: int = 0
+
+
 class EdgeState(msgspec.Struct, tag="edge_state"):
     """Everything the edge serves now; replaces what control knew of this edge."""
 
@@ -169,6 +179,7 @@ class EdgeState(msgspec.Struct, tag="edge_state"):
     tunnels: list[LiveTunnel]
     version: str = ""
     draining: bool = False
+    usage: list[OrgUsage] = []  # since the previous EdgeState; metered per billing period
 
 
 class TunnelUp(msgspec.Struct, tag="tunnel_up"):

@@ -10,9 +10,21 @@ from pathlib import Path
 
 from aiohttp import web
 
+from billing.service import BILLING, Billing, build_providers
 from bus.base import Bus
 from control import __version__, redaction
-from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
+from control.api import (
+    accounts,
+    admin,
+    api_keys,
+    billing,
+    domains,
+    edge,
+    names,
+    orgs,
+    tokens,
+    tunnels,
+)
 from control.bodies import to_json
 from control.config import ControlConfig
 from control.db import Database
@@ -108,6 +120,18 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     await _close_within("stopping the routing outbox", task)
 
 
+async def _billing(app: web.Application) -> AsyncIterator[None]:
+    """The payment providers that are on (SDK clients are built, not connected)."""
+    settings = app[CONFIG].billing
+    problems = settings.problems()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    app[BILLING] = Billing(app[DB], app[OUTBOX], settings, build_providers(settings, app[DB]))
+    if settings.mock:
+        log.warning("billing: the mock payment provider is on (dev and tests only)")
+    yield
+
+
 async def _throttle(app: web.Application) -> AsyncIterator[None]:
     app[THROTTLE] = Throttle(app[CONFIG])
     yield
@@ -185,6 +209,7 @@ def create_app(
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)
+    app.cleanup_ctx.append(_billing)
     app.cleanup_ctx.append(_edge_reports)
     app.cleanup_ctx.append(running(workers))
     app.add_routes(routes)
@@ -199,6 +224,7 @@ def create_app(
         edge.routes,
         domains.routes,
         tunnels.routes,
+        billing.routes,
         admin.routes,
     ):
         app.add_routes(table)

@@ -10,6 +10,7 @@ import signal
 
 from aiohttp import web
 
+from billing.settings import BillingSettings
 from control.app import create_app, database_dsn
 from control.config import ControlConfig
 from control.db import Database, DatabaseUnavailable
@@ -95,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> ControlConfig:
         secure_cookies=getattr(args, "secure_cookies", False),
         dns_nameservers=getattr(args, "dns", []),
         agent_server=getattr(args, "agent_server", ""),
+        billing=BillingSettings.from_environ(),
     )
 
 
