@@ -60,6 +60,7 @@ class OrgLimits(msgspec.Struct, frozen=True):
     links: int = 0
     tcp_ports: int = 0
     streams: int = 0  # visitor connections open at once
+    plan: str = ""  # the billing plan the limits come from ("": none), named in refusals
 
 
 class CertRef(msgspec.Struct, frozen=True):
@@ -97,6 +98,9 @@ class RoutingSnapshot(msgspec.Struct):
     limits: list[OrgLimits] = []  # orgs whose quotas differ from the edge's defaults
     certs: list[CertRef] = []
     challenges: list[AcmeChallenge] = []
+    # Whether a free name under the base domain binds first-come for any account (as frp's
+    # subdomains do); False: only names an org reserved, and random names an edge gave it.
+    open_names: bool = False
 
 
 class NameSet(msgspec.Struct, tag="name_set"):
@@ -215,6 +219,15 @@ class LiveTunnel(msgspec.Struct, frozen=True):
     started: float = 0.0  # unix seconds
 
 
+class OrgUsage(msgspec.Struct, frozen=True):
+    """What an org's agent links carried on one edge since that edge's previous
+    ``EdgeState``: bytes both ways, and visitor connections (tunnel streams) opened."""
+
+    org: str
+    bytes: int = 0
+    connections: int = 0
+
+
 class EdgeState(msgspec.Struct, tag="edge_state"):
     """Everything the edge serves now; replaces what control knew of this edge."""
 
@@ -224,6 +237,7 @@ class EdgeState(msgspec.Struct, tag="edge_state"):
     tunnels: list[LiveTunnel]
     version: str = ""
     draining: bool = False
+    usage: list[OrgUsage] = []  # since the previous EdgeState; metered per billing period
 
 
 class TunnelUp(msgspec.Struct, tag="tunnel_up"):

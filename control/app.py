@@ -10,9 +10,21 @@ from pathlib import Path
 
 from aiohttp import web
 
+from billing.service import BILLING, Billing, build_providers
 from bus.base import Bus
 from control import __version__, redaction
-from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
+from control.api import (
+    accounts,
+    admin,
+    api_keys,
+    billing,
+    domains,
+    edge,
+    names,
+    orgs,
+    tokens,
+    tunnels,
+)
 from control.bodies import to_json
 from control.config import ControlConfig
 from control.db import Database
@@ -97,7 +109,7 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
             "set BURROW_SECRET_KEY (any long random string, kept safe): agent-token signing "
             "keys are encrypted with it"
         )
-    outbox = RoutingOutbox(app[DB], app[BUS])
+    outbox = RoutingOutbox(app[DB], app[BUS], open_names=config.open_names)
     outbox.report_pending = app[METRICS].routing_pending.set
     app[OUTBOX] = outbox
     app[BOX] = box = SecretBox.from_secret(config.secret_key)
@@ -107,6 +119,18 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     await _close_within("stopping the routing outbox", task)
+
+
+async def _billing(app: web.Application) -> AsyncIterator[None]:
+    """The payment providers that are on (SDK clients are built, not connected)."""
+    settings = app[CONFIG].billing
+    problems = settings.problems()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    app[BILLING] = Billing(app[DB], app[OUTBOX], settings, build_providers(settings, app[DB]))
+    if settings.mock:
+        log.warning("billing: the mock payment provider is on (dev and tests only)")
+    yield
 
 
 async def _throttle(app: web.Application) -> AsyncIterator[None]:
@@ -186,6 +210,7 @@ def create_app(
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)
+    app.cleanup_ctx.append(_billing)
     app.cleanup_ctx.append(_edge_reports)
     app.cleanup_ctx.append(running(workers))
     app.add_routes(routes)
@@ -200,6 +225,7 @@ def create_app(
         edge.routes,
         domains.routes,
         tunnels.routes,
+        billing.routes,
         admin.routes,
     ):
         app.add_routes(table)

@@ -10,6 +10,7 @@ import signal
 
 from aiohttp import web
 
+from billing.settings import BillingSettings
 from certs.config import AcmeSettings, CertsConfig, Dns01Settings, directory_url
 from control.app import create_app, database_dsn
 from control.config import ControlConfig
@@ -54,6 +55,11 @@ def _control_flags(sp: argparse.ArgumentParser) -> None:
         help="the edge address agents dial, printed with new tokens",
     )
     sp.add_argument("--closed-signup", action="store_true", help="only admins add users")
+    sp.add_argument(
+        "--open-names",
+        action="store_true",
+        help="any free name binds first-come; default: only reserved and random names",
+    )
     sp.add_argument("--secure-cookies", action="store_true", help="control is behind HTTPS")
     sp.add_argument(
         "--dns", action="append", default=[], help="DNS server for domain checks (repeat)"
@@ -142,10 +148,12 @@ def config_from_args(args: argparse.Namespace) -> ControlConfig:
         secret_key=os.environ.get("BURROW_SECRET_KEY", ""),
         edge_keys=edge_keys,
         signup_open=not getattr(args, "closed_signup", False),
+        open_names=getattr(args, "open_names", False),
         secure_cookies=getattr(args, "secure_cookies", False),
         dns_nameservers=getattr(args, "dns", []),
         agent_server=getattr(args, "agent_server", ""),
         certs=certs_config_from_args(args),
+        billing=BillingSettings.from_environ(),
     )
 
 

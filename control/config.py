@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from billing.settings import BillingSettings
 from certs.config import CertsConfig
 
 
@@ -37,6 +38,9 @@ class ControlConfig:
     # Keys edges present to fetch routing snapshots (Authorization: Bearer ...).
     edge_keys: tuple[str, ...] = ()
     signup_open: bool = True
+    # Any free name under the base domain binds first-come for any account; off (the
+    # default), an org binds only the names it reserved and the random names edges give it.
+    open_names: bool = False
     session_seconds: int = 14 * 24 * 3600
     secure_cookies: bool = False  # set when control is served over HTTPS
     # Largest request body the API reads; larger ones get 413.
@@ -68,6 +72,8 @@ class ControlConfig:
     edge_stale_seconds: float = 45.0
     # ``burrowd worker certs``: the ACME CA, challenges, probes and alerts.
     certs: CertsConfig = field(default_factory=CertsConfig)
+    # Plans, providers, webhooks, dunning (billing/settings.py).
+    billing: BillingSettings = field(default_factory=BillingSettings)
 
     @property
     def cname_target(self) -> str:

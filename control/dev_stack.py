@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from billing.settings import BillingSettings
 from bus.base import Bus
 from bus.events import EdgeCert, RoutingSnapshot
 from certs.records import edge_certificate
@@ -81,6 +82,9 @@ async def start_dev_control(
         base_domain=base_domain,
         secret_key=secret,
         agent_server=agent_server,
+        open_names=True,  # one developer's own machine: any free name is theirs to try
+        # The dev provider's checkout page, so the whole paid flow can be tried locally.
+        billing=BillingSettings(mock=True),
     )
     app = create_app(config, bus=bus, workers=tuple(WORKERS))
     runner = web.AppRunner(app, access_log=None)

@@ -40,6 +40,7 @@ WorkerFactory = Callable[[web.Application], Worker]
 # are written; the names are what `burrowd worker NAME` accepts.
 WORKERS: dict[str, str] = {
     "certs": "certs.worker:create",
+    "billing": "billing.worker:billing_worker",
 }
 
 

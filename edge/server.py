@@ -54,6 +54,8 @@ class Edge:
         # return at once and never raise.
         self.on_tunnel_up: Callable[[Tunnel], None] | None = None
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None
+        # Told of an agent link that closed (its last bytes count towards usage).
+        self.on_session_closed: Callable[[AgentSession], None] | None = None
         self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
         self.agent_instances = AgentInstances(config.name_lease_seconds)
         # Per account, for its quotas: tunnels installed, and its welcomed agent links (each
@@ -243,7 +245,10 @@ class Edge:
             ownership = self.ownership
             allowed = ownership.allowed_for(identity.account, identity.allowed_hosts, bind.name)
             hostname = routes.hostname_for(bind.name, allowed)
-            ownership.check_bind(identity.account, hostname, bind.protocol)
+            given = routes.held_for(hostname, identity.account)
+            if not given:  # another account's lease says whose it is, and until when
+                routes.refuse_if_held(hostname, hostname, identity.account)
+            ownership.check_bind(identity.account, hostname, bind.protocol, given=given)
         else:
             hostname = routes.random_hostname()
         if identity.tls_modes:
@@ -286,6 +291,17 @@ class Edge:
             streams = custom.streams or streams
         return tunnels, links, ports, streams
 
+    def more_hint(self, account: str) -> str:
+        """How ``account`` gets more than its quota: upgrade its billing plan when its
+        limits come from one, else ask the operator."""
+        custom = self.ownership.limits_for(account)
+        if custom is not None and custom.plan:
+            return (
+                f"upgrade from the {custom.plan} plan (GET /v1/plans, then "
+                "POST /v1/billing/checkout)"
+            )
+        return "ask your operator to raise the limit"
+
     def _check_quota(self, session: AgentSession, key: str | int | None, *, tcp: bool) -> None:
         """Refuse a bind that would take ``session``'s account past its tunnel or TCP port
         quota. ``key``: the hostname or port asked for (None: any port). Taking back what
@@ -301,7 +317,7 @@ class Edge:
             raise BindError(
                 "quota",
                 f"your account may hold {tunnels} tunnels on this edge at once (names kept "
-                "for a reconnect count too); stop one, or ask your operator to raise the limit",
+                f"for a reconnect count too); stop one, or {self.more_hint(account)}",
             )
         pool = routes.ports.get(key) if isinstance(key, int) else None
         joins = pool is not None and pool.account == account  # a port it serves already
@@ -309,8 +325,7 @@ class Edge:
             raise BindError(
                 "quota",
                 f"your account may hold {ports_limit} TCP ports on this edge at once (ports "
-                "kept for a reconnect count too); stop one, or ask your operator to raise "
-                "the limit",
+                f"kept for a reconnect count too); stop one, or {self.more_hint(account)}",
             )
 
     def _count_tunnel(self, account: str, delta: int) -> None:
@@ -418,7 +433,7 @@ class Edge:
             session.end_refused(
                 "quota",
                 f"your account may have {limit} agents connected to this edge at once; stop "
-                "one, or ask your operator to raise the limit",
+                f"one, or {self.more_hint(account)}",
             )
 
     def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
@@ -461,6 +476,8 @@ class Edge:
         self.sessions.discard(session)
         if session.identity is not None:  # counted as an agent's while it was open
             self.metrics.link_closed(session.bytes_in, session.bytes_out)
+            if self.on_session_closed is not None:
+                self.on_session_closed(session)
         if session.welcomed and session.instance_id:
             self.agent_instances.disconnected(session.instance_id, time.monotonic())
         if session.welcomed and session.identity is not None:

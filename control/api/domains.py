@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from billing.plans import require_room
 from bus.events import DomainRemoved, DomainSet
 from certs.records import withdraw_certificate
 from control import principals
@@ -182,6 +183,7 @@ async def add_domain(request: web.Request) -> web.Response:
             raise ApiError(
                 409, "limit", f"an organization may add {MAX_DOMAINS_PER_ORG} domains; remove one"
             )
+        await require_room(q, who.org_id, "custom_domains")  # the plan's limit: 402
         await _drop_expired_claim(request, q, host, who.org_id, config)
         row = await q.one(
             f"INSERT INTO domains (id, org_id, host, verification_token, strict, tls_mode)"
