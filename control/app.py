@@ -32,7 +32,7 @@ from control.dns_check import DomainVerifier
 from control.edge_reports import EdgeReportConsumer
 from control.embedded_db import start_embedded
 from control.errors import json_errors, refuse_control_characters
-from control.keys import BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
+from control.keys import BOX, BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
 from control.metrics import ControlMetrics
 from control.migrate import migrate
 from control.openapi import build_document, describe
@@ -112,7 +112,8 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     outbox = RoutingOutbox(app[DB], app[BUS], open_names=config.open_names)
     outbox.report_pending = app[METRICS].routing_pending.set
     app[OUTBOX] = outbox
-    app[SIGNING] = SigningKeys(app[DB], SecretBox.from_secret(config.secret_key), outbox)
+    app[BOX] = box = SecretBox.from_secret(config.secret_key)
+    app[SIGNING] = SigningKeys(app[DB], box, outbox)
     await app[SIGNING].ensure()
     task = asyncio.get_running_loop().create_task(outbox.run(), name="routing-outbox")
     yield

@@ -26,6 +26,7 @@ from bus.events import (
     VerifyKey,
     encode,
 )
+from certs.records import cert_refs, live_challenges
 from control.db import Database, Queries, cancel_requested
 
 log = logging.getLogger("burrow.control.routing")
@@ -148,6 +149,8 @@ class RoutingOutbox:
                     " ORDER BY id"
                 )
             ]
+            certs = await cert_refs(q)
+            challenges = await live_challenges(q)
         return RoutingSnapshot(
             seq=seq,
             names=names,
@@ -156,6 +159,8 @@ class RoutingOutbox:
             keys=keys,
             suspended=suspended,
             limits=limits,
+            certs=certs,
+            challenges=challenges,
             open_names=self.open_names,
         )
 

@@ -21,7 +21,7 @@ from edge.config import EdgeConfig
 from edge.http_visitor import HttpVisitor
 from edge.listen import Listener, format_hosts, listen
 from edge.metrics import EdgeMetrics, EdgeState
-from edge.ownership import HostOwnership
+from edge.ownership import HostOwnership, check_token_tls_mode
 from edge.routing import BindError, RouteTable, Tunnel
 from edge.tcp_visitor import TcpVisitor
 from edge.tls.listener import AGENT_ALPN, TlsVisitor
@@ -74,6 +74,9 @@ class Edge:
         self._loop: asyncio.AbstractEventLoop | None = None
         local_ca = LocalCA.load_or_create(config.local_ca_dir) if config.local_ca_dir else None
         self.certs = CertStore(alpn_protocols=(*DEFAULT_ALPN, AGENT_ALPN), local_ca=local_ca)
+        # ACME http-01 answers (token -> key authorization), kept by edge.control_sync while
+        # the certs worker's orders are validated; tls-alpn-01 ones live in ``certs``.
+        self.acme_http01: dict[str, str] = {}
         for cert_file, key_file in config.tls_files:
             self.certs.load_files(cert_file, key_file)
 
@@ -248,6 +251,8 @@ class Edge:
             ownership.check_bind(identity.account, hostname, bind.protocol, given=given)
         else:
             hostname = routes.random_hostname()
+        if identity.tls_modes:
+            check_token_tls_mode(identity.tls_modes, hostname, bind.protocol)
         self._check_quota(session, hostname, tcp=False)
         if bind.protocol == "tls" and self.config.https_port is None:
             raise BindError("protocol", "this edge has no HTTPS listener for TLS tunnels")

@@ -304,6 +304,30 @@ async def admin_release_domain(request: web.Request) -> web.Response:
     return to_json({"released": row["host"], "org_id": row["org_id"]})
 
 
+@routes.post("/v1/admin/domains/{domain_id}/tls/retry")
+@describe(
+    "Clear a domain's certificate backoff and failure count, so the certs worker orders "
+    "again at its next pass (after fixing what tls_last_error said). Audited.",
+    auth="admin",
+)
+async def admin_retry_tls(request: web.Request) -> web.Response:
+    who = await operator(request)
+    async with request.app[DB].transaction() as q:
+        row = await q.one(
+            "SELECT id, host, org_id FROM domains WHERE id = %s",
+            (request.match_info["domain_id"][:64],),
+        )
+        if row is None:
+            raise ApiError(404, "not_found", "no domain with that id")
+        queued = await q.execute(
+            "UPDATE cert_work SET next_attempt_at = NULL, failures = 0, failed_alerted = false"
+            " WHERE host = %s",
+            (row["host"],),
+        )
+        await audit(q, row["org_id"], who.actor, "domain.tls_retry", str(row["host"]))
+    return to_json({"host": row["host"], "queued": bool(queued)})
+
+
 @routes.get("/v1/admin/edges")
 @describe("Every edge that has reported: its tunnel count, and whether it is stale.", auth="admin")
 async def admin_edges(request: web.Request) -> web.Response:
