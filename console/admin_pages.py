@@ -34,7 +34,6 @@ async def users_page(view: View) -> dict[str, Any]:
 
 @action("/admin/users/{user_id}", back=users_page)
 async def update_user(view: View, form: Form) -> web.StreamResponse:
-    user_id = view.request.match_info["user_id"]
     change = form.text("change")
     body = {
         "disable": {"disabled": True},
@@ -42,11 +41,10 @@ async def update_user(view: View, form: Form) -> web.StreamResponse:
         "make_operator": {"is_admin": True},
         "remove_operator": {"is_admin": False},
     }.get(change, {})
-    await view.api(
+    await view.api_for(
         admin.admin_update_user,
         "PATCH",
-        f"/v1/admin/users/{user_id}",
-        match={"user_id": user_id},
+        "/v1/admin/users/{user_id}",
         body=body,
     )
     raise view.redirect("/admin/users", "user_updated")
@@ -65,7 +63,6 @@ async def orgs_page(view: View) -> dict[str, Any]:
 
 @action("/admin/orgs/{org_id}", back=orgs_page)
 async def update_org(view: View, form: Form) -> web.StreamResponse:
-    org_id = view.request.match_info["org_id"]
     body: dict[str, Any]
     if form.text("change") in ("suspend", "unsuspend"):
         body = {"suspended": form.text("change") == "suspend"}
@@ -76,8 +73,8 @@ async def update_org(view: View, form: Form) -> web.StreamResponse:
                 for name in ("tunnels", "links", "tcp_ports", "streams")
             }
         }
-    await view.api(
-        admin.admin_update_org, "PATCH", f"/v1/admin/orgs/{org_id}", match={"org_id": org_id},
+    await view.api_for(
+        admin.admin_update_org, "PATCH", "/v1/admin/orgs/{org_id}",
         body=body,
     )  # fmt: skip
     raise view.redirect("/admin/orgs", "org_updated")
@@ -154,10 +151,7 @@ async def rotate_key(view: View, form: Form) -> web.StreamResponse:
 
 @action("/admin/signing-keys/{kid}/retire", back=keys_page)
 async def retire_key(view: View, form: Form) -> web.StreamResponse:
-    kid = view.request.match_info["kid"]
-    await view.api(
-        admin.admin_retire_key, "POST", f"/v1/admin/signing-keys/{kid}/retire", match={"kid": kid}
-    )
+    await view.api_for(admin.admin_retire_key, "POST", "/v1/admin/signing-keys/{kid}/retire")
     raise view.redirect("/admin/signing-keys", "key_retired")
 
 

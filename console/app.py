@@ -11,6 +11,7 @@ token before any of that, and gives every answer its security headers.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from control.errors import ApiError, Handler
 from control.keys import CONFIG
 
 HERE = Path(__file__).parent
+_PATH_PARAMETER = re.compile(r"{(\w+)}")
 # The page a signed-out visitor is sent to, and the first page after signing in.
 SIGN_IN = "/login"
 HOME = "/start"
@@ -129,6 +131,21 @@ class View:
         query: Mapping[str, str] | None = None,
     ) -> Any:
         return await call(self.request, handler, method, path, match=match, body=body, query=query)
+
+    async def api_for(
+        self,
+        handler: ApiHandler,
+        method: str,
+        template: str,
+        *,
+        body: object = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Any:
+        """``api`` on the API route ``template`` ("/v1/tokens/{token_id}"), its ids taken from
+        the console route's own match ("/tokens/{token_id}/revoke")."""
+        match = {name: self.request.match_info[name] for name in _PATH_PARAMETER.findall(template)}
+        path = template.format(**match)
+        return await self.api(handler, method, path, match=match, body=body, query=query)
 
     def redirect(self, path: str, notice: str = "") -> web.HTTPSeeOther:
         assert not notice or notice in NOTICES, notice

@@ -123,9 +123,8 @@ async def tunnels_page(view: View) -> dict[str, Any]:
 @action("/tunnels/stop", back=tunnels_page)
 async def stop_tunnel(view: View, form: Form) -> web.StreamResponse:
     token_id = form.text("token_id")[:64]
-    await view.api(
-        tokens.revoke_token, "DELETE", f"/v1/tokens/{token_id}", match={"token_id": token_id}
-    )
+    match = {"token_id": token_id}
+    await view.api(tokens.revoke_token, "DELETE", f"/v1/tokens/{token_id}", match=match)
     raise view.redirect("/tunnels", "tunnel_stopped")
 
 
@@ -157,10 +156,7 @@ async def create_token(view: View, form: Form) -> dict[str, Any]:
 
 @action("/tokens/{token_id}/revoke", back=tokens_page)
 async def revoke_token(view: View, form: Form) -> web.StreamResponse:
-    token_id = view.request.match_info["token_id"]
-    await view.api(
-        tokens.revoke_token, "DELETE", f"/v1/tokens/{token_id}", match={"token_id": token_id}
-    )
+    await view.api_for(tokens.revoke_token, "DELETE", "/v1/tokens/{token_id}")
     raise view.redirect("/tokens", "token_revoked")
 
 
@@ -188,10 +184,7 @@ async def create_key(view: View, form: Form) -> dict[str, Any]:
 
 @action("/api-keys/{key_id}/revoke", back=api_keys_page)
 async def revoke_key(view: View, form: Form) -> web.StreamResponse:
-    key_id = view.request.match_info["key_id"]
-    await view.api(
-        api_keys.revoke_key, "DELETE", f"/v1/api-keys/{key_id}", match={"key_id": key_id}
-    )
+    await view.api_for(api_keys.revoke_key, "DELETE", "/v1/api-keys/{key_id}")
     raise view.redirect("/api-keys", "key_revoked")
 
 
@@ -213,8 +206,7 @@ async def reserve_name(view: View, form: Form) -> web.StreamResponse:
 
 @action("/names/{name_id}/release", back=names_page)
 async def release_name(view: View, form: Form) -> web.StreamResponse:
-    name_id = view.request.match_info["name_id"]
-    await view.api(names.release_name, "DELETE", f"/v1/names/{name_id}", match={"name_id": name_id})
+    await view.api_for(names.release_name, "DELETE", "/v1/names/{name_id}")
     raise view.redirect("/names", "name_released")
 
 
@@ -258,12 +250,10 @@ async def domain_page(view: View) -> dict[str, Any]:
 
 @action("/domains/{domain_id}/verify", back=domain_page)
 async def verify_domain(view: View, form: Form) -> dict[str, Any]:
-    domain_id = view.request.match_info["domain_id"]
-    checked = await view.api(
+    checked = await view.api_for(
         domains.verify_domain,
         "POST",
-        f"/v1/domains/{domain_id}/verify",
-        match={"domain_id": domain_id},
+        "/v1/domains/{domain_id}/verify",
     )
     view.extra = {"check": checked["check"]}
     return view.extra
@@ -272,11 +262,10 @@ async def verify_domain(view: View, form: Form) -> dict[str, Any]:
 @action("/domains/{domain_id}", back=domain_page)
 async def update_domain(view: View, form: Form) -> web.StreamResponse:
     domain_id = view.request.match_info["domain_id"]
-    await view.api(
+    await view.api_for(
         domains.update_domain,
         "PATCH",
-        f"/v1/domains/{domain_id}",
-        match={"domain_id": domain_id},
+        "/v1/domains/{domain_id}",
         body={
             "tls_mode": form.text("tls_mode") or "terminate",
             "target": form.text("target") or None,
@@ -288,10 +277,7 @@ async def update_domain(view: View, form: Form) -> web.StreamResponse:
 
 @action("/domains/{domain_id}/remove", back=domain_page)
 async def remove_domain(view: View, form: Form) -> web.StreamResponse:
-    domain_id = view.request.match_info["domain_id"]
-    await view.api(
-        domains.remove_domain, "DELETE", f"/v1/domains/{domain_id}", match={"domain_id": domain_id}
-    )
+    await view.api_for(domains.remove_domain, "DELETE", "/v1/domains/{domain_id}")
     raise view.redirect("/domains", "domain_removed")
 
 
@@ -328,12 +314,10 @@ async def invite(view: View, form: Form) -> dict[str, Any]:
 
 @action("/members/{user_id}/role", back=members_page)
 async def change_role(view: View, form: Form) -> web.StreamResponse:
-    user_id = view.request.match_info["user_id"]
-    await view.api(
+    await view.api_for(
         orgs.change_role,
         "PATCH",
-        f"/v1/members/{user_id}",
-        match={"user_id": user_id},
+        "/v1/members/{user_id}",
         body={"role": form.text("role")},
     )
     raise view.redirect("/members", "role_changed")
@@ -341,21 +325,16 @@ async def change_role(view: View, form: Form) -> web.StreamResponse:
 
 @action("/members/{user_id}/remove", back=members_page)
 async def remove_member(view: View, form: Form) -> web.StreamResponse:
-    user_id = view.request.match_info["user_id"]
-    await view.api(
-        orgs.remove_member, "DELETE", f"/v1/members/{user_id}", match={"user_id": user_id}
-    )
+    await view.api_for(orgs.remove_member, "DELETE", "/v1/members/{user_id}")
     raise view.redirect("/members", "member_removed")
 
 
 @action("/invitations/{invitation_id}/revoke", back=members_page)
 async def revoke_invitation(view: View, form: Form) -> web.StreamResponse:
-    invitation_id = view.request.match_info["invitation_id"]
-    await view.api(
+    await view.api_for(
         orgs.revoke_invitation,
         "DELETE",
-        f"/v1/invitations/{invitation_id}",
-        match={"invitation_id": invitation_id},
+        "/v1/invitations/{invitation_id}",
     )
     raise view.redirect("/members", "invitation_revoked")
 
