@@ -4,6 +4,7 @@
     python3 run.py dev [burrowd dev flags]   start Burrow locally with a demo tunnel
     python3 run.py test [pytest flags]       lint, type-check and run the whole test suite
     python3 run.py bench [bench flags]       the load-test harness (python -m bench)
+    python3 run.py burrow http 3000          the agent, as .venv/bin/burrow would run it
 
 Each command creates ./.venv on first use and installs the project into it (again whenever
 setup.cfg or pyproject.toml change), then compiles the data path with mypyc where a C compiler
@@ -69,6 +70,9 @@ def ensure_compiled() -> bool:
     return done.returncode == 0 and "compiled with mypyc" in done.stdout
 
 
+_caller_cwd = os.getcwd()
+
+
 def run(argv: list[str]) -> int:
     os.chdir(ROOT)
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
@@ -94,6 +98,11 @@ def run(argv: list[str]) -> int:
         # Machines without a C compiler run the sources as they are: test that form too.
         _say("pytest again, data path as pure Python (BURROW_COMPILED=0)")
         return subprocess.run(pytest, env={**os.environ, "BURROW_COMPILED": "0"}).returncode
+    if command == "burrow":
+        # The agent needs only the base install, but the venv run.py makes has all of it.
+        ensure_venv()
+        os.chdir(_caller_cwd)  # local paths on the command line (--config, --ca) are the user's
+        os.execv(BIN / "burrow", [str(BIN / "burrow"), *rest])
     if command == "bench":
         ensure_venv("server,dev,bench")
         ensure_compiled()

@@ -5,7 +5,8 @@ link has been welcomed. Every reconnect asks for the names and ports the edge ga
 with the same ``instance_id``, so the edge hands them back at once. A ``GoAway`` from a
 draining edge starts a new link immediately while the old one finishes its streams.
 A refused token is final, at Hello or later on a live link (revoked, expired): retrying
-cannot fix it.
+cannot fix it. A refused tunnel is final too unless its BindFailed code is transient
+(``agent.tunnels.TRANSIENT_BIND_CODES``): the agent drops it, and ends when none is left.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from collections.abc import Callable
 import wsproto
 
 from agent.link import AgentLink
-from agent.tunnels import TunnelSpec, TunnelState
+from agent.state import TunnelMemory
+from agent.tunnels import (
+    BIND_RETRY_MAX,
+    BIND_RETRY_START,
+    IN_USE_RETRIES,
+    TunnelSpec,
+    TunnelState,
+    bind_refusal_is_transient,
+)
 from proto.messages import BindFailed, Bound, GoAway
 from relay.websocket import WebSocketShell
 
@@ -32,7 +41,16 @@ BACKOFF_MAX = 30.0
 
 
 class AgentRefused(Exception):
-    """The edge refused this agent (bad token, wrong version); retrying will not help."""
+    """The edge refused this agent (bad token, wrong version) or every one of its tunnels;
+    retrying will not help. ``str()`` is the edge's reason; ``sentence`` says it to a user."""
+
+    def __init__(self, reason: str, sentence: str = "") -> None:
+        super().__init__(reason)
+        self.sentence = sentence or reason
+
+
+# Session refusals (``Refused.code``) that a later attempt can get past.
+TRANSIENT_REFUSALS = frozenset({"draining"})
 
 
 class Agent:
@@ -50,6 +68,7 @@ class Agent:
         transport: str = "direct",
         wss_server: tuple[str, int] | None = None,
         wss_tls: ssl.SSLContext | None = None,
+        memory: TunnelMemory | None = None,
     ) -> None:
         """``tls``: the context to verify the edge with (``link_tls_context``); None means
         a plaintext link, which only a caller that asked for it explicitly may use.
@@ -62,6 +81,10 @@ class Agent:
         self.server = server
         self.token = token
         self.tunnels = [TunnelState(spec) for spec in tunnels]
+        self.memory = memory
+        if memory is not None:
+            for state in self.tunnels:
+                state.claimed_name, state.claimed_port = memory.recall(state.spec)
         self.heartbeat = heartbeat
         self.heartbeat_misses = heartbeat_misses
         self.instance_id = os.urandom(12).hex()
@@ -77,6 +100,8 @@ class Agent:
         self.connected = False
         self.reconnects = 0
         self.last_error = ""
+        self.refusal = ""  # set when the agent gives up: why, in one sentence
+        self.notices: list[str] = []  # lines for the user; the display takes them
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,10 +123,17 @@ class Agent:
             link = await self._connect()
             if link is not None:
                 await link.welcomed.wait()
+                if link.refused is not None and link.refused.code in TRANSIENT_REFUSALS:
+                    self.last_error = f"the edge is not taking agents: {link.refused.message}"
+                    link.close()
+                    self.on_change(self)
+                    await self._sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
                 if link.refused is not None:
                     self.last_error = link.refused.message
                     link.close()
-                    raise AgentRefused(link.refused.message)
+                    raise _session_refused(link.refused.message)
                 if link.welcome is not None:
                     delay = BACKOFF_START
                     self.connected = True
@@ -121,7 +153,7 @@ class Agent:
                     self.connected = False
                     self.last_error = link.refused.message
                     link.close()
-                    raise AgentRefused(link.refused.message)
+                    raise _session_refused(link.refused.message)
                 # The link died, or the edge asked us to move (GoAway): either way the
                 # tunnels are not served by a live link until the next one is welcomed.
                 self.connected = False
@@ -137,13 +169,19 @@ class Agent:
             self.on_change(self)
             await self._sleep(random.uniform(0, delay))
             delay = min(delay * 2, BACKOFF_MAX)
+        if self.refusal:
+            raise AgentRefused(self.refusal)
 
     async def _connect(self) -> AgentLink | None:
         if self.transport == "wss":
             return await self._connect_wss()
         link = await self._connect_direct()
         if link is None and self.transport == "auto" and not self._untrusted:
+            direct_error = self.last_error
             link = await self._connect_wss()
+            if link is None:
+                # Name both: the address that failed first is usually the one to fix.
+                self.last_error = f"{direct_error}; WebSocket fallback: {self.last_error}"
         return link
 
     async def _connect_wss(self) -> AgentLink | None:
@@ -244,30 +282,70 @@ class Agent:
         state.bind_retries = 0
         state.claimed_name = bound.name if state.spec.protocol in ("http", "tls") else ""
         state.claimed_port = bound.port
+        if self.memory is not None:
+            self.memory.remember(state.spec, state.claimed_name, state.claimed_port)
         log.info("tunnel %s -> %s", bound.url, state.spec.local)
         self.on_change(self)
 
     def tunnel_failed(self, link: AgentLink, state: TunnelState, failed: BindFailed) -> None:
         spec = state.spec
         request_id = next(k for k, v in link.by_request.items() if v is state)
-        if (
-            failed.code == "taken"
-            and (state.claimed_name or state.claimed_port)
-            and not (spec.name or spec.remote_port)
-        ):
-            # The random name we had went to someone else while we were away: take a new one.
+        transient = bind_refusal_is_transient(failed.code)
+        if failed.code == "in_use" and state.bind_retries >= IN_USE_RETRIES:
+            transient = False  # held for longer than our own old link could: someone else
+        asked = state.claimed_name or (str(state.claimed_port) if state.claimed_port else "")
+        if asked and not (spec.name or spec.remote_port) and not transient:
+            # The random name or port we had is not ours any more (someone took it, or this
+            # edge assigns ports itself): a fresh random one serves as well.
+            self.notice(
+                f"Tunnel {spec.label or spec.local}: the edge did not give back {asked} "
+                f"({failed.message}); taking a new random one"
+            )
             state.claimed_name = ""
             state.claimed_port = 0
             link.bind(request_id, state)
             return
-        if failed.code == "in_use" and state.bind_retries < 20:
-            # Usually our own previous agent process still holds it until its link's
-            # heartbeat times out: try again shortly.
-            state.bind_retries += 1
-            self.loop.call_later(1.0, lambda: None if link.closed else link.bind(request_id, state))
+        label = spec.label or spec.local
         state.error = failed.message
-        log.warning("tunnel %s refused: %s", spec.label or spec.local, failed.message)
+        if transient:
+            state.bind_retries += 1
+            if failed.code == "in_use":
+                delay = BIND_RETRY_START
+            else:
+                delay = min(BIND_RETRY_START * 2 ** (state.bind_retries - 1), BIND_RETRY_MAX)
+            log.info("tunnel %s refused for now (%s): retrying in %.0fs", label, failed.code, delay)
+
+            def retry() -> None:
+                if not link.closed and not state.dropped and not self._stopping:
+                    link.bind(request_id, state)
+
+            self.loop.call_later(delay, retry)
+            self.on_change(self)
+            return
+        state.dropped = True
+        log.info("tunnel %s refused (%s): %s", label, failed.code, failed.message)
         self.on_change(self)
+        if all(s.dropped for s in self.tunnels):
+            reason = f"the edge refused tunnel {label}: {failed.message}"
+            if len(self.tunnels) > 1:
+                reason = f"the edge refused every tunnel; the last, {label}: {failed.message}"
+            self.give_up(reason)
+
+    def notice(self, text: str) -> None:
+        """One line for the user about something the agent decided by itself."""
+        self.notices.append(text)
+        del self.notices[:-20]  # a display takes them; without one, keep the last few
+        log.info("%s", text)
+        self.on_change(self)
+
+    def give_up(self, reason: str) -> None:
+        """Stop, and have ``run`` raise ``AgentRefused(reason)``."""
+        self.refusal = reason
+        self.stop()
+
+
+def _session_refused(reason: str) -> AgentRefused:
+    return AgentRefused(reason, f"the edge refused this agent: {reason}")
 
 
 LINK_ALPN = "burrow/1"

@@ -7,7 +7,7 @@
 
     [tunnels.web]
     proto = "http"
-    addr = "8000"            # or "localhost:8000"
+    addr = "3000"            # or "localhost:3000"
     name = "demo"            # optional: ask for demo.<base domain>
 
     [tunnels.db]
@@ -21,6 +21,7 @@ directory; the agent falls back to it when no server or token is configured.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -28,13 +29,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.toml_lines import KeyLines
 from agent.tunnels import SpecError, TunnelSpec, parse_address
 
 DEFAULT_SERVER = "127.0.0.1:4443"
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    line: int  # 1-based; 0 when the line is not known
+    message: str
+
+
 class ConfigError(Exception):
-    """The config file is unreadable or wrong; the message names the file and the fix."""
+    """The config file is unreadable or wrong: one line per problem, each naming the file,
+    the line and the fix."""
+
+    def __init__(self, path: Path, issues: list[ConfigIssue]) -> None:
+        self.path = path
+        self.issues = issues
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.path}:{i.line}: {i.message}" if i.line else f"{self.path}: {i.message}"
+            for i in self.issues
+        ]
 
 
 def config_path() -> Path:
@@ -63,8 +83,104 @@ class AgentConfig:
     authtoken: str = ""
     server: str = ""
     ca: str = ""  # CA file for an edge with a privately signed certificate
+    transport: str = ""  # "auto" | "tls" | "wss"; empty: the command line's default
+    wss: str = ""
+    inspect_addr: str = ""
+    log_level: str = ""
+    log_format: str = ""
+    log_file: str = ""
     tunnels: dict[str, TunnelSpec] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+# Every key the file may hold, and the type of its value: one table, so a key is either
+# read or named as unknown, never silently ignored.
+_STRING_KEYS = ("authtoken", "server", "ca", "transport", "wss", "inspect_addr")
+_TOP_KEYS = (*_STRING_KEYS, "log", "tunnels")
+_LOG_KEYS = {"level": "log_level", "format": "log_format", "file": "log_file"}
+_CHOICES = {
+    "transport": ("auto", "tls", "wss"),
+    "level": ("debug", "info", "warning", "error"),
+    "format": ("text", "json"),
+}
+_TUNNEL_KEYS = ("proto", "addr", "name", "remote_port", "pool")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({json.dumps(value)})"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _unknown(key: str, known: tuple[str, ...], where: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean `{close[0]}`?)" if close else f"; known keys: {', '.join(known)}"
+    return f"unknown key `{key}`{where}{hint}"
+
+
+class _Checker:
+    """Collects every problem in one file, each at its line."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = KeyLines(text)
+        self.issues: list[ConfigIssue] = []
+
+    def add(self, path: tuple[str, ...], message: str) -> None:
+        self.issues.append(ConfigIssue(self.lines.line_of(*path), message))
+
+    def string(self, path: tuple[str, ...], value: object, name: str) -> str:
+        if not isinstance(value, str):
+            self.add(path, f"{name} must be a string, not {_kind(value)}")
+            return ""
+        choices = _CHOICES.get(path[-1])
+        if choices and value not in choices:
+            self.add(path, f"{name} must be one of {', '.join(choices)}, not {json.dumps(value)}")
+            return ""
+        return value
+
+
+def parse(path: Path, text: str) -> AgentConfig:
+    """The config in ``text``, or ConfigError listing every problem in it."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [ConfigIssue(0, f"not valid TOML: {exc}")]) from None
+    check = _Checker(text)
+    cfg = AgentConfig(path, raw=raw)
+    for key, value in raw.items():
+        if key in _STRING_KEYS:
+            setattr(cfg, key, check.string((key,), value, key))
+        elif key == "log":
+            if not isinstance(value, dict):
+                check.add((key,), f"[log] must be a table with {', '.join(_LOG_KEYS)}")
+                continue
+            for inner, inner_value in value.items():
+                if inner not in _LOG_KEYS:
+                    check.add((key, inner), _unknown(inner, tuple(_LOG_KEYS), " in [log]"))
+                else:
+                    text_value = check.string((key, inner), inner_value, f"log.{inner}")
+                    setattr(cfg, _LOG_KEYS[inner], text_value)
+        elif key == "tunnels":
+            if not isinstance(value, dict):
+                check.add((key,), "[tunnels] must be a table of tables, one per tunnel")
+                continue
+            for label, entry in value.items():
+                spec = _tunnel_from(check, label, entry)
+                if spec is not None:
+                    cfg.tunnels[label] = spec
+        else:
+            check.add((key,), _unknown(key, _TOP_KEYS, ""))
+    if check.issues:
+        raise ConfigError(path, check.issues)
+    return cfg
 
 
 def load(path: Path | None = None) -> AgentConfig:
@@ -72,44 +188,58 @@ def load(path: Path | None = None) -> AgentConfig:
     if not path.exists():
         return AgentConfig(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    cfg = AgentConfig(path, raw=raw)
-    for key in ("authtoken", "server", "ca"):
-        value = raw.get(key, "")
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: {key} must be a string")
-        setattr(cfg, key, value)
-    tunnels = raw.get("tunnels", {})
-    if not isinstance(tunnels, dict):
-        raise ConfigError(f"{path}: [tunnels] must be a table of tables")
-    for label, entry in tunnels.items():
-        try:
-            cfg.tunnels[label] = _tunnel_from(label, entry)
-        except SpecError as exc:
-            raise ConfigError(f"{path}: tunnel {label!r}: {exc}") from None
-    return cfg
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [ConfigIssue(0, f"cannot read it: {exc}")]) from None
+    return parse(path, text)
 
 
-def _tunnel_from(label: str, entry: object) -> TunnelSpec:
+def _tunnel_from(check: _Checker, label: str, entry: object) -> TunnelSpec | None:
+    where = ("tunnels", label)
+    name_it = f"tunnel {label!r}"
     if not isinstance(entry, dict):
-        raise SpecError("must be a table with proto and addr")
-    unknown = set(entry) - {"proto", "addr", "name", "remote_port", "pool"}
-    if unknown:
-        raise SpecError(f"unknown keys {sorted(unknown)}")
+        check.add(where, f"{name_it} must be a table with proto and addr, not {_kind(entry)}")
+        return None
+    before = len(check.issues)
+    for key in entry:
+        if key not in _TUNNEL_KEYS:
+            check.add((*where, key), f"{name_it}: " + _unknown(key, _TUNNEL_KEYS, ""))
     proto = entry.get("proto")
     if proto not in ("http", "tcp", "tls"):
-        raise SpecError('proto must be "http", "tcp" or "tls"')
+        got = f", not {_kind(proto)}" if proto is not None else ""
+        check.add((*where, "proto"), f'{name_it}: proto must be "http", "tcp" or "tls"{got}')
+    host, port = "", 0
     if "addr" not in entry:
-        raise SpecError("addr is required (a port, or host:port)")
-    host, port = parse_address(entry["addr"])
-    name = entry.get("name", "")
-    remote_port = entry.get("remote_port", 0)
-    pool = entry.get("pool", False)
-    if not isinstance(name, str) or not isinstance(remote_port, int) or not isinstance(pool, bool):
-        raise SpecError("name is a string, remote_port a number, pool true or false")
-    return TunnelSpec(proto, host, port, name=name, remote_port=remote_port, pool=pool, label=label)
+        check.add(where, f"{name_it}: addr is required (a port, or host:port)")
+    elif not isinstance(entry["addr"], str | int) or isinstance(entry["addr"], bool):
+        check.add((*where, "addr"), f"{name_it}: addr must be a port or a host:port string")
+    else:
+        try:
+            host, port = parse_address(entry["addr"])
+        except SpecError as exc:
+            check.add((*where, "addr"), f"{name_it}: {exc}")
+    expected: dict[str, tuple[type, str]] = {
+        "name": (str, "a string"),
+        "remote_port": (int, "a number"),
+        "pool": (bool, "true or false"),
+    }
+    for key, (kind, words) in expected.items():
+        value = entry.get(key)
+        if value is not None and (
+            not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        ):
+            check.add((*where, key), f"{name_it}: {key} must be {words}, not {_kind(value)}")
+    if len(check.issues) > before:
+        return None
+    return TunnelSpec(
+        str(proto),
+        host,
+        port,
+        name=entry.get("name", ""),
+        remote_port=entry.get("remote_port", 0),
+        pool=entry.get("pool", False),
+        label=label,
+    )
 
 
 def _toml_value(value: object) -> str:
@@ -117,9 +247,18 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return repr(value) if value == value and abs(value) != float("inf") else str(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
-    raise ConfigError(f"cannot write {value!r} to the config file")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    if hasattr(value, "isoformat"):  # TOML dates and times
+        return str(value.isoformat())
+    raise ValueError(f"cannot write {value!r} to the config file")
 
 
 def dump(raw: dict[str, Any]) -> str:
@@ -154,11 +293,22 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def save_authtoken(token: str, path: Path | None = None) -> Path:
-    cfg = load(path)
-    raw = dict(cfg.raw)
+    """Set the token, keeping everything else in the file as it is (even keys this version
+    does not know: saving a token is no time to lose a user's settings)."""
+    path = path or config_path()
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(path, [ConfigIssue(0, f"cannot read it: {exc}")]) from None
     raw["authtoken"] = token
-    _write_private(cfg.path, dump(raw))
-    return cfg.path
+    try:
+        text = dump(raw)
+    except ValueError as exc:
+        raise ConfigError(path, [ConfigIssue(0, str(exc))]) from None
+    _write_private(path, text)
+    return path
 
 
 def read_dev_edge() -> dict[str, str] | None:

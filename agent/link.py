@@ -35,6 +35,7 @@ log = logging.getLogger("burrow.agent")
 AGENT_VERSION = "0.1.0"
 # Twice a request: compiled code calls a Final name from a C static.
 _monotonic: Final = time.monotonic
+_MAX_REQUEST_LINE: Final = 2048
 
 
 class LocalRelay(SocketRelay):
@@ -44,7 +45,7 @@ class LocalRelay(SocketRelay):
     starts a request; the first byte back from the service ends its wait.
     """
 
-    __slots__ = ("_http", "_request_started", "_stats", "state")
+    __slots__ = ("_http", "_opened", "_request_line", "_request_started", "_stats", "state")
 
     def __init__(self, link: AgentLink, stream_id: int, state: TunnelState) -> None:
         super().__init__(link, stream_id)
@@ -53,6 +54,8 @@ class LocalRelay(SocketRelay):
         self._http = state.spec.protocol == "http"
         self._stats = state.stats
         self._request_started = 0.0
+        self._request_line = b""
+        self._opened = _monotonic()
 
     async def connect(self) -> None:
         spec = self.state.spec
@@ -75,16 +78,30 @@ class LocalRelay(SocketRelay):
         if not self._request_started and self._http:
             self._request_started = _monotonic()
             self._stats.requests += 1
+            # The request line, for the agent's list of recent requests: one bounded find in
+            # the first chunk of a request (the edge writes the head in one piece).
+            end = data.find(b"\r\n", 0, _MAX_REQUEST_LINE)
+            self._request_line = data[:end] if end > 0 else b""
         super().stream_data(data)
 
     def data_received(self, data: bytes) -> None:
-        if self._request_started:
-            self._stats.record_latency(_monotonic() - self._request_started)
+        started = self._request_started
+        if started:
+            seconds = _monotonic() - started
+            self._stats.record_latency(seconds)
             self._request_started = 0.0
+            if self._request_line:
+                # "HTTP/1.1 200 OK": the status is at a fixed offset.
+                status = data[9:12]
+                code = int(status) if data.startswith(b"HTTP/1.") and status.isdigit() else 0
+                self._stats.record_request(self._request_line, code, seconds, started)
+                self._request_line = b""
         super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state.stats.open_connections -= 1
+        stats = self.state.stats
+        stats.open_connections -= 1
+        stats.record_duration(_monotonic() - self._opened)
         super().connection_lost(exc)
 
 
@@ -124,7 +141,8 @@ class AgentLink(LinkSession):
             self.mux.max_streams = max(self.mux.max_streams, message.max_streams)
             self.welcomed.set()
             for request_id, tunnel in enumerate(self.agent.tunnels, start=1):
-                self.bind(request_id, tunnel)
+                if not tunnel.dropped:
+                    self.bind(request_id, tunnel)
         elif isinstance(message, Bound):
             state = self.by_request.get(message.request_id)
             if state is not None:

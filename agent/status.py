@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from agent.client import Agent
+
+
+class Display(Protocol):
+    """What the agent's output is, to the CLI: plain lines (``StatusPrinter``) or the
+    full-screen view (``agent.screen.ScreenDisplay``)."""
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def changed(self, agent: Agent) -> None: ...
+    def tick(self, agent: Agent) -> None: ...
+    def say(self, text: str) -> None: ...
+    def log_line(self, text: str) -> None: ...
 
 
 def _ms(seconds: float | None) -> str:
@@ -13,7 +25,7 @@ def _ms(seconds: float | None) -> str:
 
 
 def status_line(agent: Agent) -> str:
-    states = agent.tunnels
+    states = [s for s in agent.tunnels if not s.dropped]
     online = sum(1 for s in states if s.url)
     conns = sum(s.stats.open_connections for s in states)
     total = sum(s.stats.connections for s in states)
@@ -28,11 +40,16 @@ def status_line(agent: Agent) -> str:
 
 
 class StatusPrinter:
-    """Prints each tunnel's URL once it is live; redraws one status line on a TTY."""
+    """Plain lines: each tunnel's URL once it is live, refusals, reconnects; optionally a
+    status line redrawn in place. For output that is not a terminal, or with ``--log``."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, out: TextIO = sys.stdout, err: TextIO | None = None, live: bool | None = None
+    ) -> None:
+        """``live``: redraw a status line (default: when ``out`` is a terminal)."""
         self.out = out
-        self.tty = out.isatty()
+        self.err = err or sys.stderr
+        self.tty = out.isatty() if live is None else live
         self._shown: dict[int, str] = {}
         self._error_shown: dict[int, str] = {}
         self._line_drawn = False
@@ -46,7 +63,14 @@ class StatusPrinter:
                     self.say(f"Forwarding  {url} -> {state.spec.local}")
             if state.error and self._error_shown.get(i) != state.error:
                 self._error_shown[i] = state.error
-                self.say(f"Tunnel {state.spec.label or state.spec.local} refused: {state.error}")
+                label = state.spec.label or state.spec.local
+                if not state.dropped:
+                    self.say(f"Tunnel {label} waiting: {state.error} (retrying)")
+                elif any(not s.dropped for s in agent.tunnels):
+                    self.say(f"Tunnel {label} refused: {state.error}; going on without it")
+                # the last refusal ends the agent, which prints it once
+        while agent.notices:
+            self.say(agent.notices.pop(0))
         if agent.connected:
             self._last_error = ""
         elif agent.last_error and agent.last_error != self._last_error:
@@ -58,6 +82,22 @@ class StatusPrinter:
             self.out.write("\r\x1b[2K" + status_line(agent))
             self.out.flush()
             self._line_drawn = True
+
+    def log_line(self, text: str) -> None:
+        """A log record for the terminal: on a line of its own, never inside the status line
+        (which the next tick draws again below it)."""
+        if self._line_drawn:
+            self.out.write("\r\x1b[2K")
+            self.out.flush()
+            self._line_drawn = False
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def say(self, text: str) -> None:
         if self._line_drawn:

@@ -70,6 +70,9 @@ class RoutingSnapshot(msgspec.Struct):
     keys: list[VerifyKey] = []
     suspended: list[str] = []  # org ids whose agents are refused
     limits: list[OrgLimits] = []  # orgs whose quotas differ from the edge's defaults
+    # Whether a free name under the base domain binds first-come for any account (as frp's
+    # subdomains do); False: only names an org reserved, and random names an edge gave it.
+    open_names: bool = False
 
 
 class NameSet(msgspec.Struct, tag="name_set"):

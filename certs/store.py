@@ -61,6 +61,8 @@ __all__ = ["DEFAULT_ALPN", "CertError", "CertInfo", "CertStore"]
 
 DEFAULT_ALPN: tuple[str, ...] = ("h2", "http/1.1")
 FALLBACK_CACHE_SIZE = 1024
+# TLS 1.2 suites offered: ECDHE (forward secrecy) with AES-GCM or ChaCha20-Poly1305.
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # Keys a TLS server can sign handshakes with.
 _SERVER_KEY_TYPES = (
     rsa.RSAPrivateKey,
@@ -244,6 +246,9 @@ class CertStore:
     def _build_context(self, entry: _CertEntry) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # TLS 1.2 with forward secrecy and AEAD only (TLS 1.3 suites are all of that kind):
+        # OpenSSL's defaults still offer CBC suites, with their padding-oracle history.
+        context.set_ciphers(_TLS12_CIPHERS)
         if self._alpn:
             context.set_alpn_protocols(self._alpn)
         try:

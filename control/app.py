@@ -97,7 +97,7 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
             "set BURROW_SECRET_KEY (any long random string, kept safe): agent-token signing "
             "keys are encrypted with it"
         )
-    outbox = RoutingOutbox(app[DB], app[BUS])
+    outbox = RoutingOutbox(app[DB], app[BUS], open_names=config.open_names)
     outbox.report_pending = app[METRICS].routing_pending.set
     app[OUTBOX] = outbox
     app[SIGNING] = SigningKeys(app[DB], SecretBox.from_secret(config.secret_key), outbox)

@@ -53,6 +53,11 @@ def _control_flags(sp: argparse.ArgumentParser) -> None:
         help="the edge address agents dial, printed with new tokens",
     )
     sp.add_argument("--closed-signup", action="store_true", help="only admins add users")
+    sp.add_argument(
+        "--open-names",
+        action="store_true",
+        help="any free name binds first-come; default: only reserved and random names",
+    )
     sp.add_argument("--secure-cookies", action="store_true", help="control is behind HTTPS")
     sp.add_argument(
         "--dns", action="append", default=[], help="DNS server for domain checks (repeat)"
@@ -86,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> ControlConfig:
         secret_key=os.environ.get("BURROW_SECRET_KEY", ""),
         edge_keys=edge_keys,
         signup_open=not getattr(args, "closed_signup", False),
+        open_names=getattr(args, "open_names", False),
         secure_cookies=getattr(args, "secure_cookies", False),
         dns_nameservers=getattr(args, "dns", []),
         agent_server=getattr(args, "agent_server", ""),

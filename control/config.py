@@ -35,6 +35,9 @@ class ControlConfig:
     # Keys edges present to fetch routing snapshots (Authorization: Bearer ...).
     edge_keys: tuple[str, ...] = ()
     signup_open: bool = True
+    # Any free name under the base domain binds first-come for any account; off (the
+    # default), an org binds only the names it reserved and the random names edges give it.
+    open_names: bool = False
     session_seconds: int = 14 * 24 * 3600
     secure_cookies: bool = False  # set when control is served over HTTPS
     # Largest request body the API reads; larger ones get 413.

@@ -74,6 +74,7 @@ async def start_dev_control(
         base_domain=base_domain,
         secret_key=secret,
         agent_server=agent_server,
+        open_names=True,  # one developer's own machine: any free name is theirs to try
     )
     app = create_app(config, bus=bus, workers=tuple(WORKERS))
     runner = web.AppRunner(app, access_log=None)

@@ -36,9 +36,10 @@ FOREVER = 100 * 365 * 24 * 3600
 
 
 class RoutingOutbox:
-    def __init__(self, db: Database, bus: Bus) -> None:
+    def __init__(self, db: Database, bus: Bus, *, open_names: bool = False) -> None:
         self.db = db
         self.bus = bus
+        self.open_names = open_names  # ControlConfig.open_names, told to edges in snapshots
         self._wake = asyncio.Event()
         # Told how many committed events wait for the bus (a metrics gauge's ``set``).
         self.report_pending: Callable[[int], None] = lambda n: None
@@ -151,6 +152,7 @@ class RoutingOutbox:
             keys=keys,
             suspended=suspended,
             limits=limits,
+            open_names=self.open_names,
         )
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from edge.address_streams import AddressStreams
 from edge.auth import AuthError, Identity
 from edge.routing import Tunnel
 from edge.visitor_policy import OPEN, VisitorPolicy
@@ -87,6 +88,11 @@ class AgentSession(LinkSession):
             max_streams=config.limits.max_streams_per_agent,
         )
         self.edge = edge
+        limits = config.limits
+        most = limits.max_streams_per_agent
+        # Never fewer than a browser's connections to one host (six), and some to spare.
+        share = max(int(most * limits.address_stream_share), min(most, 8))
+        self.address_streams = AddressStreams(share)  # given back by OriginExchange
         self.identity: Identity | None = None
         # What visitors of this session's tunnels must pass; set from the token at Hello.
         self.policy: VisitorPolicy = OPEN
@@ -243,6 +249,13 @@ class AgentSession(LinkSession):
             self.edge.metrics.refused("org_stream_limit")
             raise StreamUnavailable(
                 429, f"The tunnels of this account already have {open_streams} open connections."
+            )
+        if kind == "http" and not self.address_streams.take(client[0]):
+            self.edge.metrics.refused("address_share")
+            raise StreamUnavailable(
+                429,
+                f"Your address already holds {self.address_streams.limit} of this tunnel's "
+                "connections: finish some of them, then retry.",
             )
         return self.open(StreamOpen(tunnel.tunnel_id, kind, client[0], client[1]), sink)
 

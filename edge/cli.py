@@ -375,7 +375,11 @@ async def _dev(args: argparse.Namespace) -> int:
             print(f"  curl --cacert {ca_file} https://demo.localhost:{config.https_port}/")
         if not args.no_demo:
             tasks.append(await _demo_tunnel(config, token, ca_file))
-        print("Expose your own service from another terminal with:\n  burrow http 8000", flush=True)
+        print(
+            "Expose your own service from another terminal with:\n"
+            "  python3 run.py burrow http 3000",
+            flush=True,
+        )
         await _run_until_signal(edge)
     finally:
         for task in tasks:

@@ -22,8 +22,22 @@ class Limits:
     # stream limit; the next request opens a new stream.
     stream_idle_timeout: float = 5.0
     body_idle_timeout: float = 60.0  # no byte of a request body for this long
+    # A request body must average this many bytes a second over each body_rate_window
+    # (mod_reqtimeout's MinRate): one byte every few seconds restarts no timer. 0: off.
+    body_min_rate: int = 256
+    body_rate_window: float = 10.0
     response_timeout: float = 60.0  # no response head from the local service: 504
+    # A visitor that takes none of what it is sent (its socket buffer stays above the
+    # high-water mark) for this long is cut off, and what was queued for it let go.
+    send_timeout: float = 30.0
+    # The visitor socket's write buffer high-water mark: past it the tunnel stream is paused
+    # (its credit held back), so a visitor that stops reading holds little edge memory.
+    visitor_write_buffer: int = 16 * 1024
     max_streams_per_agent: int = 1000  # concurrent visitor connections per agent link
+    # The share of those one visitor address may hold (429 past it, for that address only),
+    # so one address cannot take every stream of a tunnel and lock its other visitors out;
+    # never fewer than 8 (or all, when the limit is lower).
+    address_stream_share: float = 0.25
     max_tunnels_per_agent: int = 32
     # Per account (org) on this edge; control may set other values per org (a plan). Names
     # and ports a lease keeps for an account count against it until the lease ends.
@@ -32,6 +46,11 @@ class Limits:
     max_tcp_ports_per_org: int = 20
     max_streams_per_org: int = 4000  # visitor connections open at once, over all its links
     handshake_timeout: float = 10.0  # an agent must say Hello within this
+    # HTTP/2 streams one visitor connection may open per 10 s: a thousand a second, past
+    # what a browser or an API client asks of one connection, so a visitor that makes each
+    # stream cheap to itself (resets the edge sends, requests that end at once) still cannot
+    # drive the local service without bound (CVE-2025-8671). GOAWAY past it.
+    h2_streams_per_period: int = 10_000
 
 
 @dataclass(slots=True)

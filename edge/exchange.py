@@ -88,6 +88,7 @@ class OriginExchange:
     __slots__ = (
         "_held",
         "_informational",
+        "address",
         "complete",
         "front",
         "origin",
@@ -113,6 +114,7 @@ class OriginExchange:
         self.raw = False
         self._held = 0
         self._informational = 0  # 1xx heads of the request in flight
+        self.address = client[0]  # counted in the session's address_streams while open
         self.stream_id = tunnel.session.open_visitor_stream(tunnel, kind, client, self)
 
     @property
@@ -164,12 +166,14 @@ class OriginExchange:
         session = self.session
         if session is not None:
             self.session = None
+            session.address_streams.give(self.address)
             session.release(self.stream_id, reason)
 
     def cancel(self, code: int, reason: str) -> None:
         session = self.session
         if session is not None:
             self.session = None
+            session.address_streams.give(self.address)
             session.reset(self.stream_id, code, reason)
 
     def drained(self) -> None:
@@ -262,6 +266,8 @@ class OriginExchange:
         self.release()
 
     def stream_reset(self, code: int, reason: str) -> None:
+        if self.session is not None:
+            self.session.address_streams.give(self.address)
         self.session = None  # the session has forgotten the stream already
         if code == ResetCode.REFUSED:
             self.tunnel.session.edge.metrics.refused("local_refused")

@@ -17,7 +17,11 @@ A request or trailer block is malformed (RFC 9113 8.1.1) if:
   (``:status``), in trailers, or not the set the method needs: ``:method``, ``:scheme`` and
   a non-empty ``:path``, or for CONNECT ``:authority`` alone (``:protocol`` with CONNECT
   only, RFC 8441);
-* a request has neither ``:authority`` nor Host, more than one Host, or the two differ.
+* a request has neither ``:authority`` nor Host, more than one Host, or the two differ;
+* ``:method`` is not a token, or ``:path`` is neither ``*`` (OPTIONS only) nor a path that
+  starts with ``/`` and holds no blank or control byte (RFC 9113 8.3.1, RFC 9112 3.2): both
+  become the HTTP/1.1 request line the local service reads, where a tab or a space would
+  start another field.
 
 The caller resets the stream with PROTOCOL_ERROR; the connection goes on serving others.
 """
@@ -34,6 +38,13 @@ _NAME_CHECK: Final = bytes(
 )
 _VALUE_CHECK: Final = bytes(0x80 if b in (0x00, 0x0A, 0x0D) else 0 for b in range(256))
 _BLANKS: Final = (0x20, 0x09)
+# tchar (RFC 9110 5.6.2) stays NUL, any other byte becomes 0x80; a request target's bytes
+# (RFC 3986: visible ASCII; obs-text as HTTP/1.1 parsers accept it) likewise.
+_TOKEN_CHECK: Final = bytes(
+    0 if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "!#$%&'*+-.^_`|~") else 0x80
+    for b in range(256)
+)
+_TARGET_CHECK: Final = bytes(0x80 if b <= 0x20 or b == 0x7F else 0 for b in range(256))
 _REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
 # Fields that belong to one HTTP/1.1 connection and have no place in HTTP/2 (RFC 9113 8.2.2).
 CONNECTION_SPECIFIC: Final = frozenset(
@@ -48,6 +59,7 @@ def field_problem(headers: Iterable[tuple[bytes, bytes]], trailers: bool = False
     method: bytes | None = None
     authority: bytes | None = None
     host: bytes | None = None
+    path = b""
     for name, value in headers:
         if not name:
             return "an empty field name"
@@ -62,11 +74,15 @@ def field_problem(headers: Iterable[tuple[bytes, bytes]], trailers: bool = False
                 return f"the pseudo-header {name!r}, which no request carries"
             pseudo.add(name)
             if name == b":method":
+                if not value or not value.translate(_TOKEN_CHECK).isascii():
+                    return f"the :method {value[:40]!r}, which is not a token"
                 method = value
             elif name == b":authority":
                 authority = value
-            elif name == b":path" and not value:
-                return "an empty :path"
+            elif name == b":path":
+                if not value:
+                    return "an empty :path"
+                path = value
         else:
             regular = True
             if not name.translate(_NAME_CHECK).isascii():
@@ -87,6 +103,12 @@ def field_problem(headers: Iterable[tuple[bytes, bytes]], trailers: bool = False
             return f"the value of {name[:40]!r}, with NUL, CR, LF or blanks at an end"
     if trailers:
         return None
+    if (
+        path
+        and (path[0] != 0x2F or not path.translate(_TARGET_CHECK).isascii())
+        and (path != b"*" or method != b"OPTIONS")
+    ):
+        return f"the :path {path[:40]!r}, which is no origin-form target"
     return _request_problem(pseudo, method, authority, host)
 
 

@@ -21,15 +21,20 @@ Flow control, both ways:
   until the queue drains.
 
 Protections, per connection: streams past the advertised concurrency limit are refused
-(RFC 9113 5.1.2); streams the visitor resets or that are refused (rapid reset,
-CVE-2023-44487), and frames that cost work but carry nothing (PING, SETTINGS, empty DATA;
-CVE-2019-9512, CVE-2019-9518) are counted over a sliding window, and a visitor past either
-limit gets GOAWAY(ENHANCE_YOUR_CALM). h2 bounds header blocks itself (HPACK bombs,
+(RFC 9113 5.1.2); every stream reset, whoever sent it (the visitor's own, rapid reset,
+CVE-2023-44487; the ones h2 or the edge send for a visitor's misstep, a stream WINDOW_UPDATE
+that overflows or DATA after END_STREAM, "MadeYouReset", CVE-2025-8671; refused and malformed
+streams), the streams opened, and frames that cost work but carry nothing (PING, SETTINGS,
+empty DATA; CVE-2019-9512, CVE-2019-9518) are counted over a sliding window, and a visitor
+past any limit gets GOAWAY(ENHANCE_YOUR_CALM). h2 bounds header blocks itself (HPACK bombs,
 CVE-2016-6581; CONTINUATION floods) and answers any protocol violation with a GOAWAY, which is
 sent before the connection closes.
 
-One timer per connection, re-armed: the idle timeout while no stream is open, and per stream
-the request body's idle timeout (408) and the wait for the response head (504).
+One timer per connection, re-armed: the idle timeout while no stream is open; per stream
+the request body's idle timeout (408), the wait for the response head (504), and a response
+the visitor's stream window has held up for ``send_timeout`` (the stream is reset); and a
+socket whose writing stays paused that long (the visitor takes nothing: the connection is
+aborted, its queued bytes let go).
 """
 
 from __future__ import annotations
@@ -54,10 +59,17 @@ from hyperframe.frame import GoAwayFrame
 from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
-from edge.forwarding import RouteRefused, forward_headers, route
+from edge.forwarding import (
+    RouteRefused,
+    forward_headers,
+    forwarded_authority,
+    misdirected,
+    route,
+    trailer_fields,
+)
 from edge.h2_fields import CONNECTION_SPECIFIC, field_problem
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
-from edge.pages import error_page
+from edge.pages import error_page, http_date
 from edge.request_ids import request_id_for
 from edge.routing import normalize_host
 from edge.visitor_policy import OPEN, Refusal, challenge
@@ -90,7 +102,7 @@ _HARD_STREAM_LIMIT: Final = 2 * MAX_CONCURRENT_STREAMS
 _BACKLOG: Final = 65535
 
 ABUSE_PERIOD: Final = 10.0  # seconds
-MAX_RESETS: Final = 200  # streams reset by the visitor, or refused, per ABUSE_PERIOD
+MAX_RESETS: Final = 200  # streams reset (by either side), refused or malformed per ABUSE_PERIOD
 MAX_IDLE_FRAMES: Final = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
 
 # RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (``field_problem``
@@ -173,6 +185,8 @@ class _VisitorStream:
     __slots__ = (
         "authority",
         "blocked",
+        "body_bytes",
+        "body_since",
         "buffered",
         "chunked",
         "chunks",
@@ -187,6 +201,7 @@ class _VisitorStream:
         "request_id",
         "response_ended",
         "since",
+        "stalled_at",
         "started",
         "status",
         "stream_id",
@@ -215,6 +230,9 @@ class _VisitorStream:
         self.chunked = False  # the body goes upstream chunked (so trailers can follow)
         self.blocked = False  # the tunnel stream's window is used up
         self.unacked = 0  # request bytes received but not yet acknowledged to the visitor
+        # The request body's bytes since body_since (its minimum rate, body_min_rate).
+        self.body_bytes = 0
+        self.body_since = now
         self.request_ended = False
         self.trailers_in: Headers | None = None
         # response side
@@ -225,6 +243,7 @@ class _VisitorStream:
         self.end_queued = False
         self.trailers_out: Headers | None = None
         self.response_ended = False  # END_STREAM went out
+        self.stalled_at = 0.0  # since when the visitor's window holds the response back
 
     @property
     def backlogged(self) -> bool:
@@ -332,8 +351,12 @@ class H2Visitor(asyncio.Protocol):
         "_idle_frames",
         "_idle_since",
         "_last_stream",
+        "_opened",
         "_parked",
+        "_paused_at",
         "_resets",
+        "_server_name",
+        "_silent",
         "_timer",
         "client",
         "closing",
@@ -358,9 +381,13 @@ class H2Visitor(asyncio.Protocol):
         self._goaway_sent = False
         self._last_stream = 0
         self._resets = _Rate(MAX_RESETS, ABUSE_PERIOD)
+        self._opened = _Rate(edge.config.limits.h2_streams_per_period, ABUSE_PERIOD)
         self._idle_frames = _Rate(MAX_IDLE_FRAMES, ABUSE_PERIOD)
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        self._paused_at = 0.0  # when writing paused, while it is
+        self._server_name = ""  # the TLS SNI the connection was made for, if any
+        self._silent = True  # no byte from the visitor yet
         # Exchanges whose stream ended with both sides done, kept for the next stream to the
         # same tunnel, as an HTTP/1.1 keep-alive visitor keeps its own: the tunnel stream and
         # the agent's connection to the local service are not opened again per request.
@@ -395,18 +422,28 @@ class H2Visitor(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
+        limits = self.edge.config.limits
+        transport.set_write_buffer_limits(limits.visitor_write_buffer)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
+        if self.scheme == "https":
+            self._server_name = normalize_host(transport.get_extra_info("server_name") or "")
         self.edge.visitors.add(self)
         self._flush()  # our SETTINGS
         now = self.edge.loop.time()
-        self._idle_since = now
-        self._arm(now + self.edge.config.limits.idle_timeout)
+        # Until its first byte a connection gets as long as a request head would (HTTP/2
+        # over TLS starts here, right after the handshake), not the idle time.
+        header_timeout = limits.header_timeout
+        self._idle_since = now + min(header_timeout - limits.idle_timeout, 0.0)
+        self._arm(now + min(header_timeout, limits.idle_timeout))
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._silent:
+            self._silent = False
+            self._idle_since = self.edge.loop.time()
         if self.edge.draining:
             self._drain()  # before any new stream is read: those are refused
             if self.closing:
@@ -426,9 +463,12 @@ class H2Visitor(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._paused_at = now = self.edge.loop.time()
+        self._arm(now + self.edge.config.limits.send_timeout)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._paused_at = 0.0
         if not self.closing:
             self._pump_all()
             self._flush()
@@ -454,6 +494,9 @@ class H2Visitor(asyncio.Protocol):
                 self._on_data(cast(h2.events.DataReceived, ev))
             elif t is _RequestReceived:
                 request = cast(h2.events.RequestReceived, ev)
+                if self._opened.hit(self.edge.loop.time()):
+                    self._calm_down("too many streams opened")
+                    return
                 if request.stream_id not in cancelled:
                     self._on_request(request)
             elif t is _StreamEnded:
@@ -467,7 +510,7 @@ class H2Visitor(asyncio.Protocol):
                     continue
                 problem = field_problem(trailers.headers, trailers=True)
                 if problem is None:
-                    stream.trailers_in = cast(Headers, trailers.headers)
+                    stream.trailers_in = trailer_fields(cast(Headers, trailers.headers))
                 else:
                     self._malformed(trailers.stream_id, problem, stream)
             elif t is _StreamReset:
@@ -525,7 +568,9 @@ class H2Visitor(asyncio.Protocol):
         stream = _VisitorStream(self, stream_id, request, now)
         self.streams[stream_id] = stream
         self.phase = 1
-        self._arm(now + limits.body_idle_timeout)
+        idle = limits.body_idle_timeout
+        window = limits.body_rate_window
+        self._arm(now + (window if limits.body_min_rate and window < idle else idle))
         if len(raw) > limits.max_header_count:
             self._respond_error(
                 stream, 431, f"The request has more than {limits.max_header_count} headers."
@@ -544,9 +589,19 @@ class H2Visitor(asyncio.Protocol):
                 stream, 400, "The request has no :authority or Host, so no tunnel can be chosen."
             )
             return
+        host = normalize_host(authority.decode("latin-1"))
+        if not host:
+            self._respond_error(
+                stream, 400, "The :authority is not a host name with an optional port."
+            )
+            return
+        authority = forwarded_authority(host, authority)
         try:
-            host = normalize_host(authority.decode("latin-1"))
             tunnel = route(edge, host)
+            wrong_name = misdirected(edge, self._server_name, host)
+            if wrong_name:
+                self._respond_error(stream, 421, wrong_name)
+                return
             policy = tunnel.session.policy
             if policy is not OPEN:
                 screened = policy.screen(self.client[0], headers)
@@ -598,6 +653,7 @@ class H2Visitor(asyncio.Protocol):
                 self.conn.acknowledge_received_data(n, stream_id)
             return
         stream.since = self.edge.loop.time()
+        stream.body_bytes += n
         if stream.blocked:
             # Within the window the visitor was given; held by the tunnel stream until it
             # drains, and acknowledged then.
@@ -639,7 +695,9 @@ class H2Visitor(asyncio.Protocol):
         stream = self.streams.get(ev.stream_id)
         if stream is not None:
             self._forget(stream, "the visitor reset the stream")
-        if ev.remote_reset and self._resets.hit(self.edge.loop.time()):
+        # The resets h2 sends itself for a visitor's misstep come as events too (remote_reset
+        # False): they end a stream the local service may be working on all the same.
+        if self._resets.hit(self.edge.loop.time()):
             self._calm_down("too many streams reset")
 
     def _malformed(
@@ -650,10 +708,11 @@ class H2Visitor(asyncio.Protocol):
         visitor's other resets, so a flood of them is cut off."""
         log.info("h2 visitor %s: stream %d is malformed: %s", self.client[0], stream_id, problem)
         if stream is not None:
+            # Counted there with the edge's other resets.
             self._reset(stream, ErrorCodes.PROTOCOL_ERROR, "the visitor sent malformed trailers")
-        else:
-            with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
-                self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # reset later in the read
+            self.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
         if self._resets.hit(self.edge.loop.time()):
             self._calm_down("too many malformed requests")
 
@@ -710,7 +769,7 @@ class H2Visitor(asyncio.Protocol):
             stream.log_access(elapsed)
         self._park_exchange(stream)
         stream.end_queued = True
-        stream.trailers_out = _response_headers(trailers) if trailers else None
+        stream.trailers_out = trailer_fields(_response_headers(trailers)) if trailers else None
 
     def stream_flush(self, stream: _VisitorStream) -> None:
         """A chunk from the tunnel has been relayed into ``stream``: send what it queued,
@@ -741,6 +800,9 @@ class H2Visitor(asyncio.Protocol):
         if stream.closed or not stream.blocked:
             return
         stream.blocked = False
+        # A window the edge held the body back in measures nothing of the visitor's rate.
+        stream.body_since = self.edge.loop.time()
+        stream.body_bytes = 0
         n, stream.unacked = stream.unacked, 0
         if n and not self.closing:
             self.conn.acknowledge_received_data(n, stream.stream_id)
@@ -779,6 +841,7 @@ class H2Visitor(asyncio.Protocol):
             (b"cache-control", b"no-store"),
             (b"x-burrow-error", b"1"),
             (b"x-request-id", stream.request_id),
+            (b"date", http_date()),
         ]
         if extra:
             headers.extend(extra)
@@ -800,6 +863,7 @@ class H2Visitor(asyncio.Protocol):
         conn = self.conn
         stream_id = stream.stream_id
         chunks = stream.chunks
+        buffered_before = stream.buffered
         try:
             while stream.buffered and not self.write_paused:
                 window = conn.local_flow_control_window(stream_id)
@@ -840,6 +904,14 @@ class H2Visitor(asyncio.Protocol):
         if stream.response_ended:
             self._finish(stream)
             return
+        if stream.buffered and not self.write_paused:
+            # Held back by the visitor's window, not by the socket: since now, if some bytes
+            # went out.
+            if buffered_before != stream.buffered or not stream.stalled_at:
+                stream.stalled_at = now = self.edge.loop.time()
+                self._arm(now + self.edge.config.limits.send_timeout)
+        elif stream.stalled_at:
+            stream.stalled_at = 0.0
         exchange = stream.exchange
         if exchange is not None and not stream.backlogged:
             exchange.drained()
@@ -868,8 +940,15 @@ class H2Visitor(asyncio.Protocol):
         if not stream.closed and not self.closing:
             with contextlib.suppress(h2.exceptions.ProtocolError):  # closed already
                 self.conn.reset_stream(stream.stream_id, code)
+            counted = True
+        else:
+            counted = False
         self._forget(stream, reason)
         self._flush()
+        # A reset the edge sends counts like one the visitor sends: a visitor that can make
+        # the edge reset its streams gets requests served without holding a stream open.
+        if counted and self._resets.hit(self.edge.loop.time()):
+            self._calm_down("too many streams reset")
 
     def _forget(self, stream: _VisitorStream, reason: str) -> None:
         stream.closed = True
@@ -972,16 +1051,27 @@ class H2Visitor(asyncio.Protocol):
         with contextlib.suppress(h2.exceptions.ProtocolError):  # a GOAWAY went out already
             self.conn.close_connection(code, reason.encode() or None, last_stream_id=last)
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close once the queued bytes are out, or abort if the visitor takes none of them
+        for ``send_timeout`` (``connection_lost`` cancels the timer)."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if self.write_paused:
+            if self._timer is not None:
+                self._timer.cancel()
+            send_timeout = self.edge.config.limits.send_timeout
+            self._timer = self.edge.loop.call_later(send_timeout, transport.abort)
 
     def _teardown(self, reason: str) -> None:
         """h2 has ended the connection (and queued its GOAWAY, if any): send it and close."""
         self.closing = True
         self._release_all(reason)
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -1005,8 +1095,24 @@ class H2Visitor(asyncio.Protocol):
         now = self.edge.loop.time()
         limits = self.edge.config.limits
         next_at = math.inf
+        if self.write_paused and self._paused_at:
+            stalled_until = self._paused_at + limits.send_timeout
+            if now >= stalled_until:
+                self._stalled()
+                return
+            next_at = stalled_until
         for stream in list(self.streams.values()):
-            if stream.head_sent or stream.closed:
+            if stream.closed:
+                continue
+            if stream.head_sent:
+                if stream.stalled_at:
+                    deadline = stream.stalled_at + limits.send_timeout
+                    if now >= deadline:
+                        self._reset(stream, ErrorCodes.CANCEL, "the visitor took no response bytes")
+                        if self.closing:
+                            return
+                        continue
+                    next_at = min(next_at, deadline)
                 continue
             if stream.request_ended:
                 deadline = stream.since + limits.response_timeout
@@ -1016,11 +1122,32 @@ class H2Visitor(asyncio.Protocol):
             else:
                 if stream.blocked:
                     stream.since = now  # our backpressure, not the visitor's silence
+                    stream.body_since = now
+                    stream.body_bytes = 0
                 deadline = stream.since + limits.body_idle_timeout
                 if now >= deadline:
                     self._drop_exchange(stream, "request body timeout")
                     self._respond_error(stream, 408, "The request body stopped arriving.")
                     continue
+                rate = limits.body_min_rate
+                if rate:
+                    window = limits.body_rate_window
+                    window_end = stream.body_since + window
+                    if now >= window_end:
+                        if stream.body_bytes < rate * window:
+                            self.edge.metrics.refused("body_too_slow")
+                            self._drop_exchange(stream, "request body too slow")
+                            self._respond_error(
+                                stream,
+                                408,
+                                f"The request body arrived slower than {rate} bytes a second "
+                                f"over {window:g} seconds.",
+                            )
+                            continue
+                        stream.body_since = now
+                        stream.body_bytes = 0
+                        window_end = now + window
+                    deadline = min(deadline, window_end)
             next_at = min(next_at, deadline)
             if self.closing:
                 return
@@ -1029,7 +1156,7 @@ class H2Visitor(asyncio.Protocol):
             if now >= deadline:
                 self.close()
                 return
-            next_at = deadline
+            next_at = min(next_at, deadline)
             if self._parked:
                 parked_until = self._idle_since + limits.stream_idle_timeout
                 if now >= parked_until:
@@ -1038,6 +1165,20 @@ class H2Visitor(asyncio.Protocol):
                     next_at = min(next_at, parked_until)
         if next_at < math.inf:
             self._arm(next_at)
+
+    def _stalled(self) -> None:
+        """The visitor has taken no bytes for ``send_timeout``: abort (closing would wait
+        for the socket buffer to drain)."""
+        log.info(
+            "h2 visitor %s took no bytes for %g seconds: connection aborted",
+            self.client[0],
+            self.edge.config.limits.send_timeout,
+        )
+        self.edge.metrics.refused("send_timeout")
+        self.closing = True
+        self._release_all("the visitor stopped reading")
+        if self.transport is not None:
+            self.transport.abort()
 
     def _response_timeout(self, stream: _VisitorStream) -> None:
         limits = self.edge.config.limits

@@ -18,7 +18,10 @@ After a 101 response both sides become raw byte pipes, with the bytes each parse
 past the switch handed on.
 
 One timer per connection, re-armed between phases: waiting for a request head (slowloris
-guard), reading a request body, waiting for the response head (504), keep-alive idle.
+guard), reading a request body, waiting for the response head (504), keep-alive idle, and
+while a response is written, a visitor that takes none of it (``send_timeout``: the socket
+stays paused; the connection is aborted, not closed, since closing waits for the buffer to
+drain).
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ from edge.agent_session import StreamUnavailable
 from edge.exchange import OriginExchange
 from edge.forwarding import (
     RouteRefused,
+    absolute_target,
     forward_headers,
+    forwarded_authority,
     forwarded_prefix,
     forwards_unchanged,
+    misdirected,
     route,
+    trailer_fields,
 )
 from edge.http1.events import (
     NEED_DATA,
@@ -54,7 +61,7 @@ from edge.http1.events import (
     UsageError,
 )
 from edge.http1.native import NativeVisitorConnection
-from edge.pages import TITLES, error_page
+from edge.pages import TITLES, error_page, http_date
 from edge.request_ids import new_request_id, request_id_for
 from edge.routing import normalize_host
 from edge.visitor_policy import OPEN, Refusal, challenge
@@ -85,6 +92,9 @@ _LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links o
 
 class HttpVisitor(asyncio.Protocol):
     __slots__ = (
+        "_authority",
+        "_body_bytes",
+        "_body_since",
         "_deadline",
         "_eof_in",
         "_eof_out",
@@ -96,6 +106,7 @@ class HttpVisitor(asyncio.Protocol):
         "_out",
         "_preface",
         "_read_paused",
+        "_server_name",
         "_timer",
         "_timer_at",
         "backlogged",  # the transport paused our writing (ExchangeFront)
@@ -146,13 +157,19 @@ class HttpVisitor(asyncio.Protocol):
         self._timer_at = 0.0  # the monotonic time the timer is due
         self._deadline = 0.0
         self._last_read = 0.0
+        # The request body's bytes since _body_since (its minimum rate, body_min_rate).
+        self._body_bytes = 0
+        self._body_since = 0.0
         self._idle_since = 0.0
         self._out: list[bytes] = []  # response bytes produced by one stream chunk
         self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
         # The last Host header and its normal form: a connection names one host, as a rule.
         self._host_header = b""
         self._host_name = ""
+        # The authority forwarded for it: the Host header itself when already in normal form.
+        self._authority = b""
         self._forwarded = b""  # forwarded_prefix for that Host, once asked for
+        self._server_name = ""  # the TLS SNI the connection was made for, if any
 
     # -- visitor socket -------------------------------------------------------------------
 
@@ -160,11 +177,16 @@ class HttpVisitor(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
+        transport.set_write_buffer_limits(self.limits.visitor_write_buffer)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
+        if self.scheme == "https":
+            self._server_name = normalize_host(transport.get_extra_info("server_name") or "")
         self.edge.visitors.add(self)
-        self._arm(self.limits.idle_timeout, _monotonic())
+        # A connection that has sent nothing yet gets as long as a request head would, not a
+        # keep-alive connection's idle time.
+        self._arm(self.limits.header_timeout, _monotonic())
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -178,6 +200,7 @@ class HttpVisitor(asyncio.Protocol):
             self._arm(self.limits.header_timeout, _monotonic())
         elif phase == _PHASE_BODY:
             self._last_read = _monotonic()
+            self._body_bytes += len(data)
         if self._preface is not None:
             data = self._sniff_h2c(data)
             if not data:
@@ -227,9 +250,14 @@ class HttpVisitor(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.backlogged = True
+        if self.phase == _PHASE_RESPONSE or self.phase == _PHASE_RAW or self.closing:
+            # The response's (or raw pipe's) phase has no other deadline.
+            self._arm(self.limits.send_timeout, _monotonic())
 
     def resume_writing(self) -> None:
         self.backlogged = False
+        if self.phase == _PHASE_RESPONSE or self.phase == _PHASE_RAW:
+            self._disarm()
         if self.exchange is not None:
             self.exchange.drained()
 
@@ -259,7 +287,8 @@ class HttpVisitor(asyncio.Protocol):
                 self._on_request(event)
             elif type(event) is EndOfMessage:
                 if self.exchange is not None:
-                    self.exchange.send_end(event.trailers)
+                    trailers = event.trailers
+                    self.exchange.send_end(trailer_fields(trailers) if trailers else trailers)
                 if self.phase == _PHASE_BODY:  # the response has not started early
                     self.phase = _PHASE_WAIT
                     # In the body phase the time of the last read is kept: this one's.
@@ -309,14 +338,34 @@ class HttpVisitor(asyncio.Protocol):
             return
         if host_header == self._host_header:
             host = self._host_name
+            authority = self._authority
         else:
             host = normalize_host(host_header.decode("latin-1"))
+            if not host:
+                self._fail(400, "The Host header is not a host name with an optional port.")
+                return
+            authority = forwarded_authority(host, host_header)
+            if authority == host_header:
+                authority = host_header  # the same object: the lines as read may go as they are
             self._host_header = host_header
             self._host_name = host
+            self._authority = authority
             self._forwarded = b""
         self.host = host
+        # Not origin-form ("/..."), the usual one: absolute-form, or nothing we take (RFC 9112 3.2).
+        if (not target or target[0] != 47) and target != b"*":
+            origin_form = absolute_target(target, host)
+            if origin_form is None:
+                self._fail(400, "The request target names another host than the Host header.")
+                return
+            self.target = target = origin_form
         try:
             tunnel = route(self.edge, host)
+            if self._server_name:  # over TLS: the SNI must name this tunnel too
+                wrong_name = misdirected(self.edge, self._server_name, host)
+                if wrong_name:
+                    self._fail(421, wrong_name)
+                    return
             policy = tunnel.session.policy
             if policy is not OPEN:
                 screened = policy.screen(self.client[0], headers)
@@ -333,7 +382,12 @@ class HttpVisitor(asyncio.Protocol):
             return
         self.phase = _PHASE_BODY
         self._last_read = now
-        self._arm(limits.body_idle_timeout, now)
+        self._body_since = now
+        self._body_bytes = 0
+        # The body's first look comes after one rate window (``_check_body_rate``).
+        idle = limits.body_idle_timeout
+        window = limits.body_rate_window
+        self._arm(window if limits.body_min_rate and window < idle else idle, now)
         if self.visitor.waiting_for_continue:
             # The edge answers the expectation itself once the request is routed
             # (RFC 9110 10.1.1): many local services never send 100, and the visitor
@@ -344,18 +398,23 @@ class HttpVisitor(asyncio.Protocol):
         # reading of the request holds for them.
         client_ip = self.client[0]
         fields = request.fields
-        if fields is not None and headers is as_read and forwards_unchanged(headers):
+        if (
+            fields is not None
+            and headers is as_read
+            and authority is host_header
+            and forwards_unchanged(headers)
+        ):
             # Nothing to take out: the lines as read, and the edge's own after them.
             prefix = self._forwarded
             if not prefix:
-                prefix = self._forwarded = forwarded_prefix(host_header, client_ip, self.scheme)
+                prefix = self._forwarded = forwarded_prefix(authority, client_ip, self.scheme)
             fields = b"".join((fields, prefix, request_id, b"\r\n"))
             forwarded = RequestHead(method, target, headers, framing=request.framing, fields=fields)
         else:
             forwarded = RequestHead(
                 method,
                 target,
-                forward_headers(headers, host_header, client_ip, self.scheme, request_id),
+                forward_headers(headers, authority, client_ip, self.scheme, request_id),
                 framing=request.framing,
             )
         if not exchange.send_request(forwarded):
@@ -404,6 +463,8 @@ class HttpVisitor(asyncio.Protocol):
             self._disarm()
             self.status = head.status
             self.http1_metrics.status(head.status)
+            if self.edge.draining:
+                self.visitor.close_after_response()  # the edge closes it after this one
             self._write(self.visitor.send_response(head))
         except UsageError as exc:
             self._abort_response(f"the response cannot be relayed: {exc}")
@@ -416,7 +477,7 @@ class HttpVisitor(asyncio.Protocol):
 
     def exchange_end(self, trailers: Headers) -> None:
         try:
-            self._write(self.visitor.send_end(trailers))
+            self._write(self.visitor.send_end(trailer_fields(trailers) if trailers else trailers))
         except UsageError as exc:
             self._abort_response(f"the response cannot be relayed: {exc}")
             return
@@ -543,6 +604,7 @@ class HttpVisitor(asyncio.Protocol):
                 f"x-request-id: {rid}\r\n"
                 "connection: close\r\n"
             ).encode()
+            head += b"date: " + http_date() + b"\r\n"
             if extra:
                 head += b"".join(name + b": " + value + b"\r\n" for name, value in extra)
             self.transport.write(head + b"\r\n" + body)
@@ -591,12 +653,15 @@ class HttpVisitor(asyncio.Protocol):
                 (b"cache-control", b"no-store"),
                 (b"x-burrow-error", b"1"),
                 (b"x-request-id", rid.encode()),
+                (b"date", http_date()),
                 *extra,
             ],
             TITLES[status].encode(),
         )
         visitor = self.visitor
         try:
+            if self.edge.draining:
+                visitor.close_after_response()
             self._write(visitor.send_response(head))
             if self.method != b"HEAD":
                 self._write(visitor.send_data(page))
@@ -617,6 +682,35 @@ class HttpVisitor(asyncio.Protocol):
         else:
             self.close()
 
+    def _check_body_rate(self, now: float, deadline: float) -> float:
+        """Refuse a body slower than ``body_min_rate`` over its last window (0.0 returned);
+        else when the timer should next look (the window's end, or ``deadline``)."""
+        limits = self.limits
+        window = limits.body_rate_window
+        window_end = self._body_since + window
+        if now >= window_end:
+            if not self._read_paused and self._body_bytes < limits.body_min_rate * window:
+                self.edge.metrics.refused("body_too_slow")
+                self._fail(
+                    408,
+                    f"The request body arrived slower than {limits.body_min_rate} bytes a "
+                    f"second over {window:g} seconds.",
+                )
+                return 0.0
+            self._body_since = now
+            self._body_bytes = 0
+            window_end = now + window
+        return min(deadline, window_end)
+
+    def _stalled(self) -> None:
+        self.edge.metrics.refused("send_timeout")
+        log.info(
+            "visitor %s took no bytes for %g seconds: connection aborted",
+            self.client[0],
+            self.limits.send_timeout,
+        )
+        self._abort()
+
     def close(self) -> None:
         if self.closing:
             return
@@ -626,6 +720,9 @@ class HttpVisitor(asyncio.Protocol):
         self.exchange_flush()
         if self.transport is not None:
             self.transport.close()
+            if self.backlogged:
+                # close() waits for the buffer to drain: bound the wait.
+                self._arm(self.limits.send_timeout, _monotonic())
 
     def _abort(self) -> None:
         self.closing = True
@@ -642,7 +739,10 @@ class HttpVisitor(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self._read_paused and self.transport is not None and not self.closing:
             self._read_paused = False
-            self._last_read = _monotonic()
+            self._last_read = now = _monotonic()
+            # A window the edge paused for measures nothing of the visitor's rate.
+            self._body_since = now
+            self._body_bytes = 0
             self.transport.resume_reading()
 
     # -- the connection's one timer -------------------------------------------------------
@@ -664,21 +764,38 @@ class HttpVisitor(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.closing or not self._deadline:
+        if self.closing:
+            # Closed with bytes still queued for a visitor that never takes them.
+            deadline = self._deadline
+            if self.backlogged and deadline and self.transport is not None:
+                now = _monotonic()
+                if now < deadline:
+                    self._timer_at = deadline
+                    self._timer = self.edge.loop.call_later(deadline - now, self._on_timer)
+                else:
+                    self._stalled()
+            return
+        if not self._deadline:
             return
         now = _monotonic()
         limits = self.limits
-        deadline = self._deadline
+        deadline = wake = self._deadline
         if self.phase == _PHASE_BODY:
             # Only the visitor's own silence counts, not a pause we imposed for backpressure.
             last = now if self._read_paused else self._last_read
-            deadline = max(deadline, last + limits.body_idle_timeout)
+            deadline = wake = max(deadline, last + limits.body_idle_timeout)
+            if limits.body_min_rate:
+                wake = self._check_body_rate(now, deadline)
+                if wake <= 0.0:
+                    return
         if now < deadline:
-            self._timer_at = deadline
-            self._timer = self.edge.loop.call_later(deadline - now, self._on_timer)
+            self._timer_at = wake
+            self._timer = self.edge.loop.call_later(wake - now, self._on_timer)
             return
         phase = self.phase
-        if phase == _PHASE_IDLE:
+        if self.backlogged and phase in (_PHASE_RESPONSE, _PHASE_RAW):
+            self._stalled()
+        elif phase == _PHASE_IDLE:
             remaining = self._idle_since + limits.idle_timeout - now
             if self.exchange is not None and remaining > 0:
                 # Idle for a while: free the tunnel stream, keep the visitor connection.

@@ -55,6 +55,9 @@ REFUSAL_REASONS: Final = (
     "ip_denied",  # the tunnel's token does not admit the visitor's address (403, or closed)
     "auth_required",  # the tunnel asks for basic auth, missing or wrong (401)
     "auth_rate",  # too many fresh basic-auth passwords for one tunnel's checks (429)
+    "send_timeout",  # a visitor took no response bytes for send_timeout (aborted)
+    "body_too_slow",  # a request body came slower than body_min_rate (408)
+    "address_share",  # one visitor address holds its share of a tunnel's streams (429)
 )
 # Seconds. Requests through a tunnel take from well under a millisecond (local service on
 # the agent's machine, agent near the edge) to the 60 s response timeout.

@@ -51,6 +51,7 @@ class HostOwnership:
         "_names",
         "_targets",
         "loaded",
+        "open_names",
         "seq",
         "suspended",
     )
@@ -65,6 +66,8 @@ class HostOwnership:
         self.suspended: set[str] = set()  # orgs an operator suspended
         self.seq = 0
         self.loaded = False  # a snapshot (from control or its cache) has been loaded
+        # A free name binds first-come (as with no control); control says otherwise.
+        self.open_names = True
 
     # -- state ----------------------------------------------------------------------------
 
@@ -82,6 +85,7 @@ class HostOwnership:
             self._set_domain(route)
         self._limits = {limits.org: limits for limits in snapshot.limits}
         self.suspended = set(snapshot.suspended)
+        self.open_names = snapshot.open_names
         self.seq = snapshot.seq
         self.loaded = True
 
@@ -124,6 +128,7 @@ class HostOwnership:
             domains=list(self._domains.values()),
             suspended=sorted(self.suspended),
             limits=list(self._limits.values()),
+            open_names=self.open_names,
         )
 
     def _set_domain(self, route: DomainRoute) -> None:
@@ -179,8 +184,10 @@ class HostOwnership:
         route = self.domain_for(normalize_host(name)) if name else None
         return (_host(route.host),) if route is not None else ()
 
-    def check_bind(self, org: str, hostname: str, protocol: str) -> None:
-        """Raise ``BindError`` unless ``org`` may bind ``hostname`` for ``protocol``."""
+    def check_bind(self, org: str, hostname: str, protocol: str, *, given: bool = False) -> None:
+        """Raise ``BindError`` unless ``org`` may bind ``hostname`` for ``protocol``.
+        ``given``: this edge holds ``hostname`` for ``org`` already (its tunnel serves it, or
+        a lease keeps the random name it had), which is how an org binds a random name again."""
         base = self._base
         own = installation_name(hostname, base, self._agent_hostname) if base else ""
         if own:
@@ -189,7 +196,7 @@ class HostOwnership:
                 f"{hostname} is a name this Burrow installation uses itself; pick another name",
             )
         if base and hostname.endswith("." + base):
-            self._check_base_name(org, hostname, base)
+            self._check_base_name(org, hostname, base, given)
             return
         owner = self._names.get(hostname)
         if owner is not None:
@@ -227,9 +234,11 @@ class HostOwnership:
                 "its TLS mode to terminate in the console or with the API",
             )
 
-    def _check_base_name(self, org: str, hostname: str, base: str) -> None:
+    def _check_base_name(self, org: str, hostname: str, base: str, given: bool) -> None:
         """A name under the base domain: it and every name under it belong to the org that
-        reserved its top label; a deeper name nobody reserved binds only without control."""
+        reserved its top label; a deeper name nobody reserved binds only without control, and
+        a free one only without control, where control opens free names, or for the org this
+        edge gave it to."""
         top = hostname[: -len(base) - 1].rsplit(".", 1)[-1]
         name = f"{top}.{base}"
         owner = self._names.get(name)
@@ -238,11 +247,19 @@ class HostOwnership:
                 under = "" if name == hostname else f" (it is under {name})"
                 raise BindError("taken", f"{name} is reserved by another account{under}")
             return
-        if name != hostname and self.loaded:
+        if not self.loaded:
+            return
+        if name != hostname:
             raise BindError(
                 "not_owned",
                 f"{hostname} is under {name}, which your account has not reserved: reserve "
                 f"{top} first (the names under a name belong to its owner)",
+            )
+        if not self.open_names and not given:
+            raise BindError(
+                "not_reserved",
+                f"{hostname} is not reserved by your account: reserve {top} in the console or "
+                "with the API, or leave out the name for a random one",
             )
 
     def alias_route(self, host: str) -> tuple[str, str] | None:

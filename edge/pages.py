@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import re
+import time
+from email.utils import formatdate
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} {title}</title>
@@ -52,3 +54,18 @@ def error_page(status: int, detail: str, request_id: str | bytes = b"") -> bytes
     return _TEMPLATE.format(
         status=status, title=title, detail=detail_html(detail), footer=footer
     ).encode()
+
+
+_date_second = 0
+_date_value = b""
+
+
+def http_date() -> bytes:
+    """The Date header value of the edge's own answers (RFC 9110 6.6.1), made once a second:
+    clients (``burrow diagnose``) read the edge's clock from it."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_value = formatdate(now, usegmt=True).encode()
+    return _date_value

@@ -92,12 +92,26 @@ class TunnelPool:
 
 
 def normalize_host(host: str) -> str:
-    """Lowercase; strip port and trailing dot: ``Demo.Localhost:8080`` -> ``demo.localhost``."""
+    """Lowercase; strip port and trailing dot: ``Demo.Localhost:8080`` -> ``demo.localhost``.
+
+    ``""`` for a host whose port is not digits (RFC 3986 3.2.3): ``demo.localhost:@evil``
+    names no tunnel, and must not be routed to ``demo.localhost`` and forwarded as it came."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        address, _, rest = host.partition("]")
+        if rest and not (rest[0] == ":" and _is_port(rest[1:])):
+            return ""
+        return address + "]"
+    if host.count(":") == 1:
+        host, _, port = host.partition(":")
+        if not _is_port(port):
+            return ""
     return host.rstrip(".")
+
+
+def _is_port(port: str) -> bool:
+    # isdecimal alone takes other scripts' digits; an empty port is allowed (RFC 3986 3.2.3).
+    return len(port) <= 5 and port.isascii() and (not port or port.isdecimal())
 
 
 def host_matches(pattern: str, host: str) -> bool:
@@ -183,6 +197,11 @@ class RouteTable:
             return False
         return owner != account
 
+    def refuse_if_held(self, key: object, label: str, account: str) -> None:
+        """Raise the ``held`` refusal while a lease keeps ``key`` for another account."""
+        if self._leased_to_other(key, account):
+            raise self.held_error(key, label)
+
     def held_error(self, key: object, label: str) -> BindError:
         """The refusal for ``key`` while its lease keeps it for another account."""
         lease = self._leases.get(key)
@@ -199,8 +218,7 @@ class RouteTable:
         """Add ``tunnel`` under ``key``; returns stale tunnels it replaced."""
         pool = table.get(key)
         if pool is None:
-            if self._leased_to_other(key, tunnel.account):
-                raise self.held_error(key, label)
+            self.refuse_if_held(key, label, tunnel.account)
             table[key] = TunnelPool(tunnel.account, [tunnel])
             self._leases.pop(key, None)
             self._holdings.setdefault(tunnel.account, set()).add(key)
@@ -260,6 +278,17 @@ class RouteTable:
             return pool.account == account and any(
                 t.instance_id == instance_id for t in pool.members
             )
+        return self._leased_to(key, account)
+
+    def held_for(self, host: str, account: str) -> bool:
+        """Whether this edge holds ``host`` for ``account``: one of its tunnels serves it, or
+        the lease on a name it had keeps it for the account."""
+        pool = self.hosts.get(host)
+        if pool is not None:
+            return pool.account == account
+        return self._leased_to(host, account)
+
+    def _leased_to(self, key: object, account: str) -> bool:
         lease = self._leases.get(key)
         return lease is not None and lease[0] == account and lease[1] >= self._clock()
 

@@ -240,7 +240,10 @@ class Edge:
             ownership = self.ownership
             allowed = ownership.allowed_for(identity.account, identity.allowed_hosts, bind.name)
             hostname = routes.hostname_for(bind.name, allowed)
-            ownership.check_bind(identity.account, hostname, bind.protocol)
+            given = routes.held_for(hostname, identity.account)
+            if not given:  # another account's lease says whose it is, and until when
+                routes.refuse_if_held(hostname, hostname, identity.account)
+            ownership.check_bind(identity.account, hostname, bind.protocol, given=given)
         else:
             hostname = routes.random_hostname()
         self._check_quota(session, hostname, tcp=False)

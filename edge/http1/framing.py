@@ -98,7 +98,10 @@ def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Fr
     if te is not None:
         if lengths and is_request:
             raise ParseError("both Transfer-Encoding and Content-Length")
-        codings = [c.strip().lower() for c in te.split(b",")]
+        # Only blanks are trimmed (RFC 9110 5.6.1 OWS): ``bytes.strip`` would also take VT,
+        # FF and the separator controls, so ``\x0bchunked`` would pass for chunked here and
+        # for something else in the local service (a request-smuggling shape).
+        codings = [c.strip(b" \t").lower() for c in te.split(b",")]
         if codings[-1] == b"chunked":
             if is_request and codings != [b"chunked"]:
                 raise ParseError("unsupported transfer coding", 501)
@@ -114,10 +117,10 @@ def body_framing(te: bytes | None, lengths: list[bytes], is_request: bool) -> Fr
         length = _digits(lengths[0])
         if length >= 0:
             return BODY_LENGTH, length
-    value = lengths[0].strip()
+    value = lengths[0].strip(b" \t")
     if len(lengths) > 1 or b"," in value:
         # Several fields, or a list in one: all the same value, or the message is refused.
-        values = {v.strip() for field in lengths for v in field.split(b",")}
+        values = {v.strip(b" \t") for field in lengths for v in field.split(b",")}
         if len(values) > 1:
             raise ParseError("conflicting Content-Length values")
         (value,) = values
@@ -427,6 +430,9 @@ class ResponseWriting:
         else:
             self._continue = False
         return informational_head(head.status, head.reason or b"", head.headers)
+
+    def close_after_response(self) -> None:
+        self._close_after = True
 
     def send_response(self, head: ResponseHead) -> bytes:
         writer = self._writer

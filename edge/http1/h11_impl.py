@@ -144,12 +144,16 @@ class _H11Base:
 
 
 class H11VisitorConnection(_H11Base):
-    __slots__ = ()
+    __slots__ = ("_close_after",)
 
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_head = max_header_bytes
         self._head_state = h11.IDLE
+        self._close_after = False
+
+    def close_after_response(self) -> None:
+        self._close_after = True
 
     @property
     def waiting_for_continue(self) -> bool:
@@ -163,8 +167,13 @@ class H11VisitorConnection(_H11Base):
         )
 
     def send_response(self, head: ResponseHead) -> bytes:
+        headers = head.headers
+        if self._close_after:
+            # h11 closes after a response that says so.
+            headers = [(n, v) for n, v in headers if n.lower() != b"connection"]
+            headers.append((b"connection", b"close"))
         return self._send(
-            h11.Response(status_code=head.status, headers=head.headers, reason=head.reason)
+            h11.Response(status_code=head.status, headers=headers, reason=head.reason)
         )
 
 

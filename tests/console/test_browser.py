@@ -150,12 +150,16 @@ async def test_an_operator_disables_a_user_from_the_browser(
     row = await browser.wait_text(user.email, "#users")
     assert "active" in row
     await browser.shot("admin-users")
+    first_row = await browser.text("#users tbody tr:first-child")
+    assert user.email in first_row, first_row
     await browser.press("Disable", "#users tbody tr:first-child")
     assert "signed out everywhere" in await browser.accept_confirm()
     await browser.wait_text("The user is updated.")
     await browser.open("/admin/users?after=" + user_id[:-1])
-    assert "disabled" in await browser.text("#users tbody tr:first-child")
-    assert (await user.get("/tokens")).url.endswith("/login")
+    first_row = await browser.text("#users tbody tr:first-child")
+    assert user.email in first_row and "disabled" in first_row, first_row
+    signed_out = await user.get("/tokens")
+    assert signed_out.url.endswith("/login"), signed_out.url
     for path in ("/admin/orgs", "/admin/domains", "/admin/edges", "/admin/tunnels"):
         await browser.open(path)
         await browser.shot(path.strip("/"))

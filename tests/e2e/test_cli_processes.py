@@ -213,7 +213,7 @@ async def test_agent_reports_reconnecting_after_the_edge_drains_and_exits(
             "--drain", str(DRAIN), env=dev_env(database_url),
         )  # fmt: skip
         children.append(dev)
-        await dev.expect(r"burrow http 8000")
+        await dev.expect(r"run\.py burrow http 3000")
         agent = await Child.start(
             tmp_path, "burrow", "-m", "agent.cli", "http", str(service.port), "--name", "slow"
         )

@@ -75,16 +75,21 @@ class Stack:
             assert resp.status == status, (resp.status, body)
             return body
 
-    async def sign_in_operator(self, email: str) -> None:
-        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
-        for ``operator_call`` until its cookies are cleared."""
+    async def _sign_up_and_in(self, email: str) -> dict[str, Any]:
+        """Sign ``email`` up (202, alike for new and known emails), then in; ``/v1/me``."""
         credentials = {"email": email, "password": PASSWORD}
         async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
             assert resp.status == 202, await resp.text()
         async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
             assert resp.status == 200, await resp.text()
         async with self.http.get(self.control.url + "/v1/me") as resp:
-            user_id = (await resp.json())["user"]["id"]
+            me: dict[str, Any] = await resp.json()
+        return me
+
+    async def sign_in_operator(self, email: str) -> None:
+        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
+        for ``operator_call`` until its cookies are cleared."""
+        user_id = (await self._sign_up_and_in(email))["user"]["id"]
         assert self.control.runner is not None
         await self.control.runner.app[DB].execute(
             "UPDATE users SET is_admin = true WHERE id = %s", (user_id,)
@@ -100,13 +105,7 @@ class Stack:
 
     async def signup(self, email: str) -> dict[str, Any]:
         """A user with their own org, and an admin API key for it."""
-        credentials = {"email": email, "password": PASSWORD}
-        async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
-            assert resp.status == 202, await resp.text()
-        async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
-            assert resp.status == 200, await resp.text()
-        async with self.http.get(self.control.url + "/v1/me") as resp:
-            me = await resp.json()
+        me = await self._sign_up_and_in(email)
         user: dict[str, Any] = {"user": me["user"], "org": me["orgs"][0]}
         async with self.http.post(
             self.control.url + "/v1/api-keys", json={}, headers={"X-Requested-With": "t"}
@@ -156,14 +155,14 @@ async def test_signup_token_bind_refuse_revoke(
 ) -> None:
     acme = await stack.signup("owner@acme.example")
     globex = await stack.signup("owner@globex.example")
-    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "shop"})
+    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "acmeshop"})
     acme_token = await stack.call("POST", "/v1/tokens", acme["key"], status=201, json={})
     globex_token = await stack.call("POST", "/v1/tokens", globex["key"], status=201, json={})
 
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="shop")
+    spec = TunnelSpec("http", "127.0.0.1", service.port, name="acmeshop")
     agent = await agents.start(stack.edge, spec, token=acme_token["token"])
-    assert agent.tunnels[0].url.startswith("http://shop.tunnels.test")
-    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    assert agent.tunnels[0].url.startswith("http://acmeshop.tunnels.test")
+    resp = await get(stack.edge.config.http_port, "acmeshop.tunnels.test", "/hello")
     assert resp.status == 200
 
     # Another org's agent is refused the name, with a reason its user can act on.
@@ -181,7 +180,7 @@ async def test_signup_token_bind_refuse_revoke(
             break
         await asyncio.sleep(0.05)
     rows = await listed(acme["key"])
-    assert [r["hostname"] for r in rows] == ["shop.tunnels.test"]
+    assert [r["hostname"] for r in rows] == ["acmeshop.tunnels.test"]
     assert rows[0]["edge_id"] == stack.edge.config.edge_id
     assert await listed(globex["key"]) == []
     async with stack.http.get(stack.control.url + "/metrics") as resp:
@@ -200,7 +199,7 @@ async def test_signup_token_bind_refuse_revoke(
     await wait_for(running.done, timeout=5, what="revoked agent to stop")
     with pytest.raises(AgentRefused, match="revoked"):
         running.result()
-    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    resp = await get(stack.edge.config.http_port, "acmeshop.tunnels.test", "/hello")
     assert resp.status == 404
     again = await agents.start(stack.edge, spec, token=acme_token["token"], wait=False)
     task = agents.running[-1][1]
@@ -219,6 +218,7 @@ async def test_tunnels_survive_control_and_redis_restarts(
 ) -> None:
     async for stack in _stack(database_url, private_redis.url, bus_prefix):
         user = await stack.signup("owner@initech.example")
+        await stack.call("POST", "/v1/names", user["key"], status=201, json={"name": "initech"})
         made = await stack.call("POST", "/v1/tokens", user["key"], status=201, json={})
         spec = TunnelSpec("http", "127.0.0.1", service.port, name="initech")
         agent = await agents.start(stack.edge, spec, token=made["token"])
@@ -260,10 +260,13 @@ async def test_a_name_another_org_is_serving_cannot_be_reserved_from_under_it(
     squatter = await stack.signup("early@squat.example")
     owner = await stack.signup("owner@brand.example")
     squat_token = await stack.call("POST", "/v1/tokens", squatter["key"], status=201, json={})
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="brand")
-    await agents.start(stack.edge, spec, token=squat_token["token"])
+    # A random name the edge gave the squatter's agent is the squatter's while it serves.
+    random = TunnelSpec("http", "127.0.0.1", service.port)
+    squatting = await agents.start(stack.edge, random, token=squat_token["token"])
+    host = squatting.tunnels[0].url.split("//")[1].split(":")[0]
+    label = host.split(".")[0]
     port = stack.edge.config.http_port
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    assert (await get(port, host, "/hello")).status == 200
     for _ in range(100):  # control learns of the tunnel from the edge's reports
         if (await stack.call("GET", "/v1/tunnels", squatter["key"]))["tunnels"]:
             break
@@ -272,23 +275,59 @@ async def test_a_name_another_org_is_serving_cannot_be_reserved_from_under_it(
     # Reserving a name another account serves right now would end its tunnel at once: it
     # is refused (an operator can reassign the name with the admin API), and the tunnel
     # keeps serving.
-    err = await stack.call("POST", "/v1/names", owner["key"], status=409, json={"name": "brand"})
+    err = await stack.call("POST", "/v1/names", owner["key"], status=409, json={"name": label})
     assert err["error"]["code"] == "in_use"
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    assert (await get(port, host, "/hello")).status == 200
 
-    # An operator gives the name to the brand's owner: the squatter's tunnel loses it at
-    # once, and the owner's agent can bind it straight away (no lease kept for the squatter).
+    # An operator gives the name to the owner: the squatter's tunnel loses it at once, and
+    # the owner's agent can bind it straight away (no lease kept for the squatter).
     await stack.sign_in_operator("ops@brand.example")
     await stack.operator_call(
-        "POST", "/v1/admin/names", 201, json={"name": "brand", "org_id": owner["org"]["id"]}
+        "POST", "/v1/admin/names", 201, json={"name": label, "org_id": owner["org"]["id"]}
     )
     stack.http.cookie_jar.clear()
     for _ in range(100):
-        if (await get(port, "brand.tunnels.test", "/hello")).status == 404:
+        if (await get(port, host, "/hello")).status == 404:
             break
         await asyncio.sleep(0.05)
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 404
+    assert (await get(port, host, "/hello")).status == 404
     owner_token = await stack.call("POST", "/v1/tokens", owner["key"], status=201, json={})
-    mine = await agents.start(stack.edge, spec, token=owner_token["token"])
-    assert mine.tunnels[0].url.startswith("http://brand.tunnels.test")
-    assert (await get(port, "brand.tunnels.test", "/hello")).status == 200
+    named = TunnelSpec("http", "127.0.0.1", service.port, name=label)
+    mine = await agents.start(stack.edge, named, token=owner_token["token"])
+    assert mine.tunnels[0].url.startswith(f"http://{host}")
+    assert (await get(port, host, "/hello")).status == 200
+
+
+async def test_an_org_binds_only_names_it_reserved_or_was_given(
+    stack: Stack, service: LocalService, agents: AgentRunner
+) -> None:
+    user = await stack.signup("owner@umbrella.example")
+    made = await stack.call("POST", "/v1/tokens", user["key"], status=201, json={})
+    # A free name nobody reserved is not first-come: it must be reserved first.
+    free = TunnelSpec("http", "127.0.0.1", service.port, name="umbrella")
+    refused = await agents.start(stack.edge, free, token=made["token"], wait=False)
+    await wait_for(lambda: bool(refused.tunnels[0].error), what="bind refusal")
+    assert "umbrella.tunnels.test is not reserved by your account" in refused.tunnels[0].error
+    assert (await get(stack.edge.config.http_port, "umbrella.tunnels.test", "/")).status == 404
+    await agents.stop_all()
+
+    # A random name the edge gave the org comes back to it by name after its agent left
+    # (the edge's lease keeps it for the account), as a restarted agent asks for it.
+    random = TunnelSpec("http", "127.0.0.1", service.port)
+    first = await agents.start(stack.edge, random, token=made["token"])
+    host = first.tunnels[0].url.split("//")[1].split(":")[0]
+    await agents.stop_all()
+    await wait_for(lambda: host not in stack.edge.routes.hosts, what="the tunnel released")
+    again = TunnelSpec("http", "127.0.0.1", service.port, name=host.split(".")[0])
+    second = await agents.start(stack.edge, again, token=made["token"])
+    assert second.tunnels[0].url.startswith(f"http://{host}")
+    assert (await get(stack.edge.config.http_port, host, "/hello")).status == 200
+
+    # With the name reserved, it binds.
+    await stack.call("POST", "/v1/names", user["key"], status=201, json={"name": "umbrella"})
+    await wait_for(
+        lambda: stack.edge.ownership.owner_of_name("umbrella.tunnels.test") is not None,
+        what="the reservation at the edge",
+    )
+    reserved = await agents.start(stack.edge, free, token=made["token"])
+    assert reserved.tunnels[0].url.startswith("http://umbrella.tunnels.test")

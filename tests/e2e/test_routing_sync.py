@@ -59,7 +59,12 @@ GLOBEX = token("globex", "t-globex")
 def control_state(seq: int = 10, **changes: object) -> RoutingSnapshot:
     snapshot = RoutingSnapshot(
         seq=seq,
-        names=[NameClaim(host="shop.localhost", org="acme")],
+        names=[
+            NameClaim(host="shop.localhost", org="acme"),
+            NameClaim(host="brief.localhost", org="acme"),
+            NameClaim(host="other.localhost", org="globex"),
+            NameClaim(host="globex.localhost", org="globex"),
+        ],
         domains=[DomainRoute(host="www.acme.test", org="acme", verified=True)],
         keys=[KEY.verify_key()],
     )
@@ -438,7 +443,7 @@ async def test_http_snapshot_source_speaks_the_control_contract() -> None:
     bad = HttpSnapshotSource(f"http://127.0.0.1:{port}", "wrong", timeout=2.0)
     try:
         snapshot = await good.fetch()
-        assert snapshot.seq == 10 and snapshot.names == [NameClaim("shop.localhost", "acme")]
+        assert snapshot.seq == 10 and snapshot.names == control_state().names
         assert seen == ["Bearer edge-secret"]
         with pytest.raises(SnapshotUnavailable, match=r"refused this edge's key \(401\)"):
             await bad.fetch()

@@ -118,7 +118,9 @@ async def test_the_default_token_cannot_bind_the_installations_names(stack: Stac
     raw = await link(stack.edge.config.agent_port, GLOBEX)
     for name in ("edge", "api", "www", "console", "admin"):
         assert "uses itself" in refused_with(await bind(raw, name), "reserved")
-    assert isinstance(await bind(raw, "free-name"), Bound)  # first come, as before
+    assert isinstance(await bind(raw, "other"), Bound)  # a name its org reserved
+    # A free name is reserved first, where control opens no names to first-come.
+    refused_with(await bind(raw, "free-name"), "not_reserved")
     raw.close()
 
 
@@ -141,6 +143,9 @@ async def test_a_name_released_by_control_binds_again(stack: Stack) -> None:
     refused_with(await bind(raw, "demo"), "taken")
     await stack.publish(NameRemoved(seq=12, host="demo.localhost"))
     await wait_for(lambda: stack.edge.ownership.seq == 12, what="the release")
+    refused_with(await bind(raw, "demo"), "not_reserved")  # free, not first-come
+    await stack.publish(NameSet(seq=13, claim=NameClaim(host="demo.localhost", org="globex")))
+    await wait_for(lambda: stack.edge.ownership.seq == 13, what="the new owner")
     assert isinstance(await bind(raw, "demo"), Bound)
     raw.close()
 
@@ -208,12 +213,12 @@ async def test_retiring_a_key_ends_the_agents_its_tokens_let_in(
         claims = TokenClaims(org="acme", tid="t-k2", iat=int(time.time()) - 5)
         old_key_token = issue_token(claims, OTHER_KEY)
         doomed = await agents.start(stack.edge, http(service, "shop"), token=old_key_token)
-        kept = await agents.start(stack.edge, http(service, "kept"), token=GLOBEX)
+        kept = await agents.start(stack.edge, http(service, "other"), token=GLOBEX)
         await stack.publish(KeysSet(seq=11, keys=[KEY.verify_key()]))
         message = await refused(task_of(agents, doomed))
         assert "the key that signed this authtoken was retired" in message
         await wait_for(lambda: stack.edge.routes.lookup_host("shop.localhost") is None)
-        assert kept.connected and stack.edge.routes.lookup_host("kept.localhost") is not None
+        assert kept.connected and stack.edge.routes.lookup_host("other.localhost") is not None
         # And it cannot come back.
         again = await agents.start(
             stack.edge, http(service, "shop"), token=old_key_token, wait=False
@@ -427,6 +432,8 @@ async def test_an_operator_suspends_an_org_and_disables_a_user_at_the_edge(
     initech = await platform.signup("owner@initech-disable.example")
     acme_token = await platform.call("POST", "/v1/tokens", acme["key"], status=201, json={})
     initech_token = await platform.call("POST", "/v1/tokens", initech["key"], status=201, json={})
+    for owner, name in ((acme, "acme-s"), (initech, "initech-d")):
+        await platform.call("POST", "/v1/names", owner["key"], status=201, json={"name": name})
     acme_agent = await agents.start(
         platform.edge, http(service, "acme-s"), token=acme_token["token"]
     )

@@ -49,6 +49,15 @@ REFUSED: dict[str, bytes] = {
     "request-line-lowercase-http": b"GET / http/1.1\r\n" + HOST + b"\r\n",
     "request-line-bad-method": b"G(T / HTTP/1.1\r\n" + HOST + b"\r\n",
     "request-line-garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    # Transfer-Encoding obfuscated with control bytes that bytes.strip() takes for blanks: a
+    # front end that reads it as chunked and a back end that does not disagree on the body.
+    "transfer-encoding-vt-before": b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: \x0bchunked"
+    b"\r\n\r\n0\r\n\r\n",
+    "transfer-encoding-ff-after": b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\x0c"
+    b"\r\n\r\n0\r\n\r\n",
+    "transfer-encoding-fs-in-list": b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: x,\x1c"
+    b"chunked\r\n\r\n0\r\n\r\n",
+    "content-length-vt-before": b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: \x0b1\r\n\r\nx",
 }
 
 

@@ -307,3 +307,15 @@ def test_a_relayed_head_is_rewritten_when_its_connection_fields_change(
     assert header(head_fields(wire), b"connection") == expected
     assert header(head_fields(wire), b"content-length") == [b"2"]
     assert header(head_fields(wire), b"x-trace") == [b"a b"]
+
+
+@pytest.mark.parametrize("fields", [[], [(b"connection", b"keep-alive")]])
+def test_close_after_response_says_so_and_ends_the_connection(impl: Impl, fields: Headers) -> None:
+    """A draining edge answers the request in flight, then closes: the response must say
+    ``connection: close``, or the visitor sends its next request into a closing socket."""
+    conn = visitor_with(impl, GET)
+    conn.close_after_response()
+    wire = conn.send_response(ResponseHead(200, [*fields, (b"content-length", b"2")]))
+    wire += conn.send_data(b"ok") + conn.send_end()
+    assert header(head_fields(wire), b"connection") == [b"close"]
+    assert not conn.start_next_cycle()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_config_path_follows_burrow_config(
         ('[tunnels.web]\nproto = "udp"\naddr = "8000"\n', 'proto must be "http", "tcp" or "tls"'),
         ('[tunnels.web]\naddr = "8000"\n', 'proto must be "http", "tcp" or "tls"'),
         ('[tunnels.web]\nproto = "http"\n', "addr is required"),
-        ('[tunnels.web]\nproto = "http"\naddr = "8000"\nport = 1\n', "unknown keys ['port']"),
+        ('[tunnels.web]\nproto = "http"\naddr = "8000"\nport = 1\n', "unknown key `port`"),
         ('[tunnels.web]\nproto = "http"\naddr = "99999"\n', "1 to 65535"),
         ('[tunnels.web]\nproto = "tcp"\naddr = "1"\nremote_port = "x"\n', "remote_port"),
         ("tunnels = 3\n", "[tunnels] must be a table"),
@@ -97,7 +98,8 @@ def test_errors_name_the_file_and_the_problem(config_file: Path, text: str, hint
     with pytest.raises(ConfigError) as info:
         load(config_file)
     message = str(info.value)
-    assert message.startswith(f"{config_file}: ")
+    # path:LINE: where the line is known, path: otherwise (a file TOML cannot parse)
+    assert re.match(rf"{re.escape(str(config_file))}:(\d+:)? ", message), message
     assert hint in message
     if "tunnels.web" in text and hint:
         assert "'web'" in message  # which tunnel is wrong

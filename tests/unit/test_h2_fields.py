@@ -1,7 +1,10 @@
 """``edge.h2_fields.field_problem`` refuses exactly the header blocks h2's own inbound
-validation refuses, for requests and for trailers."""
+validation refuses, for requests and for trailers, and besides those the requests whose
+``:method`` or ``:path`` would not make a well-formed HTTP/1.1 request line (h2 lets them by)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from h2.exceptions import ProtocolError
@@ -48,6 +51,23 @@ def _h2_refuses(fields: Fields, trailers: bool) -> bool:
     return False
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*")
+
+
+def _bad_request_line(fields: Fields, trailers: bool) -> bool:
+    """Whether ``:method`` or ``:path`` could not go into an HTTP/1.1 request line."""
+    if trailers:
+        return False
+    pseudo = dict(f for f in fields if f[0] in (b":method", b":path"))
+    method, path = pseudo.get(b":method"), pseudo.get(b":path")
+    if method is not None and not _TOKEN.fullmatch(method):
+        return True
+    if not path or _ORIGIN_FORM.fullmatch(path):
+        return False
+    return not (path == b"*" and method == b"OPTIONS")
+
+
 @st.composite
 def blocks(draw: st.DrawFn) -> Fields:
     """Mostly a good request with a few fields changed, added or dropped."""
@@ -69,7 +89,8 @@ def blocks(draw: st.DrawFn) -> Fields:
 @given(blocks(), st.booleans())
 def test_refuses_what_h2_refuses(fields: Fields, trailers: bool) -> None:
     problem = field_problem(fields, trailers)
-    assert (problem is not None) == _h2_refuses(fields, trailers), problem
+    refused = _h2_refuses(fields, trailers) or _bad_request_line(fields, trailers)
+    assert (problem is not None) == refused, problem
 
 
 @pytest.mark.parametrize(
@@ -95,6 +116,24 @@ def test_named_problems(fields: Fields, problem: str | None) -> None:
     else:
         assert found is not None and problem in found
     assert (found is not None) == _h2_refuses(fields, trailers=False)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        (b"GET", b"/a HTTP/1.1\tX: /b"),
+        (b"GET", b"/a b"),
+        (b"GET", b"a"),
+        (b"GET", b"*"),
+        (b"G T", b"/"),
+        (b"", b"/"),
+    ],
+)
+def test_method_and_path_must_make_a_request_line(method: bytes, path: bytes) -> None:
+    fields = [(b":method", method), (b":scheme", b"https"), (b":path", path), _BASE[3]]
+    assert field_problem(fields) is not None
+    options = [(b":method", b"OPTIONS"), fields[1], (b":path", b"*"), _BASE[3]]
+    assert field_problem(options) is None
 
 
 def test_trailers_take_no_pseudo_headers() -> None:

@@ -77,6 +77,14 @@ def routes(clock: Clock) -> RouteTable:
         ("[::1]", "[::1]"),
         ("[FE80::1]:80", "[fe80::1]"),
         ("::1", "::1"),  # a bare IPv6 address has no port to strip
+        ("demo.tunnels.test:", "demo.tunnels.test"),  # an empty port (RFC 3986 3.2.3)
+        # A port that is not digits names no host: never routed to the name before it.
+        ("demo.tunnels.test:@evil.example", ""),
+        ("demo.tunnels.test:80@evil.example", ""),
+        ("demo.tunnels.test:\uff18\uff10", ""),  # digits of another script (fullwidth 80)
+        ("demo.tunnels.test:123456", ""),
+        ("[::1]:x", ""),
+        ("[::1]evil", ""),
     ],
 )
 def test_normalize_host(given_host: str, expected: str) -> None:
