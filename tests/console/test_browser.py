@@ -91,7 +91,7 @@ async def test_sign_up_token_agent_and_the_tunnel_appears_live(
     await browser.shot("tunnels-live")
 
     await browser.resize(390, 844)
-    for path in ("/tunnels", "/tokens", "/start"):
+    for path in ("/start", "/tunnels", "/tokens", "/api-keys", "/names", "/domains", "/members"):
         await browser.open(path)
         assert await browser.fits_width(), f"{path} scrolls sideways at phone width"
     await browser.open("/tunnels")

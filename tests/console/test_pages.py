@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from typing import Any
 
 import aiohttp
 import msgspec
+import trustme
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from bus.events import EdgeState, LiveTunnel
+from control.app import create_app
 from control.edge_reports import apply_report
 from tests.console.conftest import ConsoleSession, ConsoleSite, fresh_email
+from tests.control.conftest import PASSWORD, control_config
 from tests.fixtures.dns_server import DnsServer
 
 USER_PAGES = ["/start", "/tunnels", "/tokens", "/api-keys", "/names", "/domains", "/members"]
@@ -418,3 +423,78 @@ async def _event(stream: aiohttp.ClientResponse) -> Any:
                 return msgspec.json.decode(line.removeprefix("data: "))
 
     return await asyncio.wait_for(read(), 10)
+
+
+async def test_the_domain_inventory_filters_expiring_and_failed_certificates(
+    site: ConsoleSite,
+) -> None:
+    operator = await site.operator()
+    user = await site.user()
+    stamp = int(time.time() * 1000) % 10**9
+    expiring, failing, fine = (f"{kind}-{stamp}.example.net" for kind in ("exp", "fail", "ok"))
+    for host in (expiring, failing, fine):
+        added = await user.submit("/domains", "/domains", {"domain": host})
+        assert added.status == 200, added.error
+    # What the certificate worker records about each.
+    await site.db.execute(
+        "UPDATE domains SET tls_status = 'issued', tls_not_after = now() + interval '5 days'"
+        " WHERE host = %s",
+        (expiring,),
+    )
+    await site.db.execute(
+        "UPDATE domains SET tls_status = 'failed', tls_last_error = 'acme: order refused'"
+        " WHERE host = %s",
+        (failing,),
+    )
+    await site.db.execute(
+        "UPDATE domains SET tls_status = 'issued', tls_not_after = now() + interval '80 days'"
+        " WHERE host = %s",
+        (fine,),
+    )
+    everything = await operator.get("/admin/domains")
+    assert all(h in everything.text for h in (expiring, failing, fine))
+    soon = await operator.get("/admin/domains?filter=expiring")
+    assert expiring in soon.text and failing not in soon.text and fine not in soon.text
+    failed = await operator.get("/admin/domains?filter=failed")
+    assert failing in failed.text and "acme: order refused" in failed.text
+    assert expiring not in failed.text and fine not in failed.text
+
+
+async def test_cookies_are_secure_when_control_is_served_over_https(
+    database_url: str,
+) -> None:
+    """Over HTTPS the session and pre-session cookies are Secure even where the operator
+    left ``secure_cookies`` off."""
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(served)
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    server = TestServer(create_app(control_config(database_url)))
+    await server.start_server(ssl=served)
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        assert base.startswith("https://")
+        session = ConsoleSession(base)
+        session.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True), connector=aiohttp.TCPConnector(ssl=trusted)
+        )
+        try:
+            login = await session.get("/login")
+            session.email = fresh_email("tls")
+            form: dict[str, str | list[str]] = {"email": session.email, "password": PASSWORD}
+            await session.post("/signup", form, csrf=login.csrf)
+            async with session.http.post(
+                base + "/login",
+                data={**form, "csrf_token": login.csrf},
+                headers={"Sec-Fetch-Site": "same-origin"},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303, await resp.text()
+                cookies = resp.headers.getall("Set-Cookie")
+        finally:
+            await session.close()
+        sent = next(h for h in cookies if h.startswith("burrow_session="))
+        assert "Secure" in sent and "HttpOnly" in sent and "SameSite=Lax" in sent
+    finally:
+        await server.close()
