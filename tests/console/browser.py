@@ -50,6 +50,8 @@ class Browser:
             options.add_argument(flag)
         self.driver = webdriver.Chrome(options=options, service=Service(driver_path))
         self.driver.set_page_load_timeout(WAIT_SECONDS)
+        # A form's page may still be on its way when the next element is looked up.
+        self.driver.implicitly_wait(5)
         self.base = base
         self.shots = shots
         shots.mkdir(parents=True, exist_ok=True)
