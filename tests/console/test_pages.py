@@ -498,3 +498,22 @@ async def test_cookies_are_secure_when_control_is_served_over_https(
         assert "Secure" in sent and "HttpOnly" in sent and "SameSite=Lax" in sent
     finally:
         await server.close()
+
+
+async def test_a_member_of_two_orgs_switches_between_them(site: ConsoleSite) -> None:
+    owner = await site.user(org_name="Hooli")
+    email = fresh_email("two")
+    invited = await owner.submit("/members", "/members/invite", {"email": email})
+    link = next(c for c in invited.codes() if "/invitations/accept?token=" in c)
+    member = site.browser()
+    await member.sign_up(email)
+    own_org = (await me(member))["org_id"]
+    await member.submit(link.removeprefix(site.base), "/invitations/accept", {
+        "token": link.rsplit("=", 1)[1]
+    })  # fmt: skip
+    assert owner.email in (await member.get("/members")).text
+    switched = await member.submit("/start", "/org", {"org": own_org})
+    assert "Switched" in switched.notice
+    assert owner.email not in (await member.get("/members")).text
+    refused = await member.submit("/start", "/org", {"org": "org_not_mine"})
+    assert refused.status == 404
