@@ -184,10 +184,11 @@ def create_app(
     verifier: DomainVerifier | None = None,
     workers: Sequence[str] = (),
     api: bool = True,
+    console: bool = True,
 ) -> web.Application:
     """The control app; ``workers``: names of ``control.workers.WORKERS`` to run beside it,
     on its database and bus; ``api``: serve /v1 (a worker's process serves only /healthz,
-    /readyz and /metrics)."""
+    /readyz and /metrics); ``console``: serve the web console at "/" (with the API)."""
     redaction.install()
     counted = ControlMetrics()
     app = web.Application(
@@ -229,4 +230,8 @@ def create_app(
         admin.routes,
     ):
         app.add_routes(table)
+    if console:
+        from console.app import mount
+
+        mount(app)  # the web console at "/", beside /v1
     return app
