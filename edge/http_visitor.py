@@ -94,6 +94,7 @@ _ACME_HTTP01: Final = b"/.well-known/acme-challenge/"  # RFC 8555 8.3
 class HttpVisitor(asyncio.Protocol):
     __slots__ = (
         "_authority",
+        "_authority_as_read",
         "_body_bytes",
         "_body_since",
         "_deadline",
@@ -169,6 +170,7 @@ class HttpVisitor(asyncio.Protocol):
         self._host_name = ""
         # The authority forwarded for it: the Host header itself when already in normal form.
         self._authority = b""
+        self._authority_as_read = False  # the Host header is already in its forwarded form
         self._forwarded = b""  # forwarded_prefix for that Host, once asked for
         self._server_name = ""  # the TLS SNI the connection was made for, if any
 
@@ -354,11 +356,11 @@ class HttpVisitor(asyncio.Protocol):
                 self._fail(400, "The Host header is not a host name with an optional port.")
                 return
             authority = forwarded_authority(host, host_header)
-            if authority == host_header:
-                authority = host_header  # the same object: the lines as read may go as they are
             self._host_header = host_header
             self._host_name = host
             self._authority = authority
+            # Then the request's lines may go as they were read (the fast path below).
+            self._authority_as_read = authority == host_header
             self._forwarded = b""
         self.host = host
         # Not origin-form ("/..."), the usual one: absolute-form, or nothing we take (RFC 9112 3.2).
@@ -410,7 +412,7 @@ class HttpVisitor(asyncio.Protocol):
         if (
             fields is not None
             and headers is as_read
-            and authority is host_header
+            and self._authority_as_read
             and forwards_unchanged(headers)
         ):
             # Nothing to take out: the lines as read, and the edge's own after them.
