@@ -38,7 +38,9 @@ WorkerFactory = Callable[[web.Application], Worker]
 
 # Worker name -> "module:factory", the factory taking the control app. Filled in as workers
 # are written; the names are what `burrowd worker NAME` accepts.
-WORKERS: dict[str, str] = {}
+WORKERS: dict[str, str] = {
+    "inspector": "control.inspector:create",
+}
 
 
 def factory(name: str) -> WorkerFactory:
