@@ -12,7 +12,18 @@ from aiohttp import web
 
 from bus.base import Bus
 from control import __version__, redaction
-from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
+from control.api import (
+    accounts,
+    admin,
+    api_keys,
+    domains,
+    edge,
+    names,
+    orgs,
+    requests,
+    tokens,
+    tunnels,
+)
 from control.bodies import to_json
 from control.config import ControlConfig
 from control.db import Database
@@ -199,7 +210,9 @@ def create_app(
         edge.routes,
         domains.routes,
         tunnels.routes,
+        requests.routes,
         admin.routes,
     ):
         app.add_routes(table)
+    app.cleanup_ctx.append(requests.replies)
     return app
