@@ -302,6 +302,8 @@ class LocalApi:
             return 403, "text/plain", b"changes come only from this agent's own page\n"
         if path == "/api/requests/http" or path.startswith("/api/requests/http/"):
             return await self._requests(request, path, parse_qs(target.query), body)
+        if path == "/favicon.ico":
+            return 204, "image/x-icon", b""  # browsers ask; an empty answer, not a 404 logged
         if path in UI_FILES and request.method == b"GET" and self.inspector is not None:
             name, kind = UI_FILES[path]
             return 200, kind, (resources.files("agent") / "inspector_ui" / name).read_bytes()
