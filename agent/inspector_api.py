@@ -18,22 +18,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from agent.inspector import Capture, Inspector, Message
+from bus.captures import NOT_REPLAYED
 
 REPLAY_TIMEOUT = 30.0
 DECODED_MAX = 1024 * 1024
 HEX_MAX = 4096
-_NOT_REPLAYED = frozenset(
-    {
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "x-burrow-replay",
-    }
-)
+# The local service gets the Host the visitor sent (as ngrok replays), not the tunnel's.
+_DROPPED = NOT_REPLAYED - {"host"}
 
 
 class ReplayError(Exception):
@@ -223,7 +214,7 @@ def replay_bytes(capture: Capture, edits: dict[str, Any]) -> tuple[bytes, bytes]
     if not any(k.lower() == "host" for k, _ in headers):
         # HTTP/1.1 needs one (RFC 9112 3.2): the captured request's, else the service's.
         lines.append(f"host: {request.header('host') or capture.local}")
-    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _NOT_REPLAYED]
+    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in _DROPPED]
     if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
         lines.append(f"content-length: {len(body)}")
     lines += [f"x-burrow-replay: {capture.id}", "connection: close"]

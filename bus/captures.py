@@ -36,6 +36,23 @@ BODY_PREFIX_LIMIT = 64 * 1024
 REPLAY_HEADER = b"x-burrow-replay"
 """Marks a replayed request for the local service; its value is the replayed capture id."""
 
+NOT_REPLAYED = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "x-burrow-replay",
+    }
+)
+"""Headers a replay never takes from a capture or from edits: the sender sets Host and
+the replay mark, and frames the body itself (hop-by-hop fields belong to one connection)."""
+
 SENSITIVE_HEADERS = frozenset({b"authorization", b"cookie", b"set-cookie", b"proxy-authorization"})
 MASK = "[masked]"
 

@@ -24,6 +24,7 @@ import msgspec
 
 from bus.base import Bus, BusUnavailable, Gap
 from bus.captures import (
+    NOT_REPLAYED,
     REPLAY_HEADER,
     ReplayRequest,
     ReplayResult,
@@ -111,11 +112,9 @@ def request_head(ask: ReplayRequest) -> RequestHead:
     if not ask.path.startswith("/") or ask.path.startswith("//"):
         raise ValueError("a replay's target must be a path on the tunnel's host")
     headers: Headers = [(b"host", ask.hostname.encode("idna"))]
-    skip = {b"host", b"content-length", b"transfer-encoding", b"connection", REPLAY_HEADER}
     for name, value in ask.headers:
-        raw = name.lower().encode("latin-1")
-        if raw not in skip:
-            headers.append((raw, value.encode("latin-1")))
+        if name.lower() not in NOT_REPLAYED:
+            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     if ask.body or ask.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
         headers.append((b"content-length", str(len(ask.body)).encode()))
     headers.append((REPLAY_HEADER, ask.replay_of.encode("latin-1")))

@@ -29,6 +29,7 @@ from aiohttp import web
 from bus.base import BusUnavailable, Gap
 from bus.captures import (
     MASK,
+    NOT_REPLAYED,
     REPLY_CHANNEL,
     CapturedBody,
     CaptureRecord,
@@ -54,22 +55,6 @@ DECODED_MAX = 1024 * 1024  # a decoded body shown is cut here: a small gzip can 
 REPLAY_BODY_MAX = 1024 * 1024
 TAIL_POLL = 0.5
 TAIL_HEARTBEAT = 15.0
-# Headers a replay never takes from the capture or the caller: the edge sets the tunnel's
-# Host and frames the body itself.
-_NOT_REPLAYED = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-connection",
-        "x-burrow-replay",
-    }
-)
 
 
 # -- the detail document -------------------------------------------------------------------
@@ -357,7 +342,7 @@ def replay_request(
         _check_token("header name", name)
         if any(c in value for c in "\r\n\x00"):
             raise ApiError(422, "invalid", f"header {name}: no CR, LF or NUL in a value")
-        if name.lower() in _NOT_REPLAYED:
+        if name.lower() in NOT_REPLAYED:
             continue
         if value == MASK and edits.headers is None:
             continue  # a masked credential is not known; the caller may send it as an edit

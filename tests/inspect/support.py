@@ -1,14 +1,13 @@
-"""Capture records as an edge's capture filter builds them, and waiting on stored rows."""
+"""Capture records as an edge's capture filter builds them."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus.captures import CaptureRecord, build_capture
+from tests.control.test_tunnels_api import eventually
 
 
 def capture(org: str, n: int = 0, **changes: Any) -> CaptureRecord:
@@ -39,11 +38,4 @@ def new_org() -> str:
     return f"org_{secrets.token_hex(5)}"
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"still {result!r} after {timeout} s"
-        await asyncio.sleep(0.05)
+__all__ = ["capture", "eventually", "new_org"]
