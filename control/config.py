@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from billing.settings import BillingSettings
+from certs.config import CertsConfig
+
 
 @dataclass(slots=True)
 class PasswordCost:
@@ -73,6 +76,10 @@ class ControlConfig:
     capture_keep_days: float = 7.0
     # How long a replay waits for the edge holding the tunnel to answer.
     replay_timeout: float = 30.0
+    # ``burrowd worker certs``: the ACME CA, challenges, probes and alerts.
+    certs: CertsConfig = field(default_factory=CertsConfig)
+    # Plans, providers, webhooks, dunning (billing/settings.py).
+    billing: BillingSettings = field(default_factory=BillingSettings)
 
     @property
     def cname_target(self) -> str:

@@ -88,6 +88,7 @@ _CONTINUE: Final = ResponseHead(100, [])
 _H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PIPELINE_BUFFER: Final = 64 * 1024
 _LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links over WebSocket
+_ACME_HTTP01: Final = b"/.well-known/acme-challenge/"  # RFC 8555 8.3
 
 
 class HttpVisitor(asyncio.Protocol):
@@ -328,6 +329,14 @@ class HttpVisitor(asyncio.Protocol):
         if target == _LINK_PATH and self._may_carry_agent_link(headers):
             self._become_agent_link(request)
             return
+        # ACME http-01: while the certs worker has a challenge out (rarely), every edge answers
+        # it, whatever tunnel serves the host; otherwise this costs one empty-dict test.
+        acme = self.edge.acme_http01
+        if acme and target.startswith(_ACME_HTTP01):
+            answer = acme.get(target[len(_ACME_HTTP01) :].decode("latin-1"))
+            if answer is not None:
+                self._answer_acme(answer.encode("ascii"))
+                return
         host_header = b""
         for name, value in headers:
             if name == b"host":
@@ -419,6 +428,16 @@ class HttpVisitor(asyncio.Protocol):
             )
         if not exchange.send_request(forwarded):
             self._pause_reading()
+
+    def _answer_acme(self, key_authorization: bytes) -> None:
+        self._report(200, "ACME http-01 challenge answered")
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+            b"cache-control: no-store\r\nconnection: close\r\n\r\n%s"
+            % (len(key_authorization), key_authorization)
+        )
+        self.close()
 
     def _may_carry_agent_link(self, headers: Headers) -> bool:
         """A WebSocket upgrade to the link path, on TLS (or on an edge that takes
