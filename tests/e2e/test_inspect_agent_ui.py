@@ -4,68 +4,23 @@ without a violation. Skipped with one line when Chromium cannot be had."""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import pytest
+from pathlib import Path
 
 from agent.inspector import Inspector
 from agent.local_api import LocalApi
 from agent.meters import AgentMeters
 from agent.tunnels import TunnelSpec
 from edge.server import Edge
+from tests.console.browser import Browser
 from tests.e2e.client import get
 from tests.e2e.conftest import AgentRunner
 from tests.e2e.origin import LocalService
-from tests.fixtures.system_tools import require
 
-webdriver = pytest.importorskip("selenium.webdriver")
-By = pytest.importorskip("selenium.webdriver.common.by").By
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium = require("chromium", "chromium")
-    driver_path = require("chromedriver", "chromium-driver")
-    from selenium.webdriver.chrome.service import Service
-
-    with tempfile.TemporaryDirectory() as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in (
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-        ):
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(driver_path), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        assert time.monotonic() < deadline, "the page did not get there in time"
-        await asyncio.sleep(0.1)
+ROWS = "return document.querySelectorAll('#list tbody tr').length"
 
 
 async def test_the_ui_lists_shows_replays_and_clears(
-    browser: Any, edge: Edge, agents: AgentRunner, service: LocalService
+    tmp_path: Path, edge: Edge, agents: AgentRunner, service: LocalService
 ) -> None:
     agent = await agents.start(
         edge, TunnelSpec("http", "127.0.0.1", service.port, name="ui", label="web")
@@ -73,33 +28,33 @@ async def test_the_ui_lists_shows_replays_and_clears(
     agent.inspector = Inspector()
     api = LocalApi(agent, AgentMeters(), agent.inspector)
     await api.start("127.0.0.1", 0, next_free=False)
+    browser = Browser(api.url, tmp_path / "profile", tmp_path / "shots")
+    driver = browser.driver
     try:
-        await asyncio.to_thread(browser.get, api.url + "/")
+        await browser.open("/")
         assert (await get(edge.config.http_port, "ui.localhost", "/hello")).status == 200
 
-        def rows() -> list[Any]:
-            return list(browser.find_elements(By.CSS_SELECTOR, "#list tbody tr"))
+        first = await browser.find("#list tbody tr")
+        await browser.wait(lambda: "/hello" in first.text and "200" in first.text)
+        await browser.run(first.click)
+        await browser.wait(lambda: driver.find_element("id", "response-body").text == "hello")
+        assert "GET /hello" in await browser.text("#detail-title")
 
-        first = (await until(rows))[0]
-        assert "/hello" in first.text and "200" in first.text
-        await asyncio.to_thread(first.click)
-        await until(lambda: browser.find_element(By.ID, "response-body").text == "hello")
-        assert "GET /hello" in browser.find_element(By.ID, "detail-title").text
+        await browser.run((await browser.find("#replay")).click)
+        await browser.wait(lambda: driver.execute_script(ROWS) == 2)
+        await browser.wait_text("replay of", "#detail-title")
+        assert await browser.text("#replay-status") == "replayed"
 
-        await asyncio.to_thread(browser.find_element(By.ID, "replay").click)
-        await until(lambda: len(rows()) == 2)
-        await until(lambda: "replay of" in browser.find_element(By.ID, "detail-title").text)
-        assert browser.find_element(By.ID, "replay-status").text == "replayed"
-
-        await asyncio.to_thread(browser.find_element(By.ID, "clear").click)
-        await until(lambda: not rows())
+        await browser.run((await browser.find("#clear")).click)
+        await browser.wait(lambda: driver.execute_script(ROWS) == 0)
         assert agent.inspector is not None and not agent.inspector.captures
 
         problems = [
             entry["message"]
-            for entry in browser.get_log("browser")
+            for entry in await browser.run(driver.get_log, "browser")
             if entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"]
         ]
         assert problems == []
     finally:
+        browser.close()
         await api.close()
