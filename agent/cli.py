@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import uvloop
 
 from agent import config as agent_config
-from agent import local_api, logs, service
+from agent import inspector, local_api, logs, service
 from agent.client import Agent, AgentRefused, link_tls_context
 from agent.diagnose import EdgeTarget, diagnose
 from agent.link import AGENT_VERSION
@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         sp.add_argument(
             "--no-inspect", action="store_true", help="no local /metrics and /api/tunnels"
+        )
+        sp.add_argument(
+            "--inspect-keep",
+            type=int,
+            default=inspector.DEFAULT_KEEP,
+            metavar="N",
+            help=f"requests the local inspector keeps (default {inspector.DEFAULT_KEEP})",
         )
 
     http = sub.add_parser("http", help="expose a local HTTP service")
@@ -302,11 +309,11 @@ async def _serve(
     api: local_api.LocalApi | None = None
     if inspect is not None:
         host, port, next_free = inspect
-        api = local_api.LocalApi(agent, meters)
+        api = local_api.LocalApi(agent, meters, agent.inspector)
         try:
             await api.start(host, port, next_free=next_free)
         except OSError as exc:
-            api = None
+            api = agent.inspector = None
             printer.say(
                 f"burrow: no local API on {host}:{port} ({exc.strerror or exc}); "
                 "pass --inspect-addr HOST:PORT or --no-inspect"
@@ -420,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             printer = StatusPrinter(live=False)
         agent = _agent_for(args, cfg, specs, printer)
+        if inspect is not None:
+            keep = getattr(args, "inspect_keep", inspector.DEFAULT_KEEP)
+            agent.inspector = inspector.Inspector(keep=max(1, keep))
         logs.configure(
             args.log_level or cfg.log_level or "warning",
             args.log_format or cfg.log_format or "text",

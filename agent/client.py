@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import wsproto
 
+from agent.inspector import Inspector
 from agent.link import AgentLink
 from agent.state import TunnelMemory
 from agent.tunnels import (
@@ -89,6 +90,8 @@ class Agent:
         self.heartbeat_misses = heartbeat_misses
         self.instance_id = os.urandom(12).hex()
         self.on_change = on_change or (lambda agent: None)
+        # Set while the local inspector is on: HTTP streams are observed into it.
+        self.inspector: Inspector | None = None
         self.connect_timeout = connect_timeout
         self.tls = tls
         self.transport = transport

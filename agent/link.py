@@ -29,6 +29,7 @@ from relay.stream import SocketRelay
 
 if TYPE_CHECKING:
     from agent.client import Agent
+    from agent.inspector import ExchangeObserver
 
 log = logging.getLogger("burrow.agent")
 
@@ -38,6 +39,11 @@ _monotonic: Final = time.monotonic
 _MAX_REQUEST_LINE: Final = 2048
 
 
+def _tunnel_label(state: TunnelState) -> str:
+    spec = state.spec
+    return spec.label or f"{spec.protocol}-{spec.local_port}"
+
+
 class LocalRelay(SocketRelay):
     """A stream piped to a fresh connection to the local service.
 
@@ -45,11 +51,28 @@ class LocalRelay(SocketRelay):
     starts a request; the first byte back from the service ends its wait.
     """
 
-    __slots__ = ("_http", "_opened", "_request_line", "_request_started", "_stats", "state")
+    __slots__ = (
+        "_http",
+        "_observer",
+        "_opened",
+        "_request_line",
+        "_request_started",
+        "_stats",
+        "state",
+    )
 
-    def __init__(self, link: AgentLink, stream_id: int, state: TunnelState) -> None:
+    def __init__(
+        self,
+        link: AgentLink,
+        stream_id: int,
+        state: TunnelState,
+        observer: ExchangeObserver | None = None,
+    ) -> None:
         super().__init__(link, stream_id)
         self.state = state
+        # The inspector's passive reader of both directions; None (one comparison per
+        # chunk) while inspection is off or for TCP and TLS tunnels.
+        self._observer = observer
         # Read on every chunk: kept here, compiled they are two reads of this struct.
         self._http = state.spec.protocol == "http"
         self._stats = state.stats
@@ -82,6 +105,10 @@ class LocalRelay(SocketRelay):
             # the first chunk of a request (the edge writes the head in one piece).
             end = data.find(b"\r\n", 0, _MAX_REQUEST_LINE)
             self._request_line = data[:end] if end > 0 else b""
+        # Bytes that come before the local connection is up are handed to stream_data again
+        # once it is (SocketRelay keeps them): observed then, once.
+        if self._observer is not None and self.transport is not None:
+            self._observer.request.feed(data)
         super().stream_data(data)
 
     def data_received(self, data: bytes) -> None:
@@ -96,12 +123,16 @@ class LocalRelay(SocketRelay):
                 code = int(status) if data.startswith(b"HTTP/1.") and status.isdigit() else 0
                 self._stats.record_request(self._request_line, code, seconds, started)
                 self._request_line = b""
+        if self._observer is not None:
+            self._observer.response.feed(data)
         super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         stats = self.state.stats
         stats.open_connections -= 1
         stats.record_duration(_monotonic() - self._opened)
+        if self._observer is not None:
+            self._observer.closed()
         super().connection_lost(exc)
 
 
@@ -187,7 +218,12 @@ class AgentLink(LinkSession):
         if state is None:
             self.mux.reset_stream(stream_id, ResetCode.UNKNOWN_TUNNEL, "no such tunnel here")
             return
-        relay = LocalRelay(self, stream_id, state)
+        inspector = self.agent.inspector
+        observer = None
+        if inspector is not None and state.spec.protocol == "http":
+            visitor = f"{open_msg.visitor_addr}:{open_msg.visitor_port}"
+            observer = inspector.observer(_tunnel_label(state), state.spec.local, visitor)
+        relay = LocalRelay(self, stream_id, state, observer)
         self.sinks[stream_id] = relay
         state.stats.connections += 1
         state.stats.open_connections += 1

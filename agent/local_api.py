@@ -1,11 +1,14 @@
 """The agent's local HTTP server (``127.0.0.1:4040`` by default): ``/metrics`` for Prometheus,
 ``/api/tunnels`` in the shape of ngrok's agent API, so scripts written for ``ngrok`` find the
-public URL the same way; a request inspector can grow here later.
+public URL the same way; and the request inspector (``agent.inspector``): a web UI at ``/``
+and ``/api/requests/http`` (list, detail, replay, clear) in the shape of ngrok's.
 
 Its own small server on h11 (already in the agent's base install): the agent does not pull
-in aiohttp. Bounded like any listener: a request head of at most ``MAX_HEAD`` bytes, no
-request bodies, ``MAX_CONNECTIONS`` at once, ``IDLE_TIMEOUT`` per connection, loopback only,
-and a Host check so a web page cannot read it through DNS rebinding.
+in aiohttp. Bounded like any listener: a request head of at most ``MAX_HEAD`` bytes, request
+bodies (replay edits) of at most ``MAX_BODY``, ``MAX_CONNECTIONS`` at once, ``IDLE_TIMEOUT``
+per connection, loopback only, and a Host check so a web page cannot read it through DNS
+rebinding; a call that changes something (replay, clear) from a browser must come from
+this origin, so another site's page cannot make the agent replay requests.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import errno
 import json
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
 
 import h11
 
+from agent import inspector_api
 from agent.client import Agent
+from agent.inspector import Inspector
 from agent.link import AGENT_VERSION
 from agent.meters import AgentMeters
 from agent.tunnels import TunnelState
@@ -30,6 +36,18 @@ log = logging.getLogger("burrow.agent")
 DEFAULT_ADDR = ("127.0.0.1", 4040)
 PORT_TRIES = 10  # 4040 taken (another agent): 4041, … as ngrok does
 MAX_HEAD = 16 * 1024
+MAX_BODY = 16 * 1024 * 1024  # a replay's edited body, as JSON
+# The UI is our own static files: nothing inline, nothing from elsewhere.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+UI_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/ui/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+Answer = tuple[int, str, bytes] | tuple[int, str, bytes, list[tuple[str, str]]]
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 10.0
 
@@ -147,9 +165,12 @@ def metrics_text(agent: Agent) -> str:
 class LocalApi:
     """The server; ``start`` binds it, ``url`` is where it listens once started."""
 
-    def __init__(self, agent: Agent, meters: AgentMeters) -> None:
+    def __init__(
+        self, agent: Agent, meters: AgentMeters, inspector: Inspector | None = None
+    ) -> None:
         self.agent = agent
         self.meters = meters
+        self.inspector = inspector
         self.server: asyncio.Server | None = None
         self.address: tuple[str, int] = ("", 0)
         self._connections: set[asyncio.StreamWriter] = set()
@@ -196,28 +217,29 @@ class LocalApi:
             return
         self._connections.add(writer)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        request: h11.Request | None = None
+        received = bytearray()
         try:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(8192), IDLE_TIMEOUT)
+                    data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT)
                     conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
-                    status, kind, body = self._answer(event)
-                    headers = [
-                        ("content-type", kind),
-                        ("content-length", str(len(body))),
-                        ("cache-control", "no-store"),
-                    ]
-                    writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
-                    writer.write(conn.send(h11.Data(data=body)))
-                    writer.write(conn.send(h11.EndOfMessage()))
-                    await writer.drain()
+                    request, received = event, bytearray()
+                    continue
+                if isinstance(event, h11.Data):
+                    received += event.data
+                    if len(received) > MAX_BODY:
+                        await self._respond(writer, conn, (413, "text/plain", b"body too large\n"))
+                        break
+                    continue
+                if isinstance(event, h11.EndOfMessage) and request is not None:
+                    await self._respond(writer, conn, await self._answer(request, bytes(received)))
+                    request = None
                     if conn.our_state is not h11.DONE:
                         break  # MUST_CLOSE: the client asked for close, or HTTP/1.0
-                    continue
-                if isinstance(event, h11.EndOfMessage | h11.Data):
                     continue
                 if event is h11.PAUSED and conn.our_state is h11.DONE:
                     if conn.their_state is not h11.DONE:
@@ -243,11 +265,48 @@ class LocalApi:
             self._connections.discard(writer)
             writer.close()
 
-    def _answer(self, request: h11.Request) -> tuple[int, str, bytes]:
+    async def _respond(
+        self, writer: asyncio.StreamWriter, conn: h11.Connection, answer: Answer
+    ) -> None:
+        status, kind, body = answer[0], answer[1], answer[2]
+        headers = [
+            ("content-type", kind),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+            ("x-content-type-options", "nosniff"),
+            ("content-security-policy", CSP),
+            ("referrer-policy", "no-referrer"),
+        ]
+        if len(answer) == 4:
+            headers += answer[3]  # type: ignore[misc]
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+        writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
+    async def _answer(self, request: h11.Request, body: bytes) -> Answer:
         host = next((v.decode("latin-1") for k, v in request.headers if k == b"host"), "")
         if not self._allowed_host(host):
             return 403, "text/plain", b"this agent answers only on 127.0.0.1 and localhost\n"
-        path = urlsplit(request.target.decode("latin-1")).path
+        target = urlsplit(request.target.decode("latin-1"))
+        path = target.path
+        origin = next((v.decode("latin-1") for k, v in request.headers if k == b"origin"), "")
+        if (
+            request.method not in (b"GET", b"HEAD")
+            and origin
+            and (
+                not self._allowed_host(urlsplit(origin).netloc)
+                or urlsplit(origin).port != (self.address[1])
+            )
+        ):
+            return 403, "text/plain", b"changes come only from this agent's own page\n"
+        if path == "/api/requests/http" or path.startswith("/api/requests/http/"):
+            return await self._requests(request, path, parse_qs(target.query), body)
+        if path == "/favicon.ico":
+            return 204, "image/x-icon", b""  # browsers ask; an empty answer, not a 404 logged
+        if path in UI_FILES and request.method == b"GET" and self.inspector is not None:
+            name, kind = UI_FILES[path]
+            return 200, kind, (resources.files("agent") / "inspector_ui" / name).read_bytes()
         if request.method != b"GET":
             return 405, "text/plain", b"only GET\n"
         if path == "/metrics":
@@ -264,6 +323,54 @@ class LocalApi:
         if path == "/":
             return 200, "text/plain", b"burrow agent: GET /api/tunnels, GET /metrics\n"
         return 404, "text/plain", b"not found: try /api/tunnels or /metrics\n"
+
+    async def _requests(
+        self, request: h11.Request, path: str, query: dict[str, list[str]], body: bytes
+    ) -> Answer:
+        inspector = self.inspector
+        if inspector is None:
+            return 404, "application/json", _json({"error_code": 101, "msg": "inspection is off"})
+        method = request.method
+        if path == "/api/requests/http" and method == b"GET":
+            limit_text = query.get("limit", ["50"])[0]
+            limit = int(limit_text) if limit_text.isdigit() else 50
+            tunnel = query.get("tunnel_name", [""])[0]
+            document = inspector_api.list_document(inspector, max(1, min(limit, 1000)), tunnel)
+            document["version"] = inspector.version
+            return 200, "application/json", _json(document)
+        if path == "/api/requests/http" and method == b"DELETE":
+            inspector.clear()
+            return 204, "application/json", b""
+        if path == "/api/requests/http" and method == b"POST":
+            return await self._replay(inspector, body)
+        capture = inspector.captures.get(path.rsplit("/", 1)[1])
+        if method != b"GET":
+            return 405, "text/plain", b"GET, POST to replay, or DELETE to clear\n"
+        if capture is None:
+            return 404, "application/json", _json({"error_code": 102, "msg": "no such request"})
+        return 200, "application/json", _json(inspector_api.capture_document(capture))
+
+    async def _replay(self, inspector: Inspector, body: bytes) -> Answer:
+        try:
+            edits = json.loads(body or b"{}")
+        except ValueError:
+            edits = None
+        if not isinstance(edits, dict) or not isinstance(edits.get("id"), str):
+            return 400, "application/json", _json({"msg": 'send {"id": "<request id>"}'})
+        capture = inspector.captures.get(edits["id"])
+        if capture is None:
+            return 404, "application/json", _json({"error_code": 102, "msg": "no such request"})
+        state = next((s for s in self.agent.tunnels if _tunnel_name(s) == capture.tunnel), None)
+        if state is None:
+            return 404, "application/json", _json({"msg": f"no tunnel {capture.tunnel} now"})
+        try:
+            replayed = await inspector_api.replay(
+                inspector, capture, edits, state.spec.local_host, state.spec.local_port
+            )
+        except inspector_api.ReplayError as exc:
+            return exc.status, "application/json", _json({"msg": str(exc)})
+        # 204 as ngrok answers; where the replay's own capture is, for those who want it.
+        return 204, "application/json", b"", [("location", f"/api/requests/http/{replayed.id}")]
 
 
 def _json(document: object) -> bytes:

@@ -65,6 +65,13 @@ class Bus(Protocol):
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None: ...
 
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int = 100
+    ) -> list[StreamEntry]:
+        """Entries delivered to any consumer of ``group`` and not acked for ``min_idle``
+        seconds, now delivered to ``consumer`` (a consumer that died mid-batch leaves its
+        entries to the others this way), oldest first. BusUnavailable when down."""
+
     async def ping(self) -> bool:
         """Whether the bus answers now."""
 

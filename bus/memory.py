@@ -151,7 +151,9 @@ class _Group:
 
     def __init__(self, start: int) -> None:
         self.next = start  # absolute position of the first entry not yet delivered
-        self.pending: OrderedDict[str, str] = OrderedDict()  # entry id -> consumer
+        # entry id -> (consumer, when delivered, the entry): kept whole, since the stream may
+        # trim an entry before it is acked and a claim must still hand it on.
+        self.pending: OrderedDict[str, tuple[str, float, StreamEntry]] = OrderedDict()
 
 
 class _Stream:
@@ -294,8 +296,9 @@ class MemoryBus:
                 return []
             self._check_open()
         reader.next = after
+        now = loop.time()
         for entry in entries:
-            reader.pending[entry.entry_id] = consumer
+            reader.pending[entry.entry_id] = (consumer, now, entry)
         # Pending entries nobody acks must not grow without bound; Redis caps them with the
         # stream in practice, so keep no more than the stream holds.
         while len(reader.pending) > max(len(state), count):
@@ -309,6 +312,24 @@ class MemoryBus:
         if reader is not None:
             for entry_id in entry_ids:
                 reader.pending.pop(entry_id, None)
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int = 100
+    ) -> list[StreamEntry]:
+        self._check_open()
+        state = self._streams.get(stream)
+        reader = state.groups.get(group) if state is not None else None
+        if reader is None:
+            return []
+        now = asyncio.get_running_loop().time()
+        claimed: list[StreamEntry] = []
+        for entry_id, (_, delivered, entry) in list(reader.pending.items()):
+            if len(claimed) >= count:
+                break
+            if now - delivered >= min_idle:
+                reader.pending[entry_id] = (consumer, now, entry)
+                claimed.append(entry)
+        return claimed
 
     def pending(self, stream: str, group: str) -> list[str]:
         """Ids delivered to ``group`` and not acked yet, oldest first."""

@@ -324,6 +324,22 @@ class RedisBus:
             if not str(exc).startswith("NOGROUP"):
                 raise
 
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle: float, count: int = 100
+    ) -> list[StreamEntry]:
+        key = self._key(stream)
+        idle_ms = max(0, int(min_idle * 1000))
+        try:
+            reply = await self._call(
+                lambda: self.client.xautoclaim(key, group, consumer, idle_ms, "0-0", count=count)
+            )
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith("NOGROUP"):
+                return []  # no group yet (or Redis lost it): nothing is pending
+            raise
+        # [next start id, [[id, fields], ...], deleted ids (Redis 7)]
+        return _entries({key: reply[1]}) if reply else []
+
     async def ping(self) -> bool:
         try:
             return bool(await self._call(self.client.ping))

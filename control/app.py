@@ -22,6 +22,7 @@ from control.api import (
     edge,
     names,
     orgs,
+    requests,
     tokens,
     tunnels,
 )
@@ -227,9 +228,11 @@ def create_app(
         domains.routes,
         tunnels.routes,
         billing.routes,
+        requests.routes,
         admin.routes,
     ):
         app.add_routes(table)
+    app.cleanup_ctx.append(requests.replies)
     if console:
         from console.app import mount
 

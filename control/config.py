@@ -70,6 +70,12 @@ class ControlConfig:
     # Seconds after which an edge that has not reported is taken to be gone, and its tunnels
     # are no longer listed.
     edge_stale_seconds: float = 45.0
+    # Captured requests kept per org (the newest), and for how long; an org's row in
+    # capture_retention (a plan, an operator) overrides both.
+    capture_keep_count: int = 1000
+    capture_keep_days: float = 7.0
+    # How long a replay waits for the edge holding the tunnel to answer.
+    replay_timeout: float = 30.0
     # ``burrowd worker certs``: the ACME CA, challenges, probes and alerts.
     certs: CertsConfig = field(default_factory=CertsConfig)
     # Plans, providers, webhooks, dunning (billing/settings.py).

@@ -41,6 +41,7 @@ WorkerFactory = Callable[[web.Application], Worker]
 WORKERS: dict[str, str] = {
     "certs": "certs.worker:create",
     "billing": "billing.worker:billing_worker",
+    "inspector": "control.inspector:create",
 }
 
 

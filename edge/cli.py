@@ -37,6 +37,7 @@ from edge import settings
 from edge.auth import StaticTokens
 from edge.config import EdgeConfig
 from edge.log_format import FORMATS, configure_logging
+from edge.replay import EdgeReplay
 from edge.server import Edge
 
 log = logging.getLogger("burrow.edge")
@@ -332,6 +333,7 @@ async def _dev(args: argparse.Namespace) -> int:
     sync = RoutingSync(edge, OutboxSnapshots(control.app), bus, keyring)
     await sync.start()
     reporter = TunnelReporter(edge, bus, interval=5.0)
+    replays = EdgeReplay(edge, bus)  # replays control asks for, through this edge's tunnels
     tasks: list[asyncio.Task[None]] = []
     try:
         try:
@@ -344,6 +346,7 @@ async def _dev(args: argparse.Namespace) -> int:
             )
             return 1
         reporter.start()
+        replays.start()
         # Agents dial "localhost" so the link's certificate, from the dev CA, verifies.
         server = f"localhost:{config.agent_port}"
         control.app[CONTROL_CONFIG].agent_server = server
@@ -384,6 +387,7 @@ async def _dev(args: argparse.Namespace) -> int:
     finally:
         for task in tasks:
             task.cancel()
+        await replays.close()
         await reporter.close()
         await sync.close()
         await control.close()
@@ -466,6 +470,7 @@ async def _edge(args: argparse.Namespace) -> int:
         # Before the listeners open, so the first agents are checked against real state.
         await sync.start()
     reporter: TunnelReporter | None = None
+    replays = EdgeReplay(edge, bus) if bus is not None else None
     try:
         try:
             await edge.start()
@@ -479,8 +484,12 @@ async def _edge(args: argparse.Namespace) -> int:
         if bus is not None:
             reporter = TunnelReporter(edge, bus)
             reporter.start()
+        if replays is not None:
+            replays.start()
         await _run_until_signal(edge)
     finally:
+        if replays is not None:
+            await replays.close()
         if reporter is not None:
             await reporter.close()
         if sync is not None:

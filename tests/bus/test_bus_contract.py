@@ -354,3 +354,20 @@ async def test_inbox_bounds_bytes_as_well_as_messages() -> None:
     assert await inbox.get() == Published("x", b"d" * 5000)
     inbox.close()
     assert await inbox.get() is None
+
+
+async def test_entries_a_consumer_left_unacked_are_claimed_by_another(bus: Bus) -> None:
+    ids = [await bus.append("work", b"job %d" % n) for n in range(3)]
+    taken = await bus.read_group("work", "workers", "dies", block=0)
+    assert [e.entry_id for e in taken] == ids
+    await bus.ack("work", "workers", [ids[0]])  # the one job it finished before dying
+    # Not yet idle long enough: nobody takes them from a consumer that may still be at it.
+    assert await bus.claim_stale("work", "workers", "heir", min_idle=30.0) == []
+    await asyncio.sleep(0.2)
+    claimed = await bus.claim_stale("work", "workers", "heir", min_idle=0.1)
+    assert [(e.entry_id, e.payload) for e in claimed] == [(ids[1], b"job 1"), (ids[2], b"job 2")]
+    await bus.ack("work", "workers", [e.entry_id for e in claimed])
+    await asyncio.sleep(0.2)
+    assert await bus.claim_stale("work", "workers", "third", min_idle=0.1) == []
+    # New entries still go to the group as before, and a group never read claims nothing.
+    assert await bus.claim_stale("work", "nobody", "c", min_idle=0.0) == []
