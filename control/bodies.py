@@ -36,3 +36,12 @@ def to_json_status(value: object, status: int) -> web.Response:
     return web.Response(
         body=msgspec.json.encode(value), content_type="application/json", status=status
     )
+
+
+def to_body(value: object, kind: type[T]) -> T:
+    """``value`` (a body built in-process, e.g. from a console form) as ``kind``, refused as
+    ``read_json`` refuses a JSON body that does not fit."""
+    try:
+        return msgspec.convert(value, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid", str(exc)) from exc
