@@ -114,6 +114,14 @@ async def domains_page(view: View) -> dict[str, Any]:
     }
 
 
+@action("/admin/domains/{domain_id}/tls/retry", back=domains_page)
+async def retry_tls(view: View, form: Form) -> web.StreamResponse:
+    await admin.retry_tls(
+        view.request.app, await view.principal(), view.request.match_info["domain_id"]
+    )
+    raise view.redirect("/admin/domains", "tls_retry")
+
+
 @page("/admin/edges", "admin_edges.html", nav="Edges", admin=True)
 async def edges_page(view: View) -> dict[str, Any]:
     listed = await view.api(admin.admin_edges, "GET", "/v1/admin/edges", query=_after(view))

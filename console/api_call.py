@@ -4,9 +4,11 @@ session cookie. Authorization, validation, auditing and the routing outbox there
 exactly as they do for an API client; the console adds no second path to any of them.
 
 An internal request is a clone of the browser's request with the API's method, path, match
-and JSON body, whose app is the control app (the console is a sub-app of it). aiohttp
-cannot clone a request whose body was read, so ``console.guard`` takes the blank clone
-before it reads the form.
+and JSON body. aiohttp cannot clone a request whose body was read, so ``console.guard``
+takes the blank clone before it reads the form. Setting the match and the body needs two
+private aiohttp attributes; actions that take the app, the caller and the decoded body
+(billing, plans, certificate retries) are called directly instead (``View.principal``),
+and the rest move to that seam one module at a time.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ _DROPPED_HEADERS = frozenset(
 )
 
 
-def _refuse_control_characters(value: object, where: str = "body") -> None:
+def chosen_org(request: web.Request) -> str:
+    """The org the user picked in this console ("" for none, or for a cookie that is not
+    an id)."""
+    org = request.cookies.get(ORG_COOKIE, "")
+    return org if org and len(org) <= 64 and org.isascii() and org.isprintable() else ""
+
+
+def refuse_control_characters(value: object, where: str = "body") -> None:
     """The API's rule for control characters, applied to a body built from a form (the
     API's middleware sees only requests under /v1)."""
     if isinstance(value, str):
@@ -45,11 +54,11 @@ def _refuse_control_characters(value: object, where: str = "body") -> None:
             raise problem
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _refuse_control_characters(str(key), where)
-            _refuse_control_characters(item, str(key))
+            refuse_control_characters(str(key), where)
+            refuse_control_characters(item, str(key))
     elif isinstance(value, list):
         for item in value:
-            _refuse_control_characters(item, where)
+            refuse_control_characters(item, where)
 
 
 def internal_request(
@@ -64,8 +73,8 @@ def internal_request(
     base = request.get(BLANK, request)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROPPED_HEADERS}
     headers["Content-Type"] = "application/json"
-    org = request.cookies.get(ORG_COOKIE, "")
-    if org and len(org) <= 64 and org.isascii() and org.isprintable():
+    org = chosen_org(request)
+    if org:
         headers[ORG_HEADER] = org
     if request.get(CSRF_CHECKED):
         headers["X-Requested-With"] = "burrow-console"
@@ -73,11 +82,11 @@ def internal_request(
         method=method, rel_url=URL(path).with_query(dict(query or {})), headers=headers
     )
     info = web.UrlMappingMatchInfo(dict(match or {}), request.match_info.route)
-    info.add_app(request.match_info.apps[0])  # the control app: handlers use request.app
+    info.add_app(request.app)  # the control app: handlers use request.app
     info.freeze()
     internal._match_info = info
     if body is not None:
-        _refuse_control_characters(body)
+        refuse_control_characters(body)
         internal._read_bytes = msgspec.json.encode(body)
     return internal
 
