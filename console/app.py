@@ -149,11 +149,12 @@ class View:
         method: str,
         path: str,
         *,
-        match: Mapping[str, str] | None = None,
         body: object = None,
         query: Mapping[str, str] | None = None,
     ) -> Any:
-        return await call(self.request, handler, method, path, match=match, body=body, query=query)
+        """``handler``'s answer for an API route without ids in its path."""
+        assert "{" not in path and not _PATH_PARAMETER.findall(path), path
+        return await call(self.request, handler, method, path, body=body, query=query)
 
     async def api_for(
         self,
@@ -164,11 +165,12 @@ class View:
         body: object = None,
         query: Mapping[str, str] | None = None,
     ) -> Any:
-        """``api`` on the API route ``template`` ("/v1/tokens/{token_id}"), its ids taken from
-        the console route's own match ("/tokens/{token_id}/revoke")."""
+        """``handler``'s answer for the API route ``template`` ("/v1/tokens/{token_id}"): the
+        internal request keeps the console route's own match ("/tokens/{token_id}/revoke"),
+        so the ids the handler reads are the ones in the console's path."""
         match = {name: self.request.match_info[name] for name in _PATH_PARAMETER.findall(template)}
         path = template.format(**match)
-        return await self.api(handler, method, path, match=match, body=body, query=query)
+        return await call(self.request, handler, method, path, body=body, query=query)
 
     async def principal(self) -> Principal:
         """The signed-in user in the org they picked, for API actions called directly: the

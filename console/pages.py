@@ -122,9 +122,7 @@ async def tunnels_page(view: View) -> dict[str, Any]:
 
 @action("/tunnels/stop", back=tunnels_page)
 async def stop_tunnel(view: View, form: Form) -> web.StreamResponse:
-    token_id = form.text("token_id")[:64]
-    match = {"token_id": token_id}
-    await view.api(tokens.revoke_token, "DELETE", f"/v1/tokens/{token_id}", match=match)
+    await tokens.revoke(view.request.app, await view.principal(), form.text("token_id"))
     raise view.redirect("/tunnels", "tunnel_stopped")
 
 
@@ -236,9 +234,7 @@ async def add_domain(view: View, form: Form) -> web.StreamResponse:
 
 @page("/domains/{domain_id}", "domain.html")
 async def domain_page(view: View) -> dict[str, Any]:
-    domain_id = view.request.match_info["domain_id"]
-    match = {"domain_id": domain_id}
-    found = await view.api(domains.get_domain, "GET", f"/v1/domains/{domain_id}", match=match)
+    found = await view.api_for(domains.get_domain, "GET", "/v1/domains/{domain_id}")
     reserved = await view.api(names.list_names, "GET", "/v1/names")
     return {
         "title": found["host"],

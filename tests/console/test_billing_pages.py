@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -301,3 +302,15 @@ async def test_the_console_is_routes_on_the_control_apps_router_not_a_sub_app(
     script = await user.get("/static/console.js")
     assert script.status == 200 and script.headers["X-Content-Type-Options"] == "nosniff"
     assert (await user.get("/static/../app.py")).status == 404
+
+
+def test_the_console_touches_no_private_aiohttp_attribute() -> None:
+    """An aiohttp upgrade may rename anything with a leading underscore: the console reaches
+    aiohttp only through ``aiohttp.web``'s public names."""
+    console = Path(__file__).parents[2] / "console"
+    for source in sorted(console.glob("*.py")):
+        text = source.read_text()
+        private = re.findall(r"(?<!self)\.(_[a-z]\w*)", text)
+        assert not private, f"{source.name} uses {private}"
+        imports = re.findall(r"^from (aiohttp[\w.]*) import", text, re.M)
+        assert set(imports) <= {"aiohttp"}, f"{source.name} imports from {imports}"
