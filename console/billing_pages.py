@@ -13,6 +13,7 @@ from aiohttp import web
 
 from billing.plans import ENTITLEMENTS, FREE_PLAN
 from billing.service import BILLING
+from console import admin_pages, pages  # noqa: F401  (their menu entries come before these)
 from console.app import Form, View, action, page
 from control.api import admin, billing
 from control.errors import ApiError

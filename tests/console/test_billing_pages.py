@@ -136,10 +136,19 @@ async def test_invoices_show_their_tax_and_an_operator_refunds_one(site: Console
     assert invoice_id in shown
     assert all(a in shown for a in ("19.00 USD", "3.42 USD", "22.42 USD", "DE123456789"))
 
+    subject = f"msub_{secrets.token_hex(4)}"
+    # A difference the billing worker's reconciliation found and repaired.
+    await site.db.execute(
+        "INSERT INTO reconciliation_findings (provider, org_id, subject, ours, theirs, action)"
+        " VALUES ('mock', %s, %s, 'active', 'canceled', 'ended the subscription')",
+        (org_id, subject),
+    )
     records = await operator.get("/admin/billing")
     assert records.status == 200
     events = section(records.text, "events")
     assert "subscription.active" in events and org_id in events
+    found = section(records.text, "findings")
+    assert subject in found and "ended the subscription" in found
     refunded = await operator.submit(
         "/admin/billing",
         "/admin/billing/refund",
