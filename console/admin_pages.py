@@ -27,7 +27,7 @@ def _after(view: View) -> dict[str, str]:
 
 @page("/admin/users", "admin_users.html", nav="Users", admin=True)
 async def users_page(view: View) -> dict[str, Any]:
-    listed = await view.api(admin.admin_users, "GET", "/v1/admin/users", query=_after(view))
+    listed = await admin.users(view.request.app, await view.principal(), _after(view))
     return {"title": "Users", "users": listed["users"], "next_after": listed["next_after"]}
 
 
@@ -40,18 +40,15 @@ async def update_user(view: View, form: Form) -> web.StreamResponse:
         "make_operator": {"is_admin": True},
         "remove_operator": {"is_admin": False},
     }.get(change, {})
-    await view.api_for(
-        admin.admin_update_user,
-        "PATCH",
-        "/v1/admin/users/{user_id}",
-        body=body,
-    )
+    user_id = view.request.match_info["user_id"]
+    patch = view.body(body, admin.UserPatch)
+    await admin.update_user(view.request.app, await view.principal(), user_id, patch)
     raise view.redirect("/admin/users", "user_updated")
 
 
 @page("/admin/orgs", "admin_orgs.html", nav="Organizations", admin=True)
 async def orgs_page(view: View) -> dict[str, Any]:
-    listed = await view.api(admin.admin_orgs, "GET", "/v1/admin/orgs", query=_after(view))
+    listed = await admin.orgs(view.request.app, await view.principal(), _after(view))
     return {
         "title": "Organizations",
         "orgs": listed["orgs"],
@@ -72,10 +69,9 @@ async def update_org(view: View, form: Form) -> web.StreamResponse:
                 for name in ("tunnels", "links", "tcp_ports", "streams")
             }
         }
-    await view.api_for(
-        admin.admin_update_org, "PATCH", "/v1/admin/orgs/{org_id}",
-        body=body,
-    )  # fmt: skip
+    org_id = view.request.match_info["org_id"]
+    patch = view.body(body, admin.OrgPatch)
+    await admin.update_org(view.request.app, await view.principal(), org_id, patch)
     raise view.redirect("/admin/orgs", "org_updated")
 
 

@@ -7,10 +7,11 @@ organization and never act for the installation, whoever created them.
 Lists page by id: ``?limit=`` (1-1000, default 100) and ``?after=<last id seen>``; a full page
 carries ``next_after`` to ask for the next one.
 
-The billing and certificate actions are functions of the app, the caller and the decoded
-body (``plans``, ``create_plan``, ``update_plan``, ``delete_plan``, ``set_org_plan``,
-``billing_events``, ``reconciliation``, ``retry_tls``) that check for an operator
-themselves; their routes are thin wrappers, and the console calls the same functions.
+The user, organization, billing and certificate actions are functions of the app, the caller
+and the decoded body (``users``, ``update_user``, ``orgs``, ``update_org``, ``plans``,
+``create_plan``, ``update_plan``, ``delete_plan``, ``set_org_plan``, ``billing_events``,
+``reconciliation``, ``retry_tls``) that check for an operator themselves; their routes are
+thin wrappers, and the console calls the same functions.
 """
 
 from __future__ import annotations
@@ -118,15 +119,20 @@ def paged_view(
 @routes.get("/v1/admin/users")
 @describe("Every user of the installation.", auth="admin")
 async def admin_users(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
-    rows = await request.app[DB].all(
+    return to_json(await users(request.app, await operator(request), request.query))
+
+
+async def users(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
+    rows = await app[DB].all(
         "SELECT u.id, u.email, u.name, u.is_admin, u.disabled_at, u.created_at,"
         " (SELECT count(*) FROM memberships m WHERE m.user_id = u.id) AS org_count"
         " FROM users u WHERE u.id > %(after)s ORDER BY u.id LIMIT %(limit)s",
         params,
     )
-    return paged("users", rows, params)
+    return paged_view("users", rows, params)
 
 
 @routes.patch("/v1/admin/users/{user_id}")
@@ -139,14 +145,21 @@ async def admin_users(request: web.Request) -> web.Response:
 async def admin_update_user(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, UserPatch)
-    user_id = request.match_info["user_id"][:64]
+    return to_json(await update_user(request.app, who, request.match_info["user_id"], body))
+
+
+async def update_user(
+    app: web.Application, who: Principal, user_id: str, body: UserPatch
+) -> dict[str, Any]:
+    require_operator(who)
+    user_id = user_id[:64]
     if user_id == who.user_id and (body.disabled is True or body.is_admin is False):
         raise ApiError(
             409,
             "own_account",
             "you cannot disable or demote your own account; ask another operator",
         )
-    async with request.app[DB].transaction() as q:
+    async with app[DB].transaction() as q:
         row = await q.one(
             "UPDATE users SET"
             " disabled_at = CASE WHEN %(disabled)s IS NULL THEN disabled_at"
@@ -165,23 +178,28 @@ async def admin_update_user(request: web.Request) -> web.Response:
         if body.disabled is True:
             await q.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
             # Their agent tokens stop too, in every org, and their tunnels end.
-            await revoke_tokens(q, request.app[OUTBOX], created_by=user_id)
+            await revoke_tokens(q, app[OUTBOX], created_by=user_id)
         if body.disabled is not msgspec.UNSET:
             action = "user.disable" if body.disabled else "user.enable"
             await audit(q, None, who.actor, action, user_id)
         if body.is_admin is not msgspec.UNSET:
             action = "user.make_admin" if body.is_admin else "user.remove_admin"
             await audit(q, None, who.actor, action, user_id)
-    request.app[OUTBOX].changed()
-    return to_json(row)
+    app[OUTBOX].changed()
+    return dict(row)
 
 
 @routes.get("/v1/admin/orgs")
 @describe("Every organization, with its member, token and domain counts.", auth="admin")
 async def admin_orgs(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
-    rows = await request.app[DB].all(
+    return to_json(await orgs(request.app, await operator(request), request.query))
+
+
+async def orgs(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
+    rows = await app[DB].all(
         "SELECT o.id, o.name, o.created_at, o.suspended_at, o.limits,"
         " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS member_count,"
         " (SELECT count(*) FROM agent_tokens t WHERE t.org_id = o.id AND t.revoked_at IS NULL)"
@@ -190,7 +208,7 @@ async def admin_orgs(request: web.Request) -> web.Response:
         " FROM orgs o WHERE o.id > %(after)s ORDER BY o.id LIMIT %(limit)s",
         params,
     )
-    return paged("orgs", rows, params)
+    return paged_view("orgs", rows, params)
 
 
 _ORG_COLUMNS = "id, name, created_at, suspended_at, limits"
@@ -207,9 +225,16 @@ _ORG_COLUMNS = "id, name, created_at, suspended_at, limits"
 async def admin_update_org(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, OrgPatch)
-    org_id = request.match_info["org_id"][:64]
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    return to_json(await update_org(request.app, who, request.match_info["org_id"], body))
+
+
+async def update_org(
+    app: web.Application, who: Principal, org_id: str, body: OrgPatch
+) -> dict[str, Any]:
+    require_operator(who)
+    org_id = org_id[:64]
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         row = await q.one(f"SELECT {_ORG_COLUMNS} FROM orgs WHERE id = %s FOR UPDATE", (org_id,))
         if row is None:
             raise ApiError(404, "not_found", "no organization with that id")
@@ -236,7 +261,8 @@ async def admin_update_org(request: web.Request) -> web.Response:
             await publish_limits(q, outbox, org_id)
             await audit(q, org_id, who.actor, "org.limits", org_id)
     outbox.changed()
-    return to_json(row)
+    assert row is not None
+    return dict(row)
 
 
 @routes.post("/v1/admin/orgs/{org_id}/revoke-tokens")
