@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from billing.plans import ENTITLEMENTS, FREE_PLAN
 from billing.service import BILLING
@@ -84,15 +85,20 @@ async def billing_page(view: View) -> dict[str, Any]:
 
 
 @action("/billing/checkout", back=billing_page)
-async def checkout(view: View, form: Form) -> web.StreamResponse:
+async def checkout(view: View, form: Form) -> web.StreamResponse | dict[str, Any]:
     body = view.body(
         {"provider": form.text("provider"), "plan": form.text("plan")}, billing.CheckoutBody
     )
-    started = await billing.checkout(
-        view.request.app, await view.principal(), body, billing.base_url(view.request)
-    )
-    # The provider's own page (or the mock provider's, served by control) takes the payment.
-    raise web.HTTPSeeOther(started["url"])
+    base = billing.base_url(view.request)
+    started = await billing.checkout(view.request.app, await view.principal(), body, base)
+    # The provider's own page takes the payment. The mock provider's is served by control,
+    # so the form's answer can redirect there; browsers hold the redirect after a form's
+    # post to the page's form-action 'self', so another site's page opens from a link.
+    url = URL(started["url"])
+    if not url.is_absolute() or url.origin() == URL(base).origin():
+        raise web.HTTPSeeOther(str(url))
+    name = PROVIDER_NAMES.get(started["provider"], started["provider"])
+    return {"checkout": {"url": str(url), "provider": name, "plan": started["plan"]}}
 
 
 @action("/billing/cancel", back=billing_page)

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from billing.settings import BillingSettings
@@ -147,7 +148,13 @@ async def site(database_url: str, dns_server: DnsServer) -> AsyncIterator[Consol
         # The mock provider walks the billing pages' checkout without any provider's account.
         billing=BillingSettings(mock=True, worker_interval=3600.0),
     )
-    server = TestServer(create_app(config, verifier=verifier))
+    async for found in serve_console(create_app(config, verifier=verifier)):
+        yield found
+
+
+async def serve_console(app: web.Application) -> AsyncIterator[ConsoleSite]:
+    """The control app ``app`` on a real port, and its browser sessions closed after."""
+    server = TestServer(app)
     await server.start_server()
     found = ConsoleSite(server)
     try:

@@ -7,14 +7,21 @@ from __future__ import annotations
 import html
 import re
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.web_urldispatcher import MatchedSubAppResource
 
-from tests.console.conftest import ConsoleSession, ConsoleSite
+from control.app import create_app
+from tests.billing.conftest import apis as apis  # the fixture
+from tests.billing.conftest import billing_settings
+from tests.billing.provider_apis import ProviderApis
+from tests.console.conftest import ConsoleSession, ConsoleSite, serve_console
 from tests.console.test_pages import me
+from tests.control.conftest import control_config
 
 ENTITLEMENT_FIELDS = {
     "tunnels": "0",
@@ -116,6 +123,37 @@ async def test_checkout_through_the_mock_provider_puts_the_plan_on_the_billing_p
     org_id = (await me(user))["org_id"]
     plan = await site.db.value("SELECT plan_id FROM subscriptions WHERE org_id = %s", (org_id,))
     assert plan == "free"
+
+
+@pytest.fixture
+async def shop_site(database_url: str, apis: ProviderApis) -> AsyncIterator[ConsoleSite]:
+    """The console with every provider on, against the local server answering as their
+    APIs do."""
+    config = control_config(database_url, billing=billing_settings(apis))
+    async for found in serve_console(create_app(config)):
+        yield found
+
+
+async def test_a_checkout_at_another_sites_provider_opens_from_a_link(
+    shop_site: ConsoleSite, apis: ProviderApis
+) -> None:
+    operator = await shop_site.operator()
+    price = f"price_{secrets.token_hex(4)}"
+    plan_id = await new_plan(operator, "Team", price_stripe=price, price_paypal="P-1")
+    user = await shop_site.user()
+    offer = section((await user.get("/billing")).text, f"plan-{plan_id}")
+    assert re.findall(r'<option value="(\w+)">', offer) == ["mock", "paypal", "stripe"]
+    started = await user.submit(
+        "/billing", "/billing/checkout", {"plan": plan_id, "provider": "stripe"}
+    )
+    # Stripe's page is another site: not a redirect, which a browser refuses after a form's
+    # post under form-action 'self', but a link to it.
+    assert started.status == 200 and started.url.endswith("/billing/checkout")
+    link = re.search(r'href="([^"]+)" id="checkout-link"', started.text)
+    assert link and link.group(1).startswith("https://checkout.stripe.com/c/pay/cs_test_")
+    assert "Continue to Stripe to pay" in started.text
+    session = apis.stripe_sessions[link.group(1).rsplit("/", 1)[-1]]
+    assert price in str(session["line_items"])
 
 
 async def test_invoices_show_their_tax_and_an_operator_refunds_one(site: ConsoleSite) -> None:
