@@ -447,16 +447,14 @@ def size(count: object) -> str:
 STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
-@CONSOLE.routes.get("/static/{name}")
-async def _static_route(request: web.Request) -> web.StreamResponse:
-    return await guard(request, static_file)
-
-
 async def static_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in STATIC_FILES:
         raise web.HTTPNotFound()
     return web.FileResponse(HERE / "static" / name, headers={"Content-Type": STATIC_FILES[name]})
+
+
+CONSOLE.routes.get("/static/{name}")(guarded(static_file))
 
 
 def mount(control: web.Application) -> None:
