@@ -79,7 +79,8 @@ def _expiring(domain: dict[str, Any], now: datetime) -> bool:
     end = domain.get("tls_not_after")
     if not end:
         return False
-    return datetime.fromisoformat(end) <= now + timedelta(days=EXPIRING_DAYS)
+    assert isinstance(end, datetime)  # from the admin API's action, not its JSON
+    return end <= now + timedelta(days=EXPIRING_DAYS)
 
 
 def _failed(domain: dict[str, Any]) -> bool:
@@ -88,8 +89,8 @@ def _failed(domain: dict[str, Any]) -> bool:
 
 @page("/admin/domains", "admin_domains.html", nav="Domains", admin=True)
 async def domains_page(view: View) -> dict[str, Any]:
-    listed = await view.api(
-        admin.admin_domains, "GET", "/v1/admin/domains", query={"limit": "1000", **_after(view)}
+    listed = await admin.all_domains(
+        view.request.app, await view.principal(), {"limit": "1000", **_after(view)}
     )
     shown = listed["domains"]
     wanted = view.request.query.get("filter", "")
@@ -119,8 +120,9 @@ async def retry_tls(view: View, form: Form) -> web.StreamResponse:
 
 @page("/admin/edges", "admin_edges.html", nav="Edges", admin=True)
 async def edges_page(view: View) -> dict[str, Any]:
-    listed = await view.api(admin.admin_edges, "GET", "/v1/admin/edges", query=_after(view))
-    live = await view.api(admin.admin_tunnels, "GET", "/v1/admin/tunnels", query={"limit": "1000"})
+    who = await view.principal()
+    listed = await admin.edges(view.request.app, who, _after(view))
+    live = await admin.all_tunnels(view.request.app, who, {"limit": "1000"})
     sessions = {(t["edge_id"], t["session_id"]) for t in live["tunnels"]}
     agents = Counter(edge_id for edge_id, _ in sessions)
     return {
@@ -132,7 +134,7 @@ async def edges_page(view: View) -> dict[str, Any]:
 
 @page("/admin/tunnels", "admin_tunnels.html", nav="All tunnels", admin=True)
 async def tunnels_page(view: View) -> dict[str, Any]:
-    listed = await view.api(admin.admin_tunnels, "GET", "/v1/admin/tunnels", query=_after(view))
+    listed = await admin.all_tunnels(view.request.app, await view.principal(), _after(view))
     return {
         "title": "All tunnels",
         "tunnels": listed["tunnels"],
@@ -142,13 +144,13 @@ async def tunnels_page(view: View) -> dict[str, Any]:
 
 @page("/admin/signing-keys", "admin_keys.html", nav="Signing keys", admin=True)
 async def keys_page(view: View) -> dict[str, Any]:
-    listed = await view.api(admin.admin_signing_keys, "GET", "/v1/admin/signing-keys")
+    listed = await admin.signing_keys(view.request.app, await view.principal())
     return {"title": "Signing keys", "keys": listed["signing_keys"]}
 
 
 @action("/admin/signing-keys/rotate", back=keys_page)
 async def rotate_key(view: View, form: Form) -> web.StreamResponse:
-    await view.api(admin.admin_rotate_key, "POST", "/v1/admin/signing-keys/rotate")
+    await admin.rotate_key(view.request.app, await view.principal())
     raise view.redirect("/admin/signing-keys", "key_rotated")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -407,13 +407,19 @@ async def _check_form(request: web.Request) -> None:
 
 
 def when(value: object) -> str:
-    """An API timestamp as "2026-12-08 01:59 UTC"; "" for none."""
+    """A timestamp (a datetime from an API action, or ISO text from an API handler's JSON)
+    as "2026-12-08 01:59 UTC"; "" for none."""
     if not value:
         return ""
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 

@@ -88,10 +88,6 @@ def require_operator(who: Principal) -> None:
         raise ApiError(403, "forbidden", "this needs an operator of this Burrow installation")
 
 
-def page(request: web.Request) -> dict[str, Any]:
-    return page_of(request.query)
-
-
 def page_of(query: Mapping[str, str]) -> dict[str, Any]:
     """``limit`` and ``after`` from the query string, as SQL parameters; 422 when bad."""
     text = query.get("limit", str(DEFAULT_LIMIT))
@@ -103,10 +99,6 @@ def page_of(query: Mapping[str, str]) -> dict[str, Any]:
     if len(after) > 200 or any(ord(c) < 32 for c in after):
         raise ApiError(422, "invalid", "after must be an id from a previous page")
     return {"limit": int(text), "after": after}
-
-
-def paged(name: str, rows: list[Row], params: dict[str, Any], key: str = "id") -> web.Response:
-    return to_json(paged_view(name, rows, params, key))
 
 
 def paged_view(
@@ -315,9 +307,16 @@ async def admin_assign_name(request: web.Request) -> web.Response:
 @routes.get("/v1/admin/domains")
 @describe("Every custom domain, with its verification and TLS state.", auth="admin")
 async def admin_domains(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
-    rows = await request.app[DB].all(
+    return to_json(await all_domains(request.app, await operator(request), request.query))
+
+
+async def all_domains(
+    app: web.Application, who: Principal, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
+    rows = await app[DB].all(
         "SELECT d.id, d.host, d.org_id, o.name AS org_name, d.strict, d.verified_at,"
         " d.verified_by, d.last_check_at, d.last_check_error, d.target_name AS target,"
         " d.tls_mode, d.tls_status, d.tls_not_after, d.tls_last_checked_at, d.tls_last_error,"
@@ -326,7 +325,7 @@ async def admin_domains(request: web.Request) -> web.Response:
         " WHERE d.id > %(after)s ORDER BY d.id LIMIT %(limit)s",
         params,
     )
-    return paged("domains", rows, params)
+    return paged_view("domains", rows, params)
 
 
 @routes.post("/v1/admin/domains/{domain_id}/release")
@@ -382,36 +381,52 @@ async def retry_tls(app: web.Application, who: Principal, domain_id: str) -> dic
 @routes.get("/v1/admin/edges")
 @describe("Every edge that has reported: its tunnel count, and whether it is stale.", auth="admin")
 async def admin_edges(request: web.Request) -> web.Response:
-    await operator(request)
-    params = {**page(request), "stale": request.app[CONFIG].edge_stale_seconds}
-    rows = await request.app[DB].all(
+    return to_json(await edges(request.app, await operator(request), request.query))
+
+
+async def edges(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = {**page_of(query), "stale": app[CONFIG].edge_stale_seconds}
+    rows = await app[DB].all(
         "SELECT e.id, e.version, e.started_at, e.last_seen_at, e.draining, e.stopped_at,"
         " (SELECT count(*) FROM live_tunnels t WHERE t.edge_id = e.id) AS tunnel_count,"
         " e.last_seen_at < now() - make_interval(secs => %(stale)s) AS stale"
         " FROM edges e WHERE e.id > %(after)s ORDER BY e.id LIMIT %(limit)s",
         params,
     )
-    return paged("edges", rows, params)
+    return paged_view("edges", rows, params)
 
 
 @routes.get("/v1/admin/tunnels")
 @describe("Every tunnel online now, on edges that are not stale.", auth="admin")
 async def admin_tunnels(request: web.Request) -> web.Response:
-    await operator(request)
-    params = {**page(request), "stale": request.app[CONFIG].edge_stale_seconds}
-    rows = await request.app[DB].all(
+    return to_json(await all_tunnels(request.app, await operator(request), request.query))
+
+
+async def all_tunnels(
+    app: web.Application, who: Principal, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = {**page_of(query), "stale": app[CONFIG].edge_stale_seconds}
+    rows = await app[DB].all(
         f"SELECT {tunnels.COLUMNS} {tunnels.LIVE} AND t.key > %(after)s"
         " ORDER BY t.key LIMIT %(limit)s",
         params,
     )
-    return paged("tunnels", rows, params, key="key")
+    return paged_view("tunnels", rows, params, key="key")
 
 
 @routes.get("/v1/admin/signing-keys")
 @describe("The keys agent tokens are signed with; the newest active one signs.", auth="admin")
 async def admin_signing_keys(request: web.Request) -> web.Response:
-    await operator(request)
-    return to_json({"signing_keys": await request.app[SIGNING].list()})
+    return to_json(await signing_keys(request.app, await operator(request)))
+
+
+async def signing_keys(app: web.Application, who: Principal) -> dict[str, Any]:
+    require_operator(who)
+    return {"signing_keys": await app[SIGNING].list()}
 
 
 @routes.post("/v1/admin/signing-keys/rotate")
@@ -421,11 +436,15 @@ async def admin_signing_keys(request: web.Request) -> web.Response:
     status=201,
 )
 async def admin_rotate_key(request: web.Request) -> web.Response:
-    who = await operator(request)
-    key = await request.app[SIGNING].rotate()
-    await audit(request.app[DB], None, who.actor, "signing_key.rotate", key.kid)
-    row = next(r for r in await request.app[SIGNING].list() if r["kid"] == key.kid)
-    return to_json_status(row, 201)
+    return to_json_status(await rotate_key(request.app, await operator(request)), 201)
+
+
+async def rotate_key(app: web.Application, who: Principal) -> dict[str, Any]:
+    require_operator(who)
+    key = await app[SIGNING].rotate()
+    await audit(app[DB], None, who.actor, "signing_key.rotate", key.kid)
+    row: dict[str, Any] = next(r for r in await app[SIGNING].list() if r["kid"] == key.kid)
+    return row
 
 
 @routes.post("/v1/admin/signing-keys/{kid}/retire")
