@@ -156,7 +156,8 @@ async def rotate_key(view: View, form: Form) -> web.StreamResponse:
 
 @action("/admin/signing-keys/{kid}/retire", back=keys_page)
 async def retire_key(view: View, form: Form) -> web.StreamResponse:
-    await view.api_for(admin.admin_retire_key, "POST", "/v1/admin/signing-keys/{kid}/retire")
+    kid = view.request.match_info["kid"]
+    await admin.retire_key(view.request.app, await view.principal(), kid)
     raise view.redirect("/admin/signing-keys", "key_retired")
 
 

@@ -98,7 +98,7 @@ def agent_commands(view: View, token: str) -> list[str]:
 
 @page("/start", "start.html", nav="Getting started")
 async def start(view: View) -> dict[str, Any]:
-    listed = await view.api(tokens.list_tokens, "GET", "/v1/tokens")
+    listed = await tokens.listed(view.request.app, await view.principal())
     live = [t for t in listed["tokens"] if not t["revoked_at"]]
     return {"title": "Getting started", "token_count": len(live), "commands": []}
 
@@ -131,7 +131,7 @@ async def stop_tunnel(view: View, form: Form) -> web.StreamResponse:
 
 @page("/tokens", "tokens.html", nav="Agent tokens")
 async def tokens_page(view: View) -> dict[str, Any]:
-    listed = await view.api(tokens.list_tokens, "GET", "/v1/tokens")
+    listed = await tokens.listed(view.request.app, await view.principal())
     return {"title": "Agent tokens", "tokens": listed["tokens"], "protocols": PROTOCOLS}
 
 

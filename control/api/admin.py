@@ -8,7 +8,8 @@ Lists page by id: ``?limit=`` (1-1000, default 100) and ``?after=<last id seen>`
 carries ``next_after`` to ask for the next one.
 
 The user, organization, billing and certificate actions are functions of the app, the caller
-and the decoded body (``users``, ``update_user``, ``orgs``, ``update_org``, ``plans``,
+and the decoded body (``users``, ``update_user``, ``orgs``, ``update_org``, ``all_domains``,
+``edges``, ``all_tunnels``, ``signing_keys``, ``rotate_key``, ``retire_key``, ``plans``,
 ``create_plan``, ``update_plan``, ``delete_plan``, ``set_org_plan``, ``billing_events``,
 ``reconciliation``, ``retry_tls``) that check for an operator themselves; their routes are
 thin wrappers, and the console calls the same functions.
@@ -451,15 +452,20 @@ async def rotate_key(app: web.Application, who: Principal) -> dict[str, Any]:
 @describe("Retire a signing key: every token it signed stops working at every edge.", auth="admin")
 async def admin_retire_key(request: web.Request) -> web.Response:
     who = await operator(request)
-    kid = request.match_info["kid"][:64]
+    return to_json(await retire_key(request.app, who, request.match_info["kid"]))
+
+
+async def retire_key(app: web.Application, who: Principal, kid: str) -> dict[str, Any]:
+    require_operator(who)
+    kid = kid[:64]
     try:
-        row = await request.app[SIGNING].retire(kid)
+        row = await app[SIGNING].retire(kid)
     except SigningKeyError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     if row is None:
         raise ApiError(404, "not_found", "no active signing key with that id")
-    await audit(request.app[DB], None, who.actor, "signing_key.retire", kid)
-    return to_json(row)
+    await audit(app[DB], None, who.actor, "signing_key.retire", kid)
+    return dict(row)
 
 
 # -- billing: plans, an org's plan, events, reconciliation --------------------------------

@@ -179,12 +179,16 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.get("/v1/tokens")
 @describe("Agent authtokens of the organization (never the token text).")
 async def list_tokens(request: web.Request) -> web.Response:
-    who = await principals.principal(request)
-    rows = await request.app[DB].all(
+    return to_json(await listed(request.app, await principals.principal(request)))
+
+
+async def listed(app: web.Application, who: Principal) -> dict[str, Any]:
+    """The org's agent tokens, revoked ones too (never their text)."""
+    rows = await app[DB].all(
         f"SELECT {_COLUMNS} FROM agent_tokens WHERE org_id = %s ORDER BY created_at, id",
         (who.org_id,),
     )
-    return to_json({"tokens": [_public(r) for r in rows]})
+    return {"tokens": [_public(r) for r in rows]}
 
 
 @routes.get("/v1/tokens/{token_id}")
