@@ -3,10 +3,14 @@ the ``/v1`` route that does the same thing, on an internal request that carries 
 session cookie. Authorization, validation, auditing and the routing outbox therefore run
 exactly as they do for an API client; the console adds no second path to any of them.
 
-An internal request is a clone of the browser's request with the API's method, path, match
-and JSON body, whose app is the control app (the console is a sub-app of it). aiohttp
-cannot clone a request whose body was read, so ``console.guard`` takes the blank clone
-before it reads the form.
+An internal request is a clone (``Request.clone``) of the browser's request with the API's
+method, path and headers; it keeps the console route's match, whose ids are named as the
+API route's are (``View.api_for``), and carries its JSON body under
+``control.bodies.IN_PROCESS_BODY``, which the API's ``read_json`` reads in place of the
+request's own. aiohttp cannot clone a request whose body was read, so ``console.guard``
+takes the blank clone before it reads the form. Actions that take the app, the caller and
+the decoded body (billing, plans, certificate retries, token revocation) are called
+directly instead (``View.principal``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import msgspec
 from aiohttp import web
 from yarl import URL
 
+from control.bodies import IN_PROCESS_BODY
 from control.errors import ApiError, control_character_problem
 from control.principals import ORG_HEADER
 
@@ -36,7 +41,14 @@ _DROPPED_HEADERS = frozenset(
 )
 
 
-def _refuse_control_characters(value: object, where: str = "body") -> None:
+def chosen_org(request: web.Request) -> str:
+    """The org the user picked in this console ("" for none, or for a cookie that is not
+    an id)."""
+    org = request.cookies.get(ORG_COOKIE, "")
+    return org if org and len(org) <= 64 and org.isascii() and org.isprintable() else ""
+
+
+def refuse_control_characters(value: object, where: str = "body") -> None:
     """The API's rule for control characters, applied to a body built from a form (the
     API's middleware sees only requests under /v1)."""
     if isinstance(value, str):
@@ -45,11 +57,11 @@ def _refuse_control_characters(value: object, where: str = "body") -> None:
             raise problem
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _refuse_control_characters(str(key), where)
-            _refuse_control_characters(item, str(key))
+            refuse_control_characters(str(key), where)
+            refuse_control_characters(item, str(key))
     elif isinstance(value, list):
         for item in value:
-            _refuse_control_characters(item, where)
+            refuse_control_characters(item, where)
 
 
 def internal_request(
@@ -57,28 +69,23 @@ def internal_request(
     method: str,
     path: str,
     *,
-    match: Mapping[str, str] | None = None,
     body: object = None,
     query: Mapping[str, str] | None = None,
 ) -> web.Request:
     base = request.get(BLANK, request)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROPPED_HEADERS}
     headers["Content-Type"] = "application/json"
-    org = request.cookies.get(ORG_COOKIE, "")
-    if org and len(org) <= 64 and org.isascii() and org.isprintable():
+    org = chosen_org(request)
+    if org:
         headers[ORG_HEADER] = org
     if request.get(CSRF_CHECKED):
         headers["X-Requested-With"] = "burrow-console"
     internal = base.clone(
         method=method, rel_url=URL(path).with_query(dict(query or {})), headers=headers
     )
-    info = web.UrlMappingMatchInfo(dict(match or {}), request.match_info.route)
-    info.add_app(request.match_info.apps[0])  # the control app: handlers use request.app
-    info.freeze()
-    internal._match_info = info
     if body is not None:
-        _refuse_control_characters(body)
-        internal._read_bytes = msgspec.json.encode(body)
+        refuse_control_characters(body)
+        internal[IN_PROCESS_BODY] = msgspec.json.encode(body)
     return internal
 
 
@@ -88,12 +95,11 @@ async def call(
     method: str,
     path: str,
     *,
-    match: Mapping[str, str] | None = None,
     body: object = None,
     query: Mapping[str, str] | None = None,
 ) -> Any:
     """The decoded JSON answer of ``handler``; its ``ApiError`` propagates as it is."""
-    response = await call_raw(request, handler, method, path, match=match, body=body, query=query)
+    response = await call_raw(request, handler, method, path, body=body, query=query)
     assert isinstance(response, web.Response) and isinstance(response.body, bytes)
     return msgspec.json.decode(response.body)
 
@@ -104,11 +110,10 @@ async def call_raw(
     method: str,
     path: str,
     *,
-    match: Mapping[str, str] | None = None,
     body: object = None,
     query: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    internal = internal_request(request, method, path, match=match, body=body, query=query)
+    internal = internal_request(request, method, path, body=body, query=query)
     response = await handler(internal)
     if response.status >= 400:  # handlers raise ApiError; this is only a safety net
         raise ApiError(response.status, "error", response.reason or "the request failed")

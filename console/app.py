@@ -1,35 +1,47 @@
-"""The console app: server-rendered pages mounted into the control app beside ``/v1``.
+"""The console: server-rendered pages whose routes sit on the control app's own router,
+beside ``/v1``.
 
 Every page is one template and one function registered with ``@console.page``: the function
 gets a ``View`` (the request, the signed-in user as ``GET /v1/me`` tells it, and ``view.api``
 to call an API handler) and returns the template's context. Every form posts to a function
 registered with ``@console.action``, which calls the API handler that does the work and
-redirects, or renders its page again with what went wrong. ``guard`` checks each form's CSRF
-token before any of that, and gives every answer its security headers.
+redirects, or renders its page again with what went wrong. ``guard`` wraps every console
+route: it checks each form's CSRF token before any of that, and gives every answer its
+security headers. API actions that take the app, the caller and the decoded body are called
+directly with ``await view.principal()``; the rest through ``view.api``.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from aiohttp.web_urldispatcher import AbstractRuleMatching, MatchedSubAppResource, _InfoDict
 from multidict import MultiDictProxy
 
 from console import csrf
-from console.api_call import BLANK, CSRF_CHECKED, ApiHandler, call
+from console.api_call import (
+    BLANK,
+    CSRF_CHECKED,
+    ApiHandler,
+    call,
+    chosen_org,
+    refuse_control_characters,
+)
+from control import principals
 from control.api import accounts
+from control.bodies import to_body
 from control.errors import ApiError, Handler
 from control.keys import CONFIG
+from control.principals import Principal
 
+T = TypeVar("T")
 HERE = Path(__file__).parent
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 # The page a signed-out visitor is sent to, and the first page after signing in.
@@ -69,6 +81,15 @@ NOTICES = {
     "org_updated": "The organization is updated.",
     "key_rotated": "A new signing key signs new tokens; tokens already issued keep working.",
     "key_retired": "The signing key is retired: every token it signed stops working.",
+    "plan_canceled": "The subscription is cancelled: the organization is on the free plan at "
+    "every edge.",
+    "plan_created": "The plan is created.",
+    "plan_updated": "The plan is updated; edges enforce its new limits at once.",
+    "plan_deleted": "The plan is deleted.",
+    "org_plan_set": "The organization is on its new plan at every edge.",
+    "refunded": "The refund is made through the invoice's provider.",
+    "tls_retry": "The certificate's backoff is cleared: the certs worker orders again at its "
+    "next pass.",
 }
 
 
@@ -91,9 +112,9 @@ class Form:
     def all(self, name: str) -> list[str]:
         return [v for v in self._data.getall(name, []) if isinstance(v, str)]
 
-    def number(self, name: str, what: str) -> int:
+    def number(self, name: str, what: str, digits: int = 9) -> int:
         text = self.text(name).strip() or "0"
-        if not text.isascii() or not text.isdigit() or len(text) > 9:
+        if not text.isascii() or not text.isdigit() or len(text) > digits:
             raise ApiError(422, "invalid", f"{what} must be a whole number, not {text[:20]!r}")
         return int(text)
 
@@ -106,6 +127,8 @@ class View:
     me: dict[str, Any] | None
     notice: str = ""
     error: str = ""
+    # The API refused for the plan's limit: the page links to the billing page.
+    over_plan: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,11 +149,12 @@ class View:
         method: str,
         path: str,
         *,
-        match: Mapping[str, str] | None = None,
         body: object = None,
         query: Mapping[str, str] | None = None,
     ) -> Any:
-        return await call(self.request, handler, method, path, match=match, body=body, query=query)
+        """``handler``'s answer for an API route without ids in its path."""
+        assert "{" not in path and not _PATH_PARAMETER.findall(path), path
+        return await call(self.request, handler, method, path, body=body, query=query)
 
     async def api_for(
         self,
@@ -141,11 +165,27 @@ class View:
         body: object = None,
         query: Mapping[str, str] | None = None,
     ) -> Any:
-        """``api`` on the API route ``template`` ("/v1/tokens/{token_id}"), its ids taken from
-        the console route's own match ("/tokens/{token_id}/revoke")."""
+        """``handler``'s answer for the API route ``template`` ("/v1/tokens/{token_id}"): the
+        internal request keeps the console route's own match ("/tokens/{token_id}/revoke"),
+        so the ids the handler reads are the ones in the console's path."""
         match = {name: self.request.match_info[name] for name in _PATH_PARAMETER.findall(template)}
         path = template.format(**match)
-        return await self.api(handler, method, path, match=match, body=body, query=query)
+        return await call(self.request, handler, method, path, body=body, query=query)
+
+    async def principal(self) -> Principal:
+        """The signed-in user in the org they picked, for API actions called directly: the
+        same lookup (and the same refusals) as the API's, with the form's CSRF check in
+        place of the API's same-site header."""
+        return await principals.session_principal(
+            self.request,
+            chosen_org(self.request),
+            form_checked=bool(self.request.get(CSRF_CHECKED)),
+        )
+
+    def body(self, value: dict[str, Any], kind: type[T]) -> T:
+        """A form's fields as an API action's body, refused as the API refuses its JSON."""
+        refuse_control_characters(value)
+        return to_body(value, kind)
 
     def redirect(self, path: str, notice: str = "") -> web.HTTPSeeOther:
         assert not notice or notice in NOTICES, notice
@@ -196,7 +236,7 @@ class Console:
                     )
                 return await self.render_page(view, function)
 
-            self.routes.get(path)(handler)
+            self.routes.get(path)(guarded(handler))
             return function
 
         return register
@@ -218,6 +258,7 @@ class Console:
                     if back is None:
                         raise
                     view.error = exc.message
+                    view.over_plan = exc.code == "plan_limit"
                     return await self.render_page(view, back, status=exc.status)
                 if isinstance(outcome, web.StreamResponse):
                     return outcome
@@ -225,7 +266,7 @@ class Console:
                 view.extra = outcome
                 return await self.render_page(view, back)
 
-            self.routes.post(path)(handler)
+            self.routes.post(path)(guarded(handler))
             return function
 
         return register
@@ -277,6 +318,7 @@ def render(view: View, template: str, context: dict[str, Any], status: int = 200
         "csrf_token": csrf.token_for(secret, request),
         "notice": view.notice,
         "error": view.error,
+        "over_plan": view.over_plan,
     }
     response = aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
     if nonce is not None:
@@ -311,7 +353,15 @@ def copy_cookies(source: web.StreamResponse, target: web.StreamResponse) -> None
 CROSS_SITE = ("cross-site", "same-site")
 
 
-@web.middleware
+def guarded(handler: Handler) -> Handler:
+    """``handler`` behind ``guard``: only console routes get it, not the API beside them."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await guard(request, handler)
+
+    return run
+
+
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if request.method == "POST":
@@ -357,58 +407,73 @@ async def _check_form(request: web.Request) -> None:
 
 
 def when(value: object) -> str:
-    """An API timestamp as "2026-12-08 01:59 UTC"; "" for none."""
+    """A timestamp (a datetime from an API action, or ISO text from an API handler's JSON)
+    as "2026-12-08 01:59 UTC"; "" for none."""
     if not value:
         return ""
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def money(cents: object, currency: object = "") -> str:
+    """An amount in a currency's minor unit as "12.50 USD"."""
+    try:
+        value = int(str(cents))
+    except ValueError:
+        return str(cents)
+    sign = "-" if value < 0 else ""
+    whole, part = divmod(abs(value), 100)
+    return f"{sign}{whole}.{part:02d} {str(currency).upper()}".rstrip()
+
+
+def size(count: object) -> str:
+    """A byte count as "1.5 GB" (decimal units, as bandwidth is sold)."""
+    try:
+        value = float(str(count))
+    except ValueError:
+        return str(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(count)
 
 
 # -- mounting ---------------------------------------------------------------------------------
 
-
-class ConsolePaths(AbstractRuleMatching):
-    """Matches the paths the console serves, so it can sit at "/" beside /v1 and the
-    control app's own routes (aiohttp's add_subapp refuses an empty prefix)."""
-
-    def __init__(self, console: web.Application) -> None:
-        self._console = console
-
-    async def match(self, request: web.Request) -> bool:
-        path = request.path
-        if path.startswith("/v1/") or path in ("/v1", "/metrics", "/healthz", "/readyz"):
-            return False
-        found = await self._console.router.resolve(request)
-        return found.http_exception is None
-
-    def get_info(self) -> _InfoDict:
-        return {"app": self._console}
-
-    @property
-    def canonical(self) -> str:
-        return "/"
+# The console's static files, by name: served by a console route so they carry its headers.
+STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
-def create_console() -> web.Application:
-    from console import admin_pages, pages  # noqa: F401  (registers the pages)
+async def static_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(HERE / "static" / name, headers={"Content-Type": STATIC_FILES[name]})
 
-    app = web.Application(middlewares=[guard])
+
+CONSOLE.routes.get("/static/{name}")(guarded(static_file))
+
+
+def mount(control: web.Application) -> None:
+    """Serve the console from ``control`` at "/": its templates on ``control`` and its
+    routes on ``control``'s own router, beside /v1 and the probes."""
+    from console import admin_pages, billing_pages, pages  # noqa: F401  (registers the pages)
+
     env = aiohttp_jinja2.setup(
-        app,
+        control,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
     )
     env.filters["when"] = when
-    app.add_routes(CONSOLE.routes)
-    app.router.add_static("/static", HERE / "static", name="static")
-    return app
-
-
-def mount(control: web.Application) -> None:
-    """Serve the console from ``control`` at "/"."""
-    console = create_console()
-    factory = functools.partial(MatchedSubAppResource, ConsolePaths(console), console)
-    control._add_subapp(factory, console)
+    env.filters["money"] = money
+    env.filters["size"] = size
+    control.add_routes(CONSOLE.routes)

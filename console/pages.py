@@ -98,7 +98,7 @@ def agent_commands(view: View, token: str) -> list[str]:
 
 @page("/start", "start.html", nav="Getting started")
 async def start(view: View) -> dict[str, Any]:
-    listed = await view.api(tokens.list_tokens, "GET", "/v1/tokens")
+    listed = await tokens.listed(view.request.app, await view.principal())
     live = [t for t in listed["tokens"] if not t["revoked_at"]]
     return {"title": "Getting started", "token_count": len(live), "commands": []}
 
@@ -122,9 +122,7 @@ async def tunnels_page(view: View) -> dict[str, Any]:
 
 @action("/tunnels/stop", back=tunnels_page)
 async def stop_tunnel(view: View, form: Form) -> web.StreamResponse:
-    token_id = form.text("token_id")[:64]
-    match = {"token_id": token_id}
-    await view.api(tokens.revoke_token, "DELETE", f"/v1/tokens/{token_id}", match=match)
+    await tokens.revoke(view.request.app, await view.principal(), form.text("token_id"))
     raise view.redirect("/tunnels", "tunnel_stopped")
 
 
@@ -133,7 +131,7 @@ async def stop_tunnel(view: View, form: Form) -> web.StreamResponse:
 
 @page("/tokens", "tokens.html", nav="Agent tokens")
 async def tokens_page(view: View) -> dict[str, Any]:
-    listed = await view.api(tokens.list_tokens, "GET", "/v1/tokens")
+    listed = await tokens.listed(view.request.app, await view.principal())
     return {"title": "Agent tokens", "tokens": listed["tokens"], "protocols": PROTOCOLS}
 
 
@@ -156,7 +154,8 @@ async def create_token(view: View, form: Form) -> dict[str, Any]:
 
 @action("/tokens/{token_id}/revoke", back=tokens_page)
 async def revoke_token(view: View, form: Form) -> web.StreamResponse:
-    await view.api_for(tokens.revoke_token, "DELETE", "/v1/tokens/{token_id}")
+    token_id = view.request.match_info["token_id"]
+    await tokens.revoke(view.request.app, await view.principal(), token_id)
     raise view.redirect("/tokens", "token_revoked")
 
 
@@ -167,24 +166,23 @@ async def revoke_token(view: View, form: Form) -> web.StreamResponse:
 async def api_keys_page(view: View) -> dict[str, Any]:
     if view.role == "member":
         return {"title": "API keys", "keys": [], "allowed": False}
-    listed = await view.api(api_keys.list_keys, "GET", "/v1/api-keys")
+    listed = await api_keys.keys(view.request.app, await view.principal())
     return {"title": "API keys", "keys": listed["api_keys"], "allowed": True}
 
 
 @action("/api-keys", back=api_keys_page)
 async def create_key(view: View, form: Form) -> dict[str, Any]:
-    made = await view.api(
-        api_keys.create_key,
-        "POST",
-        "/v1/api-keys",
-        body={"description": form.text("description"), "role": form.text("role") or "admin"},
+    body = view.body(
+        {"description": form.text("description"), "role": form.text("role") or "admin"},
+        api_keys.ApiKeyBody,
     )
-    return {"created": made}
+    return {"created": await api_keys.create(view.request.app, await view.principal(), body)}
 
 
 @action("/api-keys/{key_id}/revoke", back=api_keys_page)
 async def revoke_key(view: View, form: Form) -> web.StreamResponse:
-    await view.api_for(api_keys.revoke_key, "DELETE", "/v1/api-keys/{key_id}")
+    key_id = view.request.match_info["key_id"]
+    await api_keys.revoke(view.request.app, await view.principal(), key_id)
     raise view.redirect("/api-keys", "key_revoked")
 
 
@@ -193,20 +191,22 @@ async def revoke_key(view: View, form: Form) -> web.StreamResponse:
 
 @page("/names", "names.html", nav="Names")
 async def names_page(view: View) -> dict[str, Any]:
-    listed = await view.api(names.list_names, "GET", "/v1/names")
+    listed = await names.reserved(view.request.app, await view.principal())
     base = view.request.config_dict[CONFIG].base_domain
     return {"title": "Reserved names", "names": listed["names"], "base_domain": base}
 
 
 @action("/names", back=names_page)
 async def reserve_name(view: View, form: Form) -> web.StreamResponse:
-    await view.api(names.reserve_name, "POST", "/v1/names", body={"name": form.text("name")})
+    body = view.body({"name": form.text("name")}, names.NameBody)
+    await names.reserve(view.request.app, await view.principal(), body)
     raise view.redirect("/names", "name_reserved")
 
 
 @action("/names/{name_id}/release", back=names_page)
 async def release_name(view: View, form: Form) -> web.StreamResponse:
-    await view.api_for(names.release_name, "DELETE", "/v1/names/{name_id}")
+    name_id = view.request.match_info["name_id"]
+    await names.release(view.request.app, await view.principal(), name_id)
     raise view.redirect("/names", "name_released")
 
 
@@ -236,10 +236,8 @@ async def add_domain(view: View, form: Form) -> web.StreamResponse:
 
 @page("/domains/{domain_id}", "domain.html")
 async def domain_page(view: View) -> dict[str, Any]:
-    domain_id = view.request.match_info["domain_id"]
-    match = {"domain_id": domain_id}
-    found = await view.api(domains.get_domain, "GET", f"/v1/domains/{domain_id}", match=match)
-    reserved = await view.api(names.list_names, "GET", "/v1/names")
+    found = await view.api_for(domains.get_domain, "GET", "/v1/domains/{domain_id}")
+    reserved = await names.reserved(view.request.app, await view.principal())
     return {
         "title": found["host"],
         "domain": found,

@@ -55,14 +55,25 @@ async def principal(request: web.Request) -> Principal:
     cached = request.get(_PRINCIPAL)
     if cached is not None:
         return cached
-    found = await _resolve(request)
+    wanted = request.headers.get(ORG_HEADER) or request.query.get("org") or ""
+    found = await _resolve(request, wanted, form_checked=False)
     request[_PRINCIPAL] = found
     return found
 
 
-async def _resolve(request: web.Request) -> Principal:
+async def session_principal(request: web.Request, org_id: str, *, form_checked: bool) -> Principal:
+    """The signed-in user of a server-rendered page, in ``org_id`` ("": their first org), or
+    401. ``form_checked``: the page's own CSRF check passed, which stands in for the
+    same-site header a cookie-authenticated API change must carry."""
+    # Pages act for the session's user only: an Authorization header is not looked at.
+    return await _resolve(request, org_id, form_checked=form_checked, api_keys=False)
+
+
+async def _resolve(
+    request: web.Request, wanted: str, *, form_checked: bool, api_keys: bool = True
+) -> Principal:
     db = request.app[DB]
-    auth = request.headers.get("Authorization", "")
+    auth = request.headers.get("Authorization", "") if api_keys else ""
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -81,9 +92,9 @@ async def _resolve(request: web.Request) -> Principal:
     user = await session_user(request)
     if user is None:
         raise UNAUTHENTICATED
-    require_same_site(request)
+    if not form_checked:
+        require_same_site(request)
     user_id = str(user["id"])
-    wanted = request.headers.get(ORG_HEADER) or request.query.get("org")
     orgs = await accounts.orgs_of_user(db, user_id)
     if wanted:
         chosen = next((o for o in orgs if o["id"] == wanted), None)

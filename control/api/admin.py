@@ -6,10 +6,18 @@ organization and never act for the installation, whoever created them.
 
 Lists page by id: ``?limit=`` (1-1000, default 100) and ``?after=<last id seen>``; a full page
 carries ``next_after`` to ask for the next one.
+
+The user, organization, billing and certificate actions are functions of the app, the caller
+and the decoded body (``users``, ``update_user``, ``orgs``, ``update_org``, ``all_domains``,
+``edges``, ``all_tunnels``, ``signing_keys``, ``rotate_key``, ``retire_key``, ``plans``,
+``create_plan``, ``update_plan``, ``delete_plan``, ``set_org_plan``, ``billing_events``,
+``reconciliation``, ``retry_tls``) that check for an operator themselves; their routes are
+thin wrappers, and the console calls the same functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -66,6 +74,11 @@ class AssignBody(msgspec.Struct, forbid_unknown_fields=True):
 
 async def operator(request: web.Request) -> Principal:
     who = await principals.principal(request)
+    require_operator(who)
+    return who
+
+
+def require_operator(who: Principal) -> None:
     if who.via != "session":
         raise ApiError(
             403,
@@ -74,39 +87,45 @@ async def operator(request: web.Request) -> Principal:
         )
     if not who.is_admin:
         raise ApiError(403, "forbidden", "this needs an operator of this Burrow installation")
-    return who
 
 
-def page(request: web.Request) -> dict[str, Any]:
+def page_of(query: Mapping[str, str]) -> dict[str, Any]:
     """``limit`` and ``after`` from the query string, as SQL parameters; 422 when bad."""
-    text = request.query.get("limit", str(DEFAULT_LIMIT))
+    text = query.get("limit", str(DEFAULT_LIMIT))
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
         raise ApiError(
             422, "invalid", f"limit must be a whole number from 1 to {MAX_LIMIT}, not {text[:20]!r}"
         )
-    after = request.query.get("after", "")
+    after = query.get("after", "")
     if len(after) > 200 or any(ord(c) < 32 for c in after):
         raise ApiError(422, "invalid", "after must be an id from a previous page")
     return {"limit": int(text), "after": after}
 
 
-def paged(name: str, rows: list[Row], params: dict[str, Any], key: str = "id") -> web.Response:
+def paged_view(
+    name: str, rows: list[Row], params: dict[str, Any], key: str = "id"
+) -> dict[str, Any]:
     more = rows[-1][key] if len(rows) == params["limit"] else None
-    return to_json({name: rows, "next_after": more})
+    return {name: rows, "next_after": more}
 
 
 @routes.get("/v1/admin/users")
 @describe("Every user of the installation.", auth="admin")
 async def admin_users(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
-    rows = await request.app[DB].all(
+    return to_json(await users(request.app, await operator(request), request.query))
+
+
+async def users(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
+    rows = await app[DB].all(
         "SELECT u.id, u.email, u.name, u.is_admin, u.disabled_at, u.created_at,"
         " (SELECT count(*) FROM memberships m WHERE m.user_id = u.id) AS org_count"
         " FROM users u WHERE u.id > %(after)s ORDER BY u.id LIMIT %(limit)s",
         params,
     )
-    return paged("users", rows, params)
+    return paged_view("users", rows, params)
 
 
 @routes.patch("/v1/admin/users/{user_id}")
@@ -119,14 +138,21 @@ async def admin_users(request: web.Request) -> web.Response:
 async def admin_update_user(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, UserPatch)
-    user_id = request.match_info["user_id"][:64]
+    return to_json(await update_user(request.app, who, request.match_info["user_id"], body))
+
+
+async def update_user(
+    app: web.Application, who: Principal, user_id: str, body: UserPatch
+) -> dict[str, Any]:
+    require_operator(who)
+    user_id = user_id[:64]
     if user_id == who.user_id and (body.disabled is True or body.is_admin is False):
         raise ApiError(
             409,
             "own_account",
             "you cannot disable or demote your own account; ask another operator",
         )
-    async with request.app[DB].transaction() as q:
+    async with app[DB].transaction() as q:
         row = await q.one(
             "UPDATE users SET"
             " disabled_at = CASE WHEN %(disabled)s IS NULL THEN disabled_at"
@@ -145,23 +171,28 @@ async def admin_update_user(request: web.Request) -> web.Response:
         if body.disabled is True:
             await q.execute("DELETE FROM sessions WHERE user_id = %s", (user_id,))
             # Their agent tokens stop too, in every org, and their tunnels end.
-            await revoke_tokens(q, request.app[OUTBOX], created_by=user_id)
+            await revoke_tokens(q, app[OUTBOX], created_by=user_id)
         if body.disabled is not msgspec.UNSET:
             action = "user.disable" if body.disabled else "user.enable"
             await audit(q, None, who.actor, action, user_id)
         if body.is_admin is not msgspec.UNSET:
             action = "user.make_admin" if body.is_admin else "user.remove_admin"
             await audit(q, None, who.actor, action, user_id)
-    request.app[OUTBOX].changed()
-    return to_json(row)
+    app[OUTBOX].changed()
+    return dict(row)
 
 
 @routes.get("/v1/admin/orgs")
 @describe("Every organization, with its member, token and domain counts.", auth="admin")
 async def admin_orgs(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
-    rows = await request.app[DB].all(
+    return to_json(await orgs(request.app, await operator(request), request.query))
+
+
+async def orgs(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
+    rows = await app[DB].all(
         "SELECT o.id, o.name, o.created_at, o.suspended_at, o.limits,"
         " (SELECT count(*) FROM memberships m WHERE m.org_id = o.id) AS member_count,"
         " (SELECT count(*) FROM agent_tokens t WHERE t.org_id = o.id AND t.revoked_at IS NULL)"
@@ -170,7 +201,7 @@ async def admin_orgs(request: web.Request) -> web.Response:
         " FROM orgs o WHERE o.id > %(after)s ORDER BY o.id LIMIT %(limit)s",
         params,
     )
-    return paged("orgs", rows, params)
+    return paged_view("orgs", rows, params)
 
 
 _ORG_COLUMNS = "id, name, created_at, suspended_at, limits"
@@ -187,9 +218,16 @@ _ORG_COLUMNS = "id, name, created_at, suspended_at, limits"
 async def admin_update_org(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, OrgPatch)
-    org_id = request.match_info["org_id"][:64]
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    return to_json(await update_org(request.app, who, request.match_info["org_id"], body))
+
+
+async def update_org(
+    app: web.Application, who: Principal, org_id: str, body: OrgPatch
+) -> dict[str, Any]:
+    require_operator(who)
+    org_id = org_id[:64]
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         row = await q.one(f"SELECT {_ORG_COLUMNS} FROM orgs WHERE id = %s FOR UPDATE", (org_id,))
         if row is None:
             raise ApiError(404, "not_found", "no organization with that id")
@@ -216,7 +254,8 @@ async def admin_update_org(request: web.Request) -> web.Response:
             await publish_limits(q, outbox, org_id)
             await audit(q, org_id, who.actor, "org.limits", org_id)
     outbox.changed()
-    return to_json(row)
+    assert row is not None
+    return dict(row)
 
 
 @routes.post("/v1/admin/orgs/{org_id}/revoke-tokens")
@@ -269,9 +308,16 @@ async def admin_assign_name(request: web.Request) -> web.Response:
 @routes.get("/v1/admin/domains")
 @describe("Every custom domain, with its verification and TLS state.", auth="admin")
 async def admin_domains(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
-    rows = await request.app[DB].all(
+    return to_json(await all_domains(request.app, await operator(request), request.query))
+
+
+async def all_domains(
+    app: web.Application, who: Principal, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
+    rows = await app[DB].all(
         "SELECT d.id, d.host, d.org_id, o.name AS org_name, d.strict, d.verified_at,"
         " d.verified_by, d.last_check_at, d.last_check_error, d.target_name AS target,"
         " d.tls_mode, d.tls_status, d.tls_not_after, d.tls_last_checked_at, d.tls_last_error,"
@@ -280,7 +326,7 @@ async def admin_domains(request: web.Request) -> web.Response:
         " WHERE d.id > %(after)s ORDER BY d.id LIMIT %(limit)s",
         params,
     )
-    return paged("domains", rows, params)
+    return paged_view("domains", rows, params)
 
 
 @routes.post("/v1/admin/domains/{domain_id}/release")
@@ -312,10 +358,15 @@ async def admin_release_domain(request: web.Request) -> web.Response:
 )
 async def admin_retry_tls(request: web.Request) -> web.Response:
     who = await operator(request)
-    async with request.app[DB].transaction() as q:
+    return to_json(await retry_tls(request.app, who, request.match_info["domain_id"]))
+
+
+async def retry_tls(app: web.Application, who: Principal, domain_id: str) -> dict[str, Any]:
+    require_operator(who)
+    async with app[DB].transaction() as q:
         row = await q.one(
             "SELECT id, host, org_id FROM domains WHERE id = %s",
-            (request.match_info["domain_id"][:64],),
+            (domain_id[:64],),
         )
         if row is None:
             raise ApiError(404, "not_found", "no domain with that id")
@@ -325,42 +376,58 @@ async def admin_retry_tls(request: web.Request) -> web.Response:
             (row["host"],),
         )
         await audit(q, row["org_id"], who.actor, "domain.tls_retry", str(row["host"]))
-    return to_json({"host": row["host"], "queued": bool(queued)})
+    return {"host": row["host"], "queued": bool(queued)}
 
 
 @routes.get("/v1/admin/edges")
 @describe("Every edge that has reported: its tunnel count, and whether it is stale.", auth="admin")
 async def admin_edges(request: web.Request) -> web.Response:
-    await operator(request)
-    params = {**page(request), "stale": request.app[CONFIG].edge_stale_seconds}
-    rows = await request.app[DB].all(
+    return to_json(await edges(request.app, await operator(request), request.query))
+
+
+async def edges(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = {**page_of(query), "stale": app[CONFIG].edge_stale_seconds}
+    rows = await app[DB].all(
         "SELECT e.id, e.version, e.started_at, e.last_seen_at, e.draining, e.stopped_at,"
         " (SELECT count(*) FROM live_tunnels t WHERE t.edge_id = e.id) AS tunnel_count,"
         " e.last_seen_at < now() - make_interval(secs => %(stale)s) AS stale"
         " FROM edges e WHERE e.id > %(after)s ORDER BY e.id LIMIT %(limit)s",
         params,
     )
-    return paged("edges", rows, params)
+    return paged_view("edges", rows, params)
 
 
 @routes.get("/v1/admin/tunnels")
 @describe("Every tunnel online now, on edges that are not stale.", auth="admin")
 async def admin_tunnels(request: web.Request) -> web.Response:
-    await operator(request)
-    params = {**page(request), "stale": request.app[CONFIG].edge_stale_seconds}
-    rows = await request.app[DB].all(
+    return to_json(await all_tunnels(request.app, await operator(request), request.query))
+
+
+async def all_tunnels(
+    app: web.Application, who: Principal, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = {**page_of(query), "stale": app[CONFIG].edge_stale_seconds}
+    rows = await app[DB].all(
         f"SELECT {tunnels.COLUMNS} {tunnels.LIVE} AND t.key > %(after)s"
         " ORDER BY t.key LIMIT %(limit)s",
         params,
     )
-    return paged("tunnels", rows, params, key="key")
+    return paged_view("tunnels", rows, params, key="key")
 
 
 @routes.get("/v1/admin/signing-keys")
 @describe("The keys agent tokens are signed with; the newest active one signs.", auth="admin")
 async def admin_signing_keys(request: web.Request) -> web.Response:
-    await operator(request)
-    return to_json({"signing_keys": await request.app[SIGNING].list()})
+    return to_json(await signing_keys(request.app, await operator(request)))
+
+
+async def signing_keys(app: web.Application, who: Principal) -> dict[str, Any]:
+    require_operator(who)
+    return {"signing_keys": await app[SIGNING].list()}
 
 
 @routes.post("/v1/admin/signing-keys/rotate")
@@ -370,26 +437,35 @@ async def admin_signing_keys(request: web.Request) -> web.Response:
     status=201,
 )
 async def admin_rotate_key(request: web.Request) -> web.Response:
-    who = await operator(request)
-    key = await request.app[SIGNING].rotate()
-    await audit(request.app[DB], None, who.actor, "signing_key.rotate", key.kid)
-    row = next(r for r in await request.app[SIGNING].list() if r["kid"] == key.kid)
-    return to_json_status(row, 201)
+    return to_json_status(await rotate_key(request.app, await operator(request)), 201)
+
+
+async def rotate_key(app: web.Application, who: Principal) -> dict[str, Any]:
+    require_operator(who)
+    key = await app[SIGNING].rotate()
+    await audit(app[DB], None, who.actor, "signing_key.rotate", key.kid)
+    row: dict[str, Any] = next(r for r in await app[SIGNING].list() if r["kid"] == key.kid)
+    return row
 
 
 @routes.post("/v1/admin/signing-keys/{kid}/retire")
 @describe("Retire a signing key: every token it signed stops working at every edge.", auth="admin")
 async def admin_retire_key(request: web.Request) -> web.Response:
     who = await operator(request)
-    kid = request.match_info["kid"][:64]
+    return to_json(await retire_key(request.app, who, request.match_info["kid"]))
+
+
+async def retire_key(app: web.Application, who: Principal, kid: str) -> dict[str, Any]:
+    require_operator(who)
+    kid = kid[:64]
     try:
-        row = await request.app[SIGNING].retire(kid)
+        row = await app[SIGNING].retire(kid)
     except SigningKeyError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     if row is None:
         raise ApiError(404, "not_found", "no active signing key with that id")
-    await audit(request.app[DB], None, who.actor, "signing_key.retire", kid)
-    return to_json(row)
+    await audit(app[DB], None, who.actor, "signing_key.retire", kid)
+    return dict(row)
 
 
 # -- billing: plans, an org's plan, events, reconciliation --------------------------------
@@ -505,11 +581,15 @@ async def _set_prices(q: Any, plan_id: str, prices: dict[str, str]) -> None:
 @routes.get("/v1/admin/plans")
 @describe("Every plan, public or not, with its provider plan ids.", auth="admin")
 async def admin_plans(request: web.Request) -> web.Response:
-    await operator(request)
-    async with request.app[DB].transaction() as q:
+    return to_json(await plans(request.app, await operator(request)))
+
+
+async def plans(app: web.Application, who: Principal) -> dict[str, Any]:
+    require_operator(who)
+    async with app[DB].transaction() as q:
         ids = await q.all("SELECT id FROM plans ORDER BY price_cents, id")
-        plans = [await _plan_with_prices(q, r["id"]) for r in ids]
-    return to_json({"plans": plans})
+        found = [await _plan_with_prices(q, r["id"]) for r in ids]
+    return {"plans": found}
 
 
 @routes.post("/v1/admin/plans")
@@ -517,10 +597,15 @@ async def admin_plans(request: web.Request) -> web.Response:
 async def admin_create_plan(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, PlanBody)
+    return to_json_status(await create_plan(request.app, who, body), 201)
+
+
+async def create_plan(app: web.Application, who: Principal, body: PlanBody) -> dict[str, Any]:
+    require_operator(who)
     fields = _checked_plan_fields(msgspec.to_builtins(body))
     prices = fields.pop("prices")
     columns = ", ".join(fields)
-    async with request.app[DB].transaction() as q:
+    async with app[DB].transaction() as q:
         created = await q.value(
             f"INSERT INTO plans ({columns}) VALUES ({', '.join(f'%({c})s' for c in fields)})"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -531,7 +616,8 @@ async def admin_create_plan(request: web.Request) -> web.Response:
         await _set_prices(q, body.id, prices)
         await audit(q, None, who.actor, "plan.create", body.id)
         row = await _plan_with_prices(q, body.id)
-    return to_json_status(row, 201)
+    assert row is not None
+    return row
 
 
 @routes.patch("/v1/admin/plans/{plan_id}")
@@ -544,13 +630,20 @@ async def admin_create_plan(request: web.Request) -> web.Response:
 async def admin_update_plan(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, PlanPatch)
-    plan_id = request.match_info["plan_id"][:64]
+    return to_json(await update_plan(request.app, who, request.match_info["plan_id"], body))
+
+
+async def update_plan(
+    app: web.Application, who: Principal, plan_id: str, body: PlanPatch
+) -> dict[str, Any]:
+    require_operator(who)
+    plan_id = plan_id[:64]
     fields = _checked_plan_fields(
         {k: v for k, v in msgspec.structs.asdict(body).items() if v is not UNSET}
     )
     prices = fields.pop("prices", None)
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         old = await q.one(f"SELECT {PLAN_COLUMNS} FROM plans WHERE id = %s FOR UPDATE", (plan_id,))
         if old is None:
             raise ApiError(404, "not_found", "no plan with that id")
@@ -567,19 +660,25 @@ async def admin_update_plan(request: web.Request) -> web.Response:
         await audit(q, None, who.actor, "plan.update", plan_id)
         row = await _plan_with_prices(q, plan_id)
     outbox.changed()
-    return to_json(row)
+    assert row is not None
+    return row
 
 
 @routes.delete("/v1/admin/plans/{plan_id}")
 @describe("Delete a plan nobody is on (the free plan stays).", auth="admin")
 async def admin_delete_plan(request: web.Request) -> web.Response:
     who = await operator(request)
-    plan_id = request.match_info["plan_id"][:64]
+    return to_json(await delete_plan(request.app, who, request.match_info["plan_id"]))
+
+
+async def delete_plan(app: web.Application, who: Principal, plan_id: str) -> dict[str, Any]:
+    require_operator(who)
+    plan_id = plan_id[:64]
     if plan_id == FREE_PLAN:
         raise ApiError(
             409, "in_use", "the free plan is every unsubscribed org's; change it instead"
         )
-    async with request.app[DB].transaction() as q:
+    async with app[DB].transaction() as q:
         on = await q.value("SELECT count(*) FROM subscriptions WHERE plan_id = %s", (plan_id,))
         if on:
             raise ApiError(
@@ -590,7 +689,7 @@ async def admin_delete_plan(request: web.Request) -> web.Response:
         if deleted is None:
             raise ApiError(404, "not_found", "no plan with that id")
         await audit(q, None, who.actor, "plan.delete", plan_id)
-    return to_json({"deleted": plan_id})
+    return {"deleted": plan_id}
 
 
 @routes.put("/v1/admin/orgs/{org_id}/plan")
@@ -603,9 +702,16 @@ async def admin_delete_plan(request: web.Request) -> web.Response:
 async def admin_set_org_plan(request: web.Request) -> web.Response:
     who = await operator(request)
     body = await read_json(request, OrgPlanBody)
-    org_id = request.match_info["org_id"][:64]
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    return to_json(await set_org_plan(request.app, who, request.match_info["org_id"], body))
+
+
+async def set_org_plan(
+    app: web.Application, who: Principal, org_id: str, body: OrgPlanBody
+) -> dict[str, Any]:
+    require_operator(who)
+    org_id = org_id[:64]
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         if await q.value("SELECT 1 FROM orgs WHERE id = %s", (org_id,)) is None:
             raise ApiError(404, "not_found", "no organization with that id")
         if await q.value("SELECT 1 FROM plans WHERE id = %s", (body.plan[:64],)) is None:
@@ -618,19 +724,26 @@ async def admin_set_org_plan(request: web.Request) -> web.Response:
         await publish_limits(q, outbox, org_id)
         await audit(q, org_id, who.actor, "billing.plan_set", body.plan)
     outbox.changed()
-    return to_json({"org_id": org_id, "plan": body.plan})
+    return {"org_id": org_id, "plan": body.plan}
 
 
 @routes.get("/v1/admin/billing/events")
 @describe("Provider webhook events as received, newest first (?provider=, ?org_id=).", auth="admin")
 async def admin_billing_events(request: web.Request) -> web.Response:
-    await operator(request)
+    return to_json(await billing_events(request.app, await operator(request), request.query))
+
+
+async def billing_events(
+    app: web.Application, who: Principal, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``, ``provider``, ``org_id``)."""
+    require_operator(who)
     params = {
-        **page(request),
-        "provider": request.query.get("provider", "")[:20],
-        "org": request.query.get("org_id", "")[:64],
+        **page_of(query),
+        "provider": query.get("provider", "")[:20],
+        "org": query.get("org_id", "")[:64],
     }
-    rows = await request.app[DB].all(
+    rows = await app[DB].all(
         "SELECT provider, event_id, type, org_id, outcome, received_at FROM billing_events"
         " WHERE (%(provider)s = '' OR provider = %(provider)s)"
         " AND (%(org)s = '' OR org_id = %(org)s)"
@@ -638,7 +751,7 @@ async def admin_billing_events(request: web.Request) -> web.Response:
         " ORDER BY received_at DESC, event_id DESC LIMIT %(limit)s",
         params,
     )
-    return paged("events", rows, params, key="event_id")
+    return paged_view("events", rows, params, key="event_id")
 
 
 @routes.get("/v1/admin/billing/reconciliation")
@@ -647,14 +760,21 @@ async def admin_billing_events(request: web.Request) -> web.Response:
     auth="admin",
 )
 async def admin_reconciliation(request: web.Request) -> web.Response:
-    await operator(request)
-    params = page(request)
+    return to_json(await reconciliation(request.app, await operator(request), request.query))
+
+
+async def reconciliation(
+    app: web.Application, who: Principal, query: Mapping[str, str]
+) -> dict[str, Any]:
+    """``query``: the route's query string (``limit``, ``after``)."""
+    require_operator(who)
+    params = page_of(query)
     after = int(params["after"]) if params["after"].isdigit() else 2**62
-    rows = await request.app[DB].all(
+    rows = await app[DB].all(
         "SELECT id, provider, org_id, subject, ours, theirs, action, found_at"
         " FROM reconciliation_findings WHERE id < %s ORDER BY id DESC LIMIT %s",
         (after, params["limit"]),
     )
     for row in rows:
         row["id"] = str(row["id"])
-    return paged("findings", rows, params)
+    return paged_view("findings", rows, params)

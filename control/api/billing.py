@@ -3,6 +3,10 @@ webhooks, cancellations and refunds, and the mock provider's checkout page.
 
 ``GET /v1/plans`` and the webhooks take no credentials (a webhook proves itself by its
 signature). Checkout and cancellation take an org admin; refunds take an operator.
+
+Each action is a function of the app, the caller and the decoded body (``state``,
+``checkout``, ``cancel``, ``refund``, ``plans_on_sale``) that checks who may do it; the
+route is a thin wrapper around it, and the console calls the same function.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from control.errors import ApiError
 from control.ids import new_id
 from control.keys import DB
 from control.openapi import describe
+from control.principals import Principal
 from control.store.accounts import audit
 
 routes = web.RouteTableDef()
@@ -55,7 +60,9 @@ class RefundBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str = ""
 
 
-def _base_url(request: web.Request) -> str:
+def base_url(request: web.Request) -> str:
+    """Where providers send the customer back: the configured public address, else the
+    address the request came to."""
     configured = request.app[BILLING].settings.public_url
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
@@ -68,8 +75,8 @@ def _plan_view(row: dict[str, Any], prices: dict[str, str] | None = None) -> dic
     return view
 
 
-async def plan_prices(request: web.Request) -> dict[str, dict[str, str]]:
-    rows = await request.app[DB].all("SELECT plan_id, provider, provider_plan_id FROM plan_prices")
+async def plan_prices(app: web.Application) -> dict[str, dict[str, str]]:
+    rows = await app[DB].all("SELECT plan_id, provider, provider_plan_id FROM plan_prices")
     found: dict[str, dict[str, str]] = {}
     for r in rows:
         found.setdefault(r["plan_id"], {})[r["provider"]] = r["provider_plan_id"]
@@ -79,19 +86,21 @@ async def plan_prices(request: web.Request) -> dict[str, dict[str, str]]:
 @routes.get("/v1/plans")
 @describe("The plans on sale, their entitlements (0: no limit of ours) and providers.", auth="none")
 async def list_plans(request: web.Request) -> web.Response:
-    rows = await request.app[DB].all(
+    return to_json(await plans_on_sale(request.app))
+
+
+async def plans_on_sale(app: web.Application) -> dict[str, Any]:
+    rows = await app[DB].all(
         f"SELECT {PLAN_COLUMNS} FROM plans WHERE public ORDER BY price_cents, id"
     )
-    prices = await plan_prices(request)
-    enabled = set(request.app[BILLING].providers)
-    return to_json(
-        {
-            "plans": [
-                _plan_view(r, {p: v for p, v in prices.get(r["id"], {}).items() if p in enabled})
-                for r in rows
-            ]
-        }
-    )
+    prices = await plan_prices(app)
+    enabled = set(app[BILLING].providers)
+    return {
+        "plans": [
+            _plan_view(r, {p: v for p, v in prices.get(r["id"], {}).items() if p in enabled})
+            for r in rows
+        ]
+    }
 
 
 @routes.get("/v1/billing")
@@ -100,8 +109,11 @@ async def list_plans(request: web.Request) -> web.Response:
     "and its invoices."
 )
 async def billing_state(request: web.Request) -> web.Response:
-    who = await principals.principal(request)
-    db = request.app[DB]
+    return to_json(await state(request.app, await principals.principal(request)))
+
+
+async def state(app: web.Application, who: Principal) -> dict[str, Any]:
+    db = app[DB]
     async with db.transaction() as q:
         plan = await plan_of(q, who.org_id)
         used = await usage_counts(q, who.org_id)
@@ -136,16 +148,14 @@ async def billing_state(request: web.Request) -> web.Response:
                 "past_due_since",
             )
         }
-    return to_json(
-        {
-            "plan": _plan_view(plan),
-            "entitlements": {k: plan[k] for k in ENTITLEMENTS},
-            "usage": used,
-            "usage_period_start": period_start,
-            "subscription": subscription,
-            "invoices": invoices,
-        }
-    )
+    return {
+        "plan": _plan_view(plan),
+        "entitlements": {k: plan[k] for k in ENTITLEMENTS},
+        "usage": used,
+        "usage_period_start": period_start,
+        "subscription": subscription,
+        "invoices": invoices,
+    }
 
 
 def _period_start(sub: dict[str, Any] | None) -> datetime:
@@ -176,9 +186,17 @@ async def start_checkout(request: web.Request) -> web.Response:
     who = await principals.principal(request)
     who.require("admin")
     body = await read_json(request, CheckoutBody)
-    billing = request.app[BILLING]
+    return to_json_status(await checkout(request.app, who, body, base_url(request)), 201)
+
+
+async def checkout(
+    app: web.Application, who: Principal, body: CheckoutBody, base: str
+) -> dict[str, Any]:
+    """Start paying for ``body.plan``; ``base``: control's public address (``base_url``)."""
+    who.require("admin")
+    billing = app[BILLING]
     provider = billing.provider(body.provider)
-    db = request.app[DB]
+    db = app[DB]
     plan = await db.one(
         "SELECT p.id, p.name, pp.provider_plan_id FROM plans p LEFT JOIN plan_prices pp"
         " ON pp.plan_id = p.id AND pp.provider = %s WHERE p.id = %s AND p.public",
@@ -206,7 +224,6 @@ async def start_checkout(request: web.Request) -> web.Response:
     if who.user_id:
         email = str(await db.value("SELECT email FROM users WHERE id = %s", (who.user_id,)) or "")
     checkout_id = new_id("chk")
-    base = _base_url(request)
     try:
         started = await provider.checkout(
             checkout_id=checkout_id,
@@ -231,15 +248,12 @@ async def start_checkout(request: web.Request) -> web.Response:
                 (who.org_id,),
             )
         await audit(q, who.org_id, who.actor, "billing.checkout", f"{body.provider}:{plan['id']}")
-    return to_json_status(
-        {
-            "checkout_id": checkout_id,
-            "provider": body.provider,
-            "plan": plan["id"],
-            "url": started.url,
-        },
-        201,
-    )
+    return {
+        "checkout_id": checkout_id,
+        "provider": body.provider,
+        "plan": plan["id"],
+        "url": started.url,
+    }
 
 
 @routes.get("/v1/billing/return")
@@ -287,6 +301,10 @@ async def provider_webhook(request: web.Request) -> web.Response:
 async def cancel_subscription(request: web.Request) -> web.Response:
     who = await principals.principal(request)
     body = await read_json(request, CancelBody)
+    return to_json(await cancel(request.app, who, body))
+
+
+async def cancel(app: web.Application, who: Principal, body: CancelBody) -> dict[str, Any]:
     org_id = who.org_id
     if body.org_id and body.org_id != who.org_id:
         if not (who.is_admin and who.via == "session"):
@@ -294,8 +312,8 @@ async def cancel_subscription(request: web.Request) -> web.Response:
         org_id = body.org_id[:64]
     else:
         who.require("admin")
-    billing = request.app[BILLING]
-    async with request.app[DB].transaction() as q:
+    billing = app[BILLING]
+    async with app[DB].transaction() as q:
         if await q.value("SELECT 1 FROM orgs WHERE id = %s", (org_id,)) is None:
             raise ApiError(404, "not_found", "no organization with that id")
         sub = await locked_subscription(q, org_id)
@@ -310,7 +328,7 @@ async def cancel_subscription(request: web.Request) -> web.Response:
         await end_subscription(q, billing.outbox, org_id, at=billing.clock().timestamp())
         await audit(q, org_id, who.actor, "billing.cancel", body.reason[:200] or sub["plan_id"])
     billing.outbox.changed()
-    return to_json({"org_id": org_id, "status": "canceled", "plan": FREE_PLAN})
+    return {"org_id": org_id, "status": "canceled", "plan": FREE_PLAN}
 
 
 @routes.post("/v1/billing/refunds")
@@ -322,11 +340,20 @@ async def cancel_subscription(request: web.Request) -> web.Response:
 )
 async def refund_invoice(request: web.Request) -> web.Response:
     who = await principals.principal(request)
+    _require_refunder(who)
+    body = await read_json(request, RefundBody)
+    return to_json_status(await refund(request.app, who, body), 201)
+
+
+def _require_refunder(who: Principal) -> None:
     if not (who.is_admin and who.via == "session"):
         raise ApiError(403, "forbidden", "refunds are made by an operator of this installation")
-    body = await read_json(request, RefundBody)
-    billing = request.app[BILLING]
-    async with request.app[DB].transaction() as q:
+
+
+async def refund(app: web.Application, who: Principal, body: RefundBody) -> dict[str, Any]:
+    _require_refunder(who)
+    billing = app[BILLING]
+    async with app[DB].transaction() as q:
         invoice = await q.one(
             "SELECT provider, provider_invoice_id, org_id, status, currency, total_cents,"
             " payment_ref FROM invoices WHERE provider_invoice_id = %s FOR UPDATE",
@@ -385,7 +412,8 @@ async def refund_invoice(request: web.Request) -> web.Response:
             "billing.refund",
             f"{invoice['provider_invoice_id']}:{amount}",
         )
-    return to_json_status(row, 201)
+    assert row is not None
+    return dict(row)
 
 
 # -- the mock provider's checkout page (dev and tests only) -------------------------------

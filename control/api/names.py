@@ -1,10 +1,15 @@
-"""Reserved names: ``<name>.<base domain>`` held by one org, bindable by its agents only."""
+"""Reserved names: ``<name>.<base domain>`` held by one org, bindable by its agents only.
+
+Each action (``reserved``, ``reserve``, ``release``) is a function of the app, the caller
+and the decoded body that checks the caller's role; the routes are thin wrappers around
+them, and the console calls the same functions."""
 
 from __future__ import annotations
 
 import functools
 import re
 from datetime import UTC
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -18,6 +23,7 @@ from control.errors import ApiError, not_found
 from control.ids import new_id
 from control.keys import CONFIG, DB, OUTBOX
 from control.openapi import describe
+from control.principals import Principal
 from control.routing_outbox import domain_route
 from control.store.accounts import audit
 from edge.token_format import installation_name
@@ -63,11 +69,14 @@ _COLUMNS = "id, host, created_at"
 @routes.get("/v1/names")
 @describe("Names reserved by the organization.")
 async def list_names(request: web.Request) -> web.Response:
-    who = await principals.principal(request)
-    rows = await request.app[DB].all(
+    return to_json(await reserved(request.app, await principals.principal(request)))
+
+
+async def reserved(app: web.Application, who: Principal) -> dict[str, Any]:
+    rows = await app[DB].all(
         f"SELECT {_COLUMNS} FROM reserved_names WHERE org_id = %s ORDER BY host", (who.org_id,)
     )
-    return to_json({"names": rows})
+    return {"names": rows}
 
 
 @routes.post("/v1/names")
@@ -75,10 +84,16 @@ async def list_names(request: web.Request) -> web.Response:
 async def reserve_name(request: web.Request) -> web.Response:
     who = await principals.principal(request)
     who.require("admin")
-    config = request.app[CONFIG]
-    host = host_for((await read_json(request, NameBody)).name, config.base_domain)
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    body = await read_json(request, NameBody)
+    return to_json_status(await reserve(request.app, who, body), 201)
+
+
+async def reserve(app: web.Application, who: Principal, body: NameBody) -> dict[str, Any]:
+    who.require("admin")
+    config = app[CONFIG]
+    host = host_for(body.name, config.base_domain)
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         count = await q.value(
             "SELECT count(*) FROM reserved_names WHERE org_id = %s", (who.org_id,)
         )
@@ -119,19 +134,23 @@ async def reserve_name(request: web.Request) -> web.Response:
         await outbox.record(q, lambda seq: NameSet(seq=seq, claim=claim))
         await audit(q, who.org_id, who.actor, "name.reserve", host)
     outbox.changed()
-    return to_json_status(row, 201)
+    return dict(row)
 
 
 @routes.delete("/v1/names/{name_id}")
 @describe("Release a reserved name.")
 async def release_name(request: web.Request) -> web.Response:
     who = await principals.principal(request)
+    return to_json(await release(request.app, who, request.match_info["name_id"]))
+
+
+async def release(app: web.Application, who: Principal, name_id: str) -> dict[str, Any]:
     who.require("admin")
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         row = await q.one(
             f"DELETE FROM reserved_names WHERE id = %s AND org_id = %s RETURNING {_COLUMNS}",
-            (request.match_info["name_id"][:64], who.org_id),
+            (name_id[:64], who.org_id),
         )
         if row is None:
             raise not_found("reserved name")
@@ -147,4 +166,4 @@ async def release_name(request: web.Request) -> web.Response:
         await outbox.record(q, lambda seq: NameRemoved(seq=seq, host=host))
         await audit(q, who.org_id, who.actor, "name.release", host)
     outbox.changed()
-    return to_json(row)
+    return dict(row)

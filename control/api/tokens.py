@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -19,6 +20,7 @@ from control.errors import ApiError, not_found
 from control.ids import new_id
 from control.keys import CONFIG, DB, OUTBOX, SIGNING
 from control.openapi import describe
+from control.principals import Principal
 from control.routing_outbox import revocation
 from control.store.accounts import audit
 from control.throttle import THROTTLE
@@ -177,12 +179,16 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.get("/v1/tokens")
 @describe("Agent authtokens of the organization (never the token text).")
 async def list_tokens(request: web.Request) -> web.Response:
-    who = await principals.principal(request)
-    rows = await request.app[DB].all(
+    return to_json(await listed(request.app, await principals.principal(request)))
+
+
+async def listed(app: web.Application, who: Principal) -> dict[str, Any]:
+    """The org's agent tokens, revoked ones too (never their text)."""
+    rows = await app[DB].all(
         f"SELECT {_COLUMNS} FROM agent_tokens WHERE org_id = %s ORDER BY created_at, id",
         (who.org_id,),
     )
-    return to_json({"tokens": [_public(r) for r in rows]})
+    return {"tokens": [_public(r) for r in rows]}
 
 
 @routes.get("/v1/tokens/{token_id}")
@@ -202,9 +208,14 @@ async def get_token(request: web.Request) -> web.Response:
 @describe("Revoke an agent authtoken: every edge disconnects its agents within seconds.")
 async def revoke_token(request: web.Request) -> web.Response:
     who = await principals.principal(request)
-    token_id = request.match_info["token_id"][:64]
-    outbox = request.app[OUTBOX]
-    async with request.app[DB].transaction() as q:
+    return to_json(await revoke(request.app, who, request.match_info["token_id"]))
+
+
+async def revoke(app: web.Application, who: Principal, token_id: str) -> dict[str, Any]:
+    """Revoke ``token_id`` of the caller's org (members: their own tokens only)."""
+    token_id = token_id[:64]
+    outbox = app[OUTBOX]
+    async with app[DB].transaction() as q:
         row = await q.one(
             f"SELECT {_COLUMNS} FROM agent_tokens WHERE id = %s AND org_id = %s FOR UPDATE",
             (token_id, who.org_id),
@@ -223,4 +234,4 @@ async def revoke_token(request: web.Request) -> web.Response:
             await outbox.record(q, lambda seq: TokenRevoked(seq=seq, revocation=entry))
             await audit(q, who.org_id, who.actor, "token.revoke", token_id)
     outbox.changed()
-    return to_json(_public(row))
+    return _public(row)

@@ -11,8 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from billing.settings import BillingSettings
 from control.app import create_app
 from control.dns_check import DomainVerifier
 from control.keys import DB
@@ -139,8 +141,20 @@ class ConsoleSite:
 @pytest.fixture
 async def site(database_url: str, dns_server: DnsServer) -> AsyncIterator[ConsoleSite]:
     verifier = DomainVerifier(dns_server.nameservers, dns_server.port, 2.0, edge_target=EDGE)
-    config = control_config(database_url, edge_target=EDGE, agent_server="agents.tunnels.test")
-    server = TestServer(create_app(config, verifier=verifier))
+    config = control_config(
+        database_url,
+        edge_target=EDGE,
+        agent_server="agents.tunnels.test",
+        # The mock provider walks the billing pages' checkout without any provider's account.
+        billing=BillingSettings(mock=True, worker_interval=3600.0),
+    )
+    async for found in serve_console(create_app(config, verifier=verifier)):
+        yield found
+
+
+async def serve_console(app: web.Application) -> AsyncIterator[ConsoleSite]:
+    """The control app ``app`` on a real port, and its browser sessions closed after."""
+    server = TestServer(app)
     await server.start_server()
     found = ConsoleSite(server)
     try:

@@ -22,7 +22,16 @@ from tests.console.conftest import ConsoleSession, ConsoleSite, fresh_email
 from tests.control.conftest import PASSWORD, control_config
 from tests.fixtures.dns_server import DnsServer
 
-USER_PAGES = ["/start", "/tunnels", "/tokens", "/api-keys", "/names", "/domains", "/members"]
+USER_PAGES = [
+    "/start",
+    "/tunnels",
+    "/tokens",
+    "/api-keys",
+    "/names",
+    "/domains",
+    "/members",
+    "/billing",
+]
 ADMIN_PAGES = [
     "/admin/users",
     "/admin/orgs",
@@ -31,6 +40,8 @@ ADMIN_PAGES = [
     "/admin/tunnels",
     "/admin/signing-keys",
     "/admin/audit",
+    "/admin/plans",
+    "/admin/billing",
 ]
 
 
