@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bus.base import Bus
 from bus.events import RoutingSnapshot
+from contracts.token_format import TokenClaims
 from control.app import create_app
 from control.config import ControlConfig
 from control.db import json_param
@@ -24,7 +25,6 @@ from control.keys import DB, OUTBOX, PASSWORDS, SIGNING
 from control.store import accounts
 from control.token_signing import issue_token
 from control.workers import WORKERS
-from edge.token_format import TokenClaims
 
 DEV_EMAIL = "dev@burrow.localhost"
 

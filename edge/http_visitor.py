@@ -65,6 +65,7 @@ from edge.pages import TITLES, error_page, http_date
 from edge.request_ids import new_request_id, request_id_for
 from edge.routing import normalize_host
 from edge.visitor_policy import OPEN, Refusal, challenge
+from proto.constants import LINK_PATH_BYTES
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
@@ -87,7 +88,6 @@ _monotonic: Final = time.monotonic
 _CONTINUE: Final = ResponseHead(100, [])
 _H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PIPELINE_BUFFER: Final = 64 * 1024
-_LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links over WebSocket
 
 
 class HttpVisitor(asyncio.Protocol):
@@ -325,7 +325,7 @@ class HttpVisitor(asyncio.Protocol):
         if method == b"CONNECT":
             self._fail(405, "CONNECT is not served by Burrow tunnels.")
             return
-        if target == _LINK_PATH and self._may_carry_agent_link(headers):
+        if target == LINK_PATH_BYTES and self._may_carry_agent_link(headers):
             self._become_agent_link(request)
             return
         host_header = b""

@@ -14,7 +14,7 @@ Once control's state is loaded, a token's host list only narrows what its org ow
 under the base domain deeper than one label (``x.app.<base>``, ``*.app.<base>``) binds only
 for the org that reserved ``app``, and a host outside the base domain only for the org whose
 domain covers it. The installation's own names (``edge.<base>``, the agent hostname, ...:
-``edge.token_format.INSTALLATION_LABELS``) bind for nobody, with or without control.
+``contracts.token_format.INSTALLATION_LABELS``) bind for nobody, with or without control.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from bus.events import (
     RoutingEvent,
     RoutingSnapshot,
 )
+from contracts.token_format import installation_name
 from edge.routing import BindError, normalize_host
-from edge.token_format import installation_name
 
 
 def _host(host: str) -> str:

@@ -24,7 +24,8 @@ from edge.metrics import EdgeMetrics, EdgeState
 from edge.ownership import HostOwnership
 from edge.routing import BindError, RouteTable, Tunnel
 from edge.tcp_visitor import TcpVisitor
-from edge.tls.listener import AGENT_ALPN, TlsVisitor
+from edge.tls.listener import TlsVisitor
+from proto.constants import AGENT_ALPN
 from proto.messages import Bind, BindFailed, Bound
 
 log = logging.getLogger("burrow.edge")

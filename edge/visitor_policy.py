@@ -16,7 +16,7 @@ dual-stack socket reports for an IPv4 peer) is matched as the IPv4 address it ca
 an IPv4-mapped rule as its IPv4 network. Deny wins over allow; a non-empty allow list admits
 only the addresses it matches.
 
-Basic-auth passwords are checked with PBKDF2 (``edge.auth.check_basic_password``), about
+Basic-auth passwords are checked with PBKDF2 (``contracts.basic_auth.check_basic_password``), about
 20 ms of CPU on the event loop each. So:
 
 - header values already accepted are remembered (LRU, ``ACCEPTED_CACHE`` entries): a visitor
@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
-from edge.auth import check_basic_password
+from contracts.basic_auth import check_basic_password
 from edge.http1.events import Headers
 
 if TYPE_CHECKING:

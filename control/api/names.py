@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from bus.events import DomainRoute, DomainSet, NameClaim, NameRemoved, NameSet
+from contracts.token_format import installation_name
 from control import principals
 from control.api import tunnels
 from control.bodies import read_json, to_json, to_json_status
@@ -19,7 +20,6 @@ from control.keys import CONFIG, DB, OUTBOX
 from control.openapi import describe
 from control.routing_outbox import domain_route
 from control.store.accounts import audit
-from edge.token_format import installation_name
 
 routes = web.RouteTableDef()
 

@@ -9,6 +9,8 @@ import msgspec
 from aiohttp import web
 
 from bus.events import TokenRevoked
+from contracts.basic_auth import hash_basic_password
+from contracts.token_format import TokenClaims, encode_claims, installation_name
 from control import principals
 from control.api.accounts import _name
 from control.bodies import read_json, to_json, to_json_status
@@ -22,8 +24,6 @@ from control.routing_outbox import revocation
 from control.store.accounts import audit
 from control.throttle import THROTTLE
 from control.token_signing import issue_token
-from edge.auth import hash_basic_password
-from edge.token_format import TokenClaims, encode_claims, installation_name
 
 routes = web.RouteTableDef()
 

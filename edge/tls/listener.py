@@ -24,6 +24,7 @@ from edge.pages import error_page
 from edge.tls.clienthello import ClientHello, ClientHelloError, ClientHelloReader, NotTLSError
 from edge.tls.terminator import TlsTerminator
 from edge.visitor_policy import OPEN
+from proto.constants import AGENT_ALPN
 from relay.session import set_nodelay
 from relay.stream import SocketRelay
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("burrow.edge.tls")
 
-AGENT_ALPN = "burrow/1"
 
 
 class PassthroughVisitor(SocketRelay):

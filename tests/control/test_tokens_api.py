@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from bus.events import RoutingSnapshot, snapshot_decoder
+from contracts.basic_auth import check_basic_password
 from control.keys import SIGNING
-from edge.auth import AuthError, check_basic_password
+from edge.auth import AuthError
 from edge.token_auth import SignedTokens
 from tests.control.conftest import Api
 

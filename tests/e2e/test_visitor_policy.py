@@ -21,7 +21,8 @@ import trustme
 import edge.visitor_policy as visitor_policy
 from agent.client import Agent
 from agent.tunnels import TunnelSpec
-from edge.auth import AuthError, Identity, hash_basic_password
+from contracts.basic_auth import hash_basic_password
+from edge.auth import AuthError, Identity
 from edge.config import EdgeConfig
 from edge.server import Edge
 from tests.e2e.client import Visitor

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import edge.visitor_policy as vp
-from edge.auth import Identity, hash_basic_password
+from contracts.basic_auth import hash_basic_password
+from edge.auth import Identity
 from edge.visitor_policy import (
     AUTH_BUSY,
     AUTH_REQUIRED,

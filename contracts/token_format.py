@@ -35,7 +35,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from edge.auth import AuthError
+
+class AuthError(Exception):
+    """The token was refused; the message is shown to the agent's user."""
+
 
 PREFIX = "bt1"
 # A token with a few dozen hosts and CIDRs is well under 2 KiB; the cap bounds the work an
