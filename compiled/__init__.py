@@ -34,6 +34,8 @@ HOT_MODULES: tuple[str, ...] = (
     "edge.http1.httptools_impl",
     "edge.forwarding",
     "edge.exchange",
+    "edge.context",
+    "edge.pipeline",
     "edge.http_visitor",
     "edge.h2_fields",
     "edge.h2_visitor",

@@ -9,7 +9,6 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
 
 from certs.selfsigned import LocalCA
 from certs.store import DEFAULT_ALPN, CertStore
@@ -18,10 +17,12 @@ from edge.admin import AdminConnection
 from edge.agent_session import AgentInstances, AgentSession
 from edge.auth import Authenticator
 from edge.config import EdgeConfig
+from edge.context import EdgeContext
 from edge.http_visitor import HttpVisitor
 from edge.listen import Listener, format_hosts, listen
 from edge.metrics import EdgeMetrics, EdgeState
 from edge.ownership import HostOwnership
+from edge.pipeline import default_special_paths
 from edge.routing import BindError, RouteTable, Tunnel
 from edge.tcp_visitor import TcpVisitor
 from edge.tls.listener import TlsVisitor
@@ -62,9 +63,7 @@ class Edge:
         self.org_tunnels: dict[str, int] = {}
         self.org_sessions: dict[str, list[AgentSession]] = {}
         self.sessions: set[AgentSession] = set()
-        self.visitors: set[Any] = set()
         self.tcp_listeners: dict[int, Listener] = {}
-        self.draining = False
         self.listening = False  # every visitor and agent listener is up
         self.started = time.time()
         self._servers: list[Listener] = []
@@ -75,6 +74,20 @@ class Edge:
         self.certs = CertStore(alpn_protocols=(*DEFAULT_ALPN, AGENT_ALPN), local_ca=local_ca)
         for cert_file, key_file in config.tls_files:
             self.certs.load_files(cert_file, key_file)
+        # All a visitor connection sees of this edge.
+        self.context = EdgeContext(
+            config,
+            self.metrics,
+            self.routes,
+            self.certs,
+            default_special_paths(config.agent_tls),
+            lambda: AgentSession(self),
+        )
+        self.visitors = self.context.visitors
+
+    @property
+    def draining(self) -> bool:
+        return self.context.draining
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -85,6 +98,7 @@ class Edge:
 
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
+        self.context.bind_loop(loop)
         cfg = self.config
         if cfg.admin_port is not None:
             # First, so /healthz answers (and /readyz says "starting") while the rest opens.
@@ -116,7 +130,7 @@ class Edge:
         loop = self.loop
         cfg = self.config
         http = await listen(
-            loop, lambda: HttpVisitor(self), cfg.http_host, cfg.http_port, backlog=2048
+            loop, lambda: HttpVisitor(self.context), cfg.http_host, cfg.http_port, backlog=2048
         )
         self._servers = [http]
         agents = await listen(
@@ -136,7 +150,7 @@ class Edge:
         cfg.agent_port = agents.port
         if cfg.https_port is not None:
             https = await listen(
-                loop, lambda: TlsVisitor(self), cfg.https_host, cfg.https_port, backlog=2048
+                loop, lambda: TlsVisitor(self.context), cfg.https_host, cfg.https_port, backlog=2048
             )
             self._servers.append(https)
             cfg.https_port = https.port
@@ -179,21 +193,17 @@ class Edge:
         """Stop accepting, tell agents to go away, let open requests finish up to ``drain``
         seconds, then close everything."""
         drain = self.config.drain_seconds if drain is None else drain
-        self.draining = True
+        self.context.draining = True
         log.info("edge %s: draining for up to %gs", self.config.edge_id, drain)
         for server in [*self._servers, *self.tcp_listeners.values()]:
             server.close()
         for session in list(self.sessions):
             session.go_away("the edge is shutting down", drain)
-        for visitor in list(self.visitors):
-            if getattr(visitor, "phase", None) == 0:
-                visitor.close()  # idle keep-alive connections have nothing to finish
+        self.visitors.close_idle()  # idle keep-alive connections have nothing to finish
         deadline = time.monotonic() + drain
         while self.visitors and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
             await asyncio.sleep(0.05)
-        for visitor in list(self.visitors):
-            if visitor.transport is not None:
-                visitor.transport.abort()
+        self.visitors.abort_all()
         for session in list(self.sessions):
             session.close()
         await asyncio.sleep(0)
@@ -389,7 +399,9 @@ class Edge:
         if port and port in self.tcp_listeners:
             return port
         try:
-            server = await listen(self.loop, lambda: TcpVisitor(self), self.config.tcp_host, port)
+            server = await listen(
+                self.loop, lambda: TcpVisitor(self.context), self.config.tcp_host, port
+            )
         except OSError:
             return 0
         port = server.port
