@@ -594,7 +594,7 @@ class H2Visitor(asyncio.Protocol):
         if type(admitted) is EdgeAnswer:
             if admitted is AGENT_LINK:  # a WebSocket upgrade needs HTTP/1.1 (RFC 9113 8.6)
                 admitted = EdgeAnswer(400, "Agent links over WebSocket need HTTP/1.1.")
-            self._respond_error(stream, admitted.status, admitted.detail, admitted.headers)
+            self._respond(stream, admitted)
             return
         tunnel = cast("Tunnel", admitted)
         headers = stage.headers
@@ -696,7 +696,7 @@ class H2Visitor(asyncio.Protocol):
         if exchange is not None:
             stream.exchange = None
             exchange.cancel(ResetCode.CANCEL, "a request filter answered")
-        self._respond_error(stream, answer.status, answer.detail, answer.headers)
+        self._respond(stream, answer)
         return True
 
     def _on_window(self, stream_id: int) -> None:
@@ -832,6 +832,12 @@ class H2Visitor(asyncio.Protocol):
     ) -> None:
         """An error page as the stream's response (no response head has gone out);
         ``extra``: more response header fields."""
+        self._respond(stream, EdgeAnswer(status, detail, headers=extra))
+
+    def _respond(self, stream: _VisitorStream, answer: EdgeAnswer) -> None:
+        """The edge's own response on the stream (no response head has gone out)."""
+        status = answer.status
+        detail = answer.detail
         self.edge.metrics.h2.status(status)
         stream.head_sent = True
         stream.status = status
@@ -846,7 +852,7 @@ class H2Visitor(asyncio.Protocol):
         )
         if access.isEnabledFor(INFO):
             stream.log_access(None)
-        fields, page = EdgeAnswer(status, detail, headers=extra).fields(stream.request_id)
+        fields, page = answer.fields(stream.request_id)
         headers = [(b":status", str(status).encode()), *fields]
         try:
             self.conn.send_headers(stream.stream_id, headers)

@@ -405,7 +405,7 @@ class HttpVisitor(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.cancel(ResetCode.CANCEL, "a request filter answered")
             self.exchange = None
-        self._fail(answer.status, answer.detail, answer.headers)
+        self._close_with(answer)
         return True
 
     def _answer(self, answer: EdgeAnswer, headers: Headers, request: RequestHead) -> None:
@@ -416,7 +416,7 @@ class HttpVisitor(asyncio.Protocol):
         elif answer.keep and not _has_body(headers):
             self._respond(answer)
         else:
-            self._fail(answer.status, answer.detail, answer.headers)
+            self._close_with(answer)
 
     def _become_agent_link(self, request: RequestHead) -> None:
         """Hand the connection to an agent link carried in WebSocket messages."""
@@ -581,12 +581,17 @@ class HttpVisitor(asyncio.Protocol):
     def _fail(self, status: int, detail: str, extra: Headers | None = None) -> None:
         """Write an error page (if no response has started) and close the connection.
         ``extra``: more response header fields."""
+        self._close_with(EdgeAnswer(status, detail, headers=extra))
+
+    def _close_with(self, answer: EdgeAnswer) -> None:
+        """The edge's own response (if none has started), then the connection closes."""
         if self.closing or self.transport is None:
             return
-        rid = self._report(status, detail)
+        status = answer.status
+        rid = self._report(status, answer.detail)
         self.exchange_flush()
         if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
-            fields, page = EdgeAnswer(status, detail, headers=extra).fields(rid)
+            fields, page = answer.fields(rid)
             head = status_line(status) + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
             head += b"connection: close\r\n\r\n"
             self.transport.write(head if self.method == b"HEAD" else head + page)

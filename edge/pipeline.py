@@ -308,7 +308,8 @@ class SpecialPaths:
         self._leads = bytes({entry[0][1] for entry in self._handlers})
 
     def match(self, target: bytes) -> SpecialHandler | None:
-        if len(target) < 2 or target[1:2] not in self._leads:
+        # An index, not a slice: the usual request allocates nothing here.
+        if len(target) < 2 or target[1] not in self._leads:
             return None
         for prefix, handler in self._handlers:
             if target.startswith(prefix):
@@ -454,12 +455,16 @@ class RequestStage:
 
 
 def response_filters(request: FilterRequest, head: ResponseHead) -> None:
-    """The response phase: the tunnel's filters see the response head, in order."""
+    """The response phase: the tunnel's filters see the response head, in order. They may
+    change its fields, but not those that frame the body (Content-Length, Transfer-Encoding):
+    the body is relayed as the local service framed it."""
     tunnel = request.tunnel
     if tunnel is None:
         return
     for request_filter in tunnel.session.request_filters:
         request_filter.on_response(request, head)
+    # The head's lines as read would go out unchanged: the fields are written anew instead.
+    head.fields = None
 
 
 def body_filters(request: FilterRequest, data: bytes, end: bool) -> EdgeAnswer | None:
