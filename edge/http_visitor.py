@@ -31,8 +31,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final, cast
 
-import wsproto
-
 from edge import http1
 from edge.access_log import INFO, access, log_access
 from edge.agent_session import StreamUnavailable
@@ -420,6 +418,8 @@ class HttpVisitor(asyncio.Protocol):
 
     def _become_agent_link(self, request: RequestHead) -> None:
         """Hand the connection to an agent link carried in WebSocket messages."""
+        import wsproto  # lazily: an edge that serves no WebSocket links never loads it
+
         from relay.websocket import WebSocketShell
 
         transport = self.transport
