@@ -32,8 +32,8 @@ import uvloop
 from agent.tunnels import parse_address
 from control import cli as control_cli
 from edge import settings
+from edge.admin.log_format import FORMATS, configure_logging
 from edge.config import EdgeConfig
-from edge.log_format import FORMATS, configure_logging
 
 if TYPE_CHECKING:
     from edge.server import Edge
@@ -311,10 +311,10 @@ async def _dev(args: argparse.Namespace) -> int:
     from control.embedded_db import EmbeddedPostgresError
     from control.keys import CONFIG as CONTROL_CONFIG
     from control.signing_keys import SigningKeyError
-    from edge.control_sync import RoutingSync
+    from edge.link.token_auth import SignedTokens
     from edge.server import Edge
-    from edge.token_auth import SignedTokens
-    from edge.tunnel_reports import TunnelReporter
+    from edge.sync.control_sync import RoutingSync
+    from edge.sync.tunnel_reports import TunnelReporter
 
     config = _config(args)
     ca_dir = agent_config.state_dir() / "ca"
@@ -423,13 +423,13 @@ async def _demo_tunnel(config: EdgeConfig, token: str, ca_file: str) -> asyncio.
 async def _edge(args: argparse.Namespace) -> int:
     from bus.base import Bus
     from bus.connect import open_bus
-    from edge.auth import Authenticator, StaticTokens
+    from edge.link.auth import Authenticator, StaticTokens
+    from edge.link.token_auth import ChainedAuthenticator, SignedTokens
     from edge.server import Edge
-    from edge.token_auth import ChainedAuthenticator, SignedTokens
 
     if TYPE_CHECKING:
-        from edge.control_sync import RoutingSync
-        from edge.tunnel_reports import TunnelReporter
+        from edge.sync.control_sync import RoutingSync
+        from edge.sync.tunnel_reports import TunnelReporter
 
     tokens = _tokens(args)
     control_url = args.control_url or ""
@@ -469,7 +469,7 @@ async def _edge(args: argparse.Namespace) -> int:
     edge = Edge(_config(args), authenticator)
     sync: RoutingSync | None = None
     if control_url:
-        from edge.control_sync import HttpSnapshotSource, RoutingSync
+        from edge.sync.control_sync import HttpSnapshotSource, RoutingSync
 
         cache = Path(args.state_dir) / "routing.msgpack" if args.state_dir else None
         sync = RoutingSync(
@@ -489,7 +489,7 @@ async def _edge(args: argparse.Namespace) -> int:
             )
             return 1
         if bus is not None:
-            from edge.tunnel_reports import TunnelReporter
+            from edge.sync.tunnel_reports import TunnelReporter
 
             reporter = TunnelReporter(edge, bus)
             reporter.start()

@@ -172,7 +172,7 @@ class TokenClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     )
     # host pattern -> "terminate" | "passthrough".
     tls: Annotated[dict[ShortText, str], msgspec.Meta(max_length=MAX_HOSTS)] = {}
-    # "user:salt:hash" entries from ``edge.auth.hash_basic_password``.
+    # "user:salt:hash" entries from ``contracts.basic_auth.hash_basic_password``.
     basic_auth: Annotated[list[ShortText], msgspec.Meta(max_length=MAX_BASIC_AUTH)] = []
     ip_allow: Annotated[list[CidrText], msgspec.Meta(max_length=MAX_CIDRS)] = []
     ip_deny: Annotated[list[CidrText], msgspec.Meta(max_length=MAX_CIDRS)] = []

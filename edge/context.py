@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from certs.store import CertStore
+    from edge.admin.metrics import EdgeMetrics
     from edge.config import EdgeConfig, Limits
-    from edge.metrics import EdgeMetrics
     from edge.pipeline import SpecialPaths
-    from edge.routing import RouteTable
+    from edge.routing.table import RouteTable
 
 
 class Visitor(Protocol):

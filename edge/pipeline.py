@@ -2,15 +2,16 @@
 
 Theory of operation
 -------------------
-The protocol shells (``edge.http_visitor`` for HTTP/1.1, ``edge.h2_visitor`` for HTTP/2) only
-translate the wire into requests: a head (method, target, authority, header fields), body
-data, an end with trailers, a reset. Each connection has one ``RequestStage``; the shell hands
-it every request head and the stage decides, in this order, the same way for both versions:
+The protocol shells (``edge.visitors.http_visitor`` for HTTP/1.1, ``edge.visitors.h2_visitor``
+for HTTP/2) only translate the wire into requests: a head (method, target, authority, header
+fields), body data, an end with trailers, a reset. Each connection has one ``RequestStage``;
+the shell hands it every request head and the stage decides, in this order, the same way for
+both versions:
 
 1. **limits**: more header fields than ``max_header_count`` (431);
 2. **CONNECT**: not served by tunnels (405);
 3. **host**: the Host header (HTTP/1.1) or ``:authority`` (HTTP/2), normalised
-   (``edge.routing.normalize_host``; 400 when missing or not a host name). A connection names
+   (``edge.routing.table.normalize_host``; 400 when missing or not a host name). A connection names
    one host as a rule, so the last one is remembered and the next request with the same
    header value costs one comparison;
 4. **special paths** (``SpecialPaths``): request paths the edge answers itself, before any
@@ -24,12 +25,13 @@ it every request head and the stage decides, in this order, the same way for bot
    rules, basic auth) is the first of them.
 
 The stage answers with the ``Tunnel`` to forward to, or an ``EdgeAnswer``: a response the edge
-gives itself (an error page rendered by ``edge.pages``, or a filter's own response). The shell
-writes it in its version's framing; ``EdgeAnswer.keep`` says whether the connection may go on
-(a refusal by policy keeps it, so a browser can ask again with credentials; a request the edge
-cannot read does not). The shell then adds the request id and forwarded headers
-(``edge.forwarding``), runs the exchange with the agent (``edge.exchange``), and counts and
-logs the request (``edge.metrics``, ``edge.access_log``).
+gives itself (an error page rendered by ``edge.visitors.pages``, or a filter's own response).
+The shell writes it in its version's framing; ``EdgeAnswer.keep`` says whether the connection
+may go on (a refusal by policy keeps it, so a browser can ask again with credentials; a
+request the edge cannot read does not). The shell then adds the request id and forwarded
+headers (``edge.visitors.forwarding``), runs the exchange with the agent
+(``edge.visitors.exchange``), and counts and logs the request (``edge.admin.metrics``,
+``edge.admin.access_log``).
 
 Filters
 -------
@@ -77,17 +79,23 @@ from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
-from edge.agent_session import StreamUnavailable
-from edge.forwarding import RouteRefused, forwarded_authority, forwarded_prefix, misdirected, route
 from edge.http1.events import Headers, ResponseHead
-from edge.pages import TITLES, error_page, http_date
-from edge.routing import normalize_host
-from edge.visitor_policy import OPEN, Refusal, VisitorPolicy, challenge
+from edge.link.agent_session import StreamUnavailable
+from edge.routing.table import normalize_host
+from edge.visitors.forwarding import (
+    RouteRefused,
+    forwarded_authority,
+    forwarded_prefix,
+    misdirected,
+    route,
+)
+from edge.visitors.pages import TITLES, error_page, http_date
+from edge.visitors.visitor_policy import OPEN, Refusal, VisitorPolicy, challenge
 from proto.constants import LINK_PATH_BYTES
 
 if TYPE_CHECKING:
     from edge.context import EdgeContext
-    from edge.routing import Tunnel
+    from edge.routing.table import Tunnel
     from relay.stream import SocketRelay
 
 log = logging.getLogger("burrow.edge.pipeline")
@@ -100,7 +108,7 @@ ACME_CHALLENGE: Final = b"/.well-known/acme-challenge/"
 class EdgeAnswer:
     """A response the edge gives itself instead of forwarding the request.
 
-    ``body`` None: the edge's error page for ``status`` and ``detail`` (``edge.pages``).
+    ``body`` None: the edge's error page for ``status`` and ``detail`` (``edge.visitors.pages``).
     ``reason``: the refusal's metrics label ("" counts none). ``keep``: the connection may
     carry the next request (for HTTP/1.1, only when the request has no body to skip)."""
 

@@ -13,19 +13,19 @@ from collections.abc import Callable
 from certs.selfsigned import LocalCA
 from certs.store import DEFAULT_ALPN, CertStore
 from compiled import finder
-from edge.admin import AdminConnection
-from edge.agent_session import AgentInstances, AgentSession
-from edge.auth import Authenticator
+from edge.admin.listener import AdminConnection
+from edge.admin.metrics import EdgeMetrics, EdgeState
 from edge.config import EdgeConfig
 from edge.context import EdgeContext
-from edge.http_visitor import HttpVisitor
+from edge.link.agent_session import AgentInstances, AgentSession
+from edge.link.auth import Authenticator
 from edge.listen import Listener, format_hosts, listen
-from edge.metrics import EdgeMetrics, EdgeState
-from edge.ownership import HostOwnership
 from edge.pipeline import default_special_paths
-from edge.routing import BindError, RouteTable, Tunnel
-from edge.tcp_visitor import TcpVisitor
+from edge.routing.ownership import HostOwnership
+from edge.routing.table import BindError, RouteTable, Tunnel
 from edge.tls.listener import TlsVisitor
+from edge.visitors.http_visitor import HttpVisitor
+from edge.visitors.tcp_visitor import TcpVisitor
 from proto.constants import AGENT_ALPN
 from proto.messages import Bind, BindFailed, Bound
 
@@ -40,7 +40,7 @@ class Edge:
         ownership: HostOwnership | None = None,
     ) -> None:
         """``ownership``: reserved names and custom domains from control (kept current by
-        ``edge.control_sync.RoutingSync``); none: every free name is anyone's, as without
+        ``edge.sync.control_sync.RoutingSync``); none: every free name is anyone's, as without
         a control plane."""
         self.config = config
         self.authenticator = authenticator
@@ -52,7 +52,7 @@ class Edge:
             reserved=self.ownership.is_reserved,
             alias=self.ownership.alias_route,
         )
-        # Told of every tunnel installed and released (``edge.tunnel_reports``); they must
+        # Told of every tunnel installed and released (``edge.sync.tunnel_reports``); they must
         # return at once and never raise.
         self.on_tunnel_up: Callable[[Tunnel], None] | None = None
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None

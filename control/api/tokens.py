@@ -95,7 +95,7 @@ def agent_hostname(config: ControlConfig) -> str:
 
 def host_refusal(host: str, base: str, agent_host: str, names: set[str], domains: set[str]) -> str:
     """Why the org with reserved ``names`` and custom ``domains`` may not put ``host`` in a
-    token, or "": the rule the edge applies at bind (``edge.ownership``), told up front."""
+    token, or "": the rule the edge applies at bind (``edge.routing.ownership``), told up front."""
     if installation_name(host, base, agent_host):
         return "it is a name this Burrow installation uses itself"
     bare = host[2:] if host.startswith("*.") else host

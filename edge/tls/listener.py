@@ -10,7 +10,7 @@ has the server name and ALPN list (bounded in size and by the header timeout), a
   so agents can reach the edge on 443 alone).
 
 A host is served in one mode only: routing refuses a passthrough host on the terminated and
-plain paths (``edge.forwarding.route``), and a terminate host never reaches the raw relay.
+plain paths (``edge.visitors.forwarding.route``), and a terminate host never reaches the raw relay.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from edge.pages import error_page
 from edge.pipeline import admit_connection
 from edge.tls.clienthello import ClientHello, ClientHelloError, ClientHelloReader, NotTLSError
 from edge.tls.terminator import TlsTerminator
+from edge.visitors.pages import error_page
 from proto.constants import AGENT_ALPN
 from relay.session import set_nodelay
 from relay.stream import SocketRelay
 
 if TYPE_CHECKING:
     from edge.context import EdgeContext
-    from edge.routing import Tunnel
+    from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.tls")
 
@@ -155,12 +155,12 @@ class TlsVisitor(asyncio.Protocol):
 
         def choose(alpn: str | None) -> asyncio.Protocol:
             if alpn == "h2":
-                from edge.h2_visitor import H2Visitor
+                from edge.visitors.h2_visitor import H2Visitor
 
                 return H2Visitor(edge, "https")
             if alpn == AGENT_ALPN:
                 return edge.open_agent_link()
-            from edge.http_visitor import HttpVisitor
+            from edge.visitors.http_visitor import HttpVisitor
 
             return HttpVisitor(edge, "https")
 

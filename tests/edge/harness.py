@@ -15,8 +15,8 @@ from typing import Any
 
 import h11
 
-from edge.agent_session import AgentSession
-from edge.auth import StaticTokens
+from edge.link.agent_session import AgentSession
+from edge.link.auth import StaticTokens
 from edge.server import Edge
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import Bind, Bound, Hello, Message

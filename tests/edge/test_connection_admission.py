@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from edge.pipeline import AddressFilter, ConnectFilter
-from edge.routing import Tunnel
+from edge.routing.table import Tunnel
 from edge.server import Edge
-from edge.tcp_visitor import TcpVisitor
-from edge.visitor_policy import VisitorPolicy
+from edge.visitors.tcp_visitor import TcpVisitor
+from edge.visitors.visitor_policy import VisitorPolicy
 from proto.messages import Bind, Bound
 from tests.edge.harness import FakeAgent, FakeTransport, started_edge
 

@@ -10,10 +10,10 @@ import h2.connection
 import h2.events
 import pytest
 
-from edge.h2_visitor import H2Visitor
 from edge.pipeline import ACME_CHALLENGE, EdgeAnswer, FilterRequest, RequestFilter, filters_for
 from edge.server import Edge
-from edge.visitor_policy import VisitorPolicy
+from edge.visitors.h2_visitor import H2Visitor
+from edge.visitors.visitor_policy import VisitorPolicy
 from tests.edge.harness import FakeAgent, FakeTransport, started_edge, visitor_on
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from edge.http1.events import ResponseHead
-from edge.http_visitor import HttpVisitor
 from edge.pipeline import (
     ACME_CHALLENGE,
     EdgeAnswer,
@@ -17,7 +16,8 @@ from edge.pipeline import (
     filters_for,
 )
 from edge.server import Edge
-from edge.visitor_policy import VisitorPolicy
+from edge.visitors.http_visitor import HttpVisitor
+from edge.visitors.visitor_policy import VisitorPolicy
 from tests.edge.harness import (
     FakeAgent,
     FakeTransport,
@@ -210,7 +210,7 @@ async def test_basic_auth_refusal_carries_the_challenge(edge: Edge, agent: FakeA
 
 async def test_a_tunnel_without_filters_has_an_empty_tuple() -> None:
     # What keeps the fast path one truth test: no policy, no filter objects at all.
-    from edge.visitor_policy import OPEN
+    from edge.visitors.visitor_policy import OPEN
 
     assert filters_for(OPEN) == ((), ())
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from contracts.token_format import TokenClaims
 from control.secret_box import SecretBox, SecretBoxError
 from control.token_signing import SigningKey, issue_token
-from edge.token_auth import SignedTokens
+from edge.link.token_auth import SignedTokens
 
 SECRET = "correct horse battery staple, for Burrow"
 AAD = b"signing-key:k1"

@@ -21,7 +21,7 @@ from contracts.token_format import (
     parse_token,
 )
 from control.token_signing import SigningKey, issue_token
-from edge.auth import AuthError
+from edge.link.auth import AuthError
 
 KEY = SigningKey.generate("k-2024")
 CLAIMS = TokenClaims(

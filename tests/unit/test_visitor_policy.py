@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import edge.visitor_policy as vp
+import edge.visitors.visitor_policy as vp
 from contracts.basic_auth import hash_basic_password
-from edge.auth import Identity
-from edge.visitor_policy import (
+from edge.link.auth import Identity
+from edge.visitors.visitor_policy import (
     AUTH_BUSY,
     AUTH_REQUIRED,
     IP_DENIED,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from edge.http1.events import Headers
-from edge.routing import Tunnel, normalize_host
+from edge.routing.table import Tunnel, normalize_host
 
 if TYPE_CHECKING:
     from edge.context import EdgeContext

@@ -59,11 +59,11 @@ from bus.events import (
     routing_decoder,
     snapshot_decoder,
 )
-from edge.token_auth import SUSPENDED_MESSAGE
+from edge.link.token_auth import SUSPENDED_MESSAGE
 
 if TYPE_CHECKING:
-    from edge.auth import Identity
-    from edge.ownership import HostOwnership
+    from edge.link.auth import Identity
+    from edge.routing.ownership import HostOwnership
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.sync")
@@ -91,7 +91,7 @@ EXPIRED_MESSAGE = (
 
 
 class TokenKeyring(Protocol):
-    """Where verify keys and revocations go (``edge.token_auth.SignedTokens``)."""
+    """Where verify keys and revocations go (``edge.link.token_auth.SignedTokens``)."""
 
     def set_keys(self, keys: list[VerifyKey]) -> None: ...
 
@@ -223,7 +223,7 @@ class CacheFile:
 
 
 class RoutingSync:
-    """Keeps ``edge.ownership`` and ``keyring`` current from ``source`` and ``bus``.
+    """Keeps ``edge.routing.ownership`` and ``keyring`` current from ``source`` and ``bus``.
 
     ``bus`` None: no events, the snapshot is polled every ``outage_interval``.
     ``on_cert_changed``: called with the host of a ``CertChanged`` event.

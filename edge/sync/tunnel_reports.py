@@ -23,7 +23,7 @@ from bus.base import EDGE_REPORTS_STREAM, Bus
 from bus.events import EdgeState, EdgeStopped, LiveTunnel, TunnelDown, TunnelUp, encode
 
 if TYPE_CHECKING:
-    from edge.routing import Tunnel
+    from edge.routing.table import Tunnel
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.reports")

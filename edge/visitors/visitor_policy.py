@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A token (``edge.auth.Identity``) may ask the edge to guard the tunnels it opens: visitor
+A token (``edge.link.auth.Identity``) may ask the edge to guard the tunnels it opens: visitor
 address rules (CIDR allow and deny lists, IPv4 and IPv6) and HTTP basic auth (RFC 7617)
 against ``user:salt:hash`` entries. ``VisitorPolicy.from_identity`` turns that into one object
 per agent session when its Hello is accepted; a token with nothing to check gets the shared
@@ -41,7 +41,7 @@ from contracts.basic_auth import check_basic_password
 from edge.http1.events import Headers
 
 if TYPE_CHECKING:
-    from edge.auth import Identity
+    from edge.link.auth import Identity
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

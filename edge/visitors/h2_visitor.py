@@ -56,12 +56,9 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from edge.access_log import INFO, access, log_access
-from edge.agent_session import StreamUnavailable
-from edge.exchange import OriginExchange
-from edge.forwarding import forward_headers, trailer_fields
-from edge.h2_fields import CONNECTION_SPECIFIC, field_problem
+from edge.admin.access_log import INFO, access, log_access
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
+from edge.link.agent_session import StreamUnavailable
 from edge.pipeline import (
     AGENT_LINK,
     EdgeAnswer,
@@ -70,14 +67,17 @@ from edge.pipeline import (
     body_filters,
     response_filters,
 )
-from edge.request_ids import request_id_for
-from edge.routing import normalize_host
+from edge.routing.table import normalize_host
+from edge.visitors.exchange import OriginExchange
+from edge.visitors.forwarding import forward_headers, trailer_fields
+from edge.visitors.h2_fields import CONNECTION_SPECIFIC, field_problem
+from edge.visitors.request_ids import request_id_for
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
 if TYPE_CHECKING:
     from edge.context import EdgeContext
-    from edge.routing import Tunnel
+    from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.h2")
 

@@ -5,7 +5,7 @@ Control owns reserved names (``app.<base domain>`` kept for one org) and custom 
 target tunnel). The edge decides every bind offline against this copy: it is loaded from a
 ``RoutingSnapshot``, then kept current by ``RoutingEvent``s applied strictly in ``seq`` order.
 An event whose seq is not the next one means events were missed; the caller loads a fresh
-snapshot instead of guessing (see ``edge.control_sync``).
+snapshot instead of guessing (see ``edge.sync.control_sync``).
 
 An empty ``HostOwnership`` claims nothing, so an edge without a control plane binds exactly
 as before: any free name under the base domain, custom domains only from the token's list.
@@ -33,7 +33,7 @@ from bus.events import (
     RoutingSnapshot,
 )
 from contracts.token_format import installation_name
-from edge.routing import BindError, normalize_host
+from edge.routing.table import BindError, normalize_host
 
 
 def _host(host: str) -> str:

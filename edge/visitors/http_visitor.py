@@ -32,15 +32,7 @@ import time
 from typing import TYPE_CHECKING, Final, cast
 
 from edge import http1
-from edge.access_log import INFO, access, log_access
-from edge.agent_session import StreamUnavailable
-from edge.exchange import OriginExchange
-from edge.forwarding import (
-    absolute_target,
-    forward_headers,
-    forwards_unchanged,
-    trailer_fields,
-)
+from edge.admin.access_log import INFO, access, log_access
 from edge.http1.events import (
     NEED_DATA,
     PAUSED,
@@ -54,7 +46,7 @@ from edge.http1.events import (
     UsageError,
 )
 from edge.http1.native import NativeVisitorConnection
-from edge.pages import TITLES
+from edge.link.agent_session import StreamUnavailable
 from edge.pipeline import (
     AGENT_LINK,
     EdgeAnswer,
@@ -64,14 +56,22 @@ from edge.pipeline import (
     response_filters,
     status_line,
 )
-from edge.request_ids import new_request_id, request_id_for
-from edge.routing import normalize_host
+from edge.routing.table import normalize_host
+from edge.visitors.exchange import OriginExchange
+from edge.visitors.forwarding import (
+    absolute_target,
+    forward_headers,
+    forwards_unchanged,
+    trailer_fields,
+)
+from edge.visitors.pages import TITLES
+from edge.visitors.request_ids import new_request_id, request_id_for
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
 if TYPE_CHECKING:
     from edge.context import EdgeContext
-    from edge.routing import Tunnel
+    from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.http")
 
@@ -220,7 +220,7 @@ class HttpVisitor(asyncio.Protocol):
         self._preface = None
         if not data.startswith(_H2_PREFACE) or self.transport is None:
             return data
-        from edge.h2_visitor import H2Visitor  # lazily: h2 is needed only by h2 visitors
+        from edge.visitors.h2_visitor import H2Visitor  # lazily: h2 is needed only by h2 visitors
 
         transport = self.transport
         self.closing = True  # this protocol is done with the connection

@@ -6,10 +6,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge.address_streams import AddressStreams
-from edge.auth import AuthError, Identity
-from edge.routing import Tunnel
-from edge.visitor_policy import OPEN, VisitorPolicy
+from edge.link.address_streams import AddressStreams
+from edge.link.auth import AuthError, Identity
+from edge.routing.table import Tunnel
+from edge.visitors.visitor_policy import OPEN, VisitorPolicy
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import (
     Bind,
