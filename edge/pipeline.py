@@ -441,8 +441,10 @@ class RequestStage:
                 return EdgeAnswer(421, wrong_name)
         filters = tunnel.session.request_filters
         if filters:
+            # A copy: a filter may change the list in place, and the shell must then not
+            # forward the head's lines as they were read.
             request = self.filtered = FilterRequest(
-                method, target, host, headers, self.client_ip, self.scheme, request_id, tunnel
+                method, target, host, list(headers), self.client_ip, self.scheme, request_id, tunnel
             )
             for request_filter in filters:
                 answer = request_filter.on_head(request)

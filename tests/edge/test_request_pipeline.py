@@ -137,6 +137,12 @@ class Rewriting(RequestFilter):
         head.headers.append((b"x-seen-by", b"rewriting"))
 
 
+class AppendingInPlace(RequestFilter):
+    def on_head(self, request: FilterRequest) -> EdgeAnswer | None:
+        request.headers.append((b"x-checked", b"1"))
+        return None
+
+
 class BodyLimit(RequestFilter):
     def on_body(self, request: FilterRequest, data: bytes, end: bool) -> EdgeAnswer | None:
         if b"forbidden" in data:
@@ -171,6 +177,16 @@ async def test_a_filter_may_rewrite_the_request_head_and_the_response_head(
     await agent.respond(stream_id, OK)
     response, _ = read_response(transport.written)
     assert header(response, b"x-seen-by") == b"rewriting"
+
+
+async def test_a_header_a_filter_appends_in_place_is_forwarded(
+    edge: Edge, agent: FakeAgent
+) -> None:
+    agent.session.request_filters = (AppendingInPlace(),)
+    visit(edge, get("app.localhost"))
+    await agent.flow()
+    (_, request), *_ = agent.requests.items()
+    assert b"x-checked: 1\r\n" in request
 
 
 async def test_a_filter_may_refuse_a_body_as_it_streams(edge: Edge, agent: FakeAgent) -> None:
