@@ -5,9 +5,6 @@ connection, as a raw visitor has no page to read."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from edge.pipeline import AddressFilter, ConnectFilter
 from edge.routing.table import Tunnel
@@ -15,13 +12,7 @@ from edge.server import Edge
 from edge.visitors.tcp_visitor import TcpVisitor
 from edge.visitors.visitor_policy import VisitorPolicy
 from proto.messages import Bind, Bound
-from tests.edge.harness import FakeAgent, FakeTransport, started_edge
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[Edge]:
-    async for edge in started_edge():
-        yield edge
+from tests.edge.harness import FakeAgent, FakeTransport
 
 
 async def tcp_agent(edge: Edge) -> tuple[FakeAgent, int]:

@@ -3,33 +3,17 @@ special paths), each answer on its own stream while the connection goes on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import h2.config
 import h2.connection
 import h2.events
-import pytest
 
 from edge.pipeline import ACME_CHALLENGE, EdgeAnswer, FilterRequest, RequestFilter, filters_for
 from edge.server import Edge
 from edge.visitors.h2_visitor import H2Visitor
 from edge.visitors.visitor_policy import VisitorPolicy
-from tests.edge.harness import FakeAgent, FakeTransport, started_edge, visitor_on
+from tests.edge.harness import FakeAgent, FakeTransport, visitor_on
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[Edge]:
-    async for edge in started_edge():
-        yield edge
-
-
-@pytest.fixture
-async def agent(edge: Edge) -> FakeAgent:
-    agent = FakeAgent(edge)
-    agent.hello_and_bind("app")
-    return agent
 
 
 class Client:

@@ -3,8 +3,6 @@ outcome, the special paths, on HTTP/1.1 (fake transports, real edge and agent se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from edge.http1.events import ResponseHead
@@ -23,24 +21,10 @@ from tests.edge.harness import (
     FakeTransport,
     header,
     read_response,
-    started_edge,
     visitor_on,
 )
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[Edge]:
-    async for edge in started_edge():
-        yield edge
-
-
-@pytest.fixture
-async def agent(edge: Edge) -> FakeAgent:
-    agent = FakeAgent(edge)
-    agent.host = agent.hello_and_bind("app")  # type: ignore[attr-defined]
-    return agent
 
 
 def visit(edge: Edge, request: bytes, scheme: str = "http") -> tuple[HttpVisitor, FakeTransport]:
