@@ -73,6 +73,20 @@ def ensure_compiled() -> bool:
 _caller_cwd = os.getcwd()
 
 
+# The test folders whose tests run compiled modules (compiled/: proto, relay, the edge's
+# visitors and the agent's relay) through edges and agents.
+DATA_PATH_SUITES = ("e2e", "edge", "agent", "http1", "proto", "tls", "unit", "obs")
+
+
+def _data_path_suites() -> list[str]:
+    return [f"tests/{name}" for name in DATA_PATH_SUITES if (ROOT / "tests" / name).is_dir()]
+
+
+def _names_tests(args: list[str]) -> bool:
+    """Whether pytest arguments name tests (a path or node id) rather than only options."""
+    return any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in args)
+
+
 def run(argv: list[str]) -> int:
     os.chdir(ROOT)
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
@@ -98,9 +112,12 @@ def run(argv: list[str]) -> int:
             return 1
         if not compiled:
             return 0
-        # Machines without a C compiler run the sources as they are: test that form too.
+        # Machines without a C compiler run the sources as they are: test that form too,
+        # with the suites that run the data path (control, billing, certs and the console
+        # are never compiled, so a second run of theirs would test nothing new).
+        pure = pytest if _names_tests(rest) else [*pytest, *_data_path_suites()]
         _say("pytest again, data path as pure Python (BURROW_COMPILED=0)")
-        return subprocess.run(pytest, env={**os.environ, "BURROW_COMPILED": "0"}).returncode
+        return subprocess.run(pure, env={**os.environ, "BURROW_COMPILED": "0"}).returncode
     if command == "burrow":
         # The agent needs only the base install, but the venv run.py makes has all of it.
         ensure_venv()

@@ -60,6 +60,32 @@ class OrgLimits(msgspec.Struct, frozen=True):
     links: int = 0
     tcp_ports: int = 0
     streams: int = 0  # visitor connections open at once
+    plan: str = ""  # the billing plan the limits come from ("": none), named in refusals
+
+
+class CertRef(msgspec.Struct, frozen=True):
+    """A certificate control holds for ``host`` ("shop.example.com", "*.example.com"); the
+    edge fetches chain and key over its authenticated channel when ``version`` is new to
+    it (keys never travel on the bus)."""
+
+    host: str
+    version: int
+    not_after: float = 0.0  # unix seconds
+
+
+class AcmeChallenge(msgspec.Struct, frozen=True):
+    """An ACME challenge every edge answers while the CA validates it.
+
+    ``kind`` "http-01": ``GET /.well-known/acme-challenge/<token>`` on ``host`` answers
+    ``key_authorization``. "tls-alpn-01": a handshake for ``host`` offering only
+    ``acme-tls/1`` gets a certificate carrying its digest (RFC 8737), which the edge makes
+    itself. Neither is a secret (RFC 8555 8.1: token plus the account key's thumbprint)."""
+
+    token: str
+    host: str
+    kind: str
+    key_authorization: str
+    until: float  # unix seconds; past it the edge drops the answer
 
 
 class RoutingSnapshot(msgspec.Struct):
@@ -70,6 +96,8 @@ class RoutingSnapshot(msgspec.Struct):
     keys: list[VerifyKey] = []
     suspended: list[str] = []  # org ids whose agents are refused
     limits: list[OrgLimits] = []  # orgs whose quotas differ from the edge's defaults
+    certs: list[CertRef] = []
+    challenges: list[AcmeChallenge] = []
     # Whether a free name under the base domain binds first-come for any account (as frp's
     # subdomains do); False: only names an org reserved, and random names an edge gave it.
     open_names: bool = False
@@ -123,10 +151,28 @@ class OrgLimitsSet(msgspec.Struct, tag="org_limits_set"):
 
 
 class CertChanged(msgspec.Struct, tag="cert_changed"):
-    """A certificate for ``host`` was issued or renewed; edges reload it."""
+    """A certificate for ``host`` was issued or renewed (``version``), or removed (0); edges
+    fetch it from control (``GET /v1/edge/certs/<host>``) and serve it from the next
+    handshake."""
 
     seq: int
     host: str
+    version: int = 0
+    not_after: float = 0.0
+
+
+class ChallengeSet(msgspec.Struct, tag="challenge_set"):
+    """The certs worker placed an ACME challenge: every edge answers it from now on."""
+
+    seq: int
+    challenge: AcmeChallenge
+
+
+class ChallengeRemoved(msgspec.Struct, tag="challenge_removed"):
+    """The challenge ``token`` is done (valid or not): edges stop answering it."""
+
+    seq: int
+    token: str
 
 
 RoutingEvent = (
@@ -137,9 +183,22 @@ RoutingEvent = (
     | TokenRevoked
     | KeysSet
     | CertChanged
+    | ChallengeSet
+    | ChallengeRemoved
     | OrgSuspended
     | OrgLimitsSet
 )
+
+
+class EdgeCert(msgspec.Struct, frozen=True):
+    """``GET /v1/edge/certs/<host>``'s answer, over the edge's authenticated channel to
+    control (never on the bus): the chain, leaf first, and its key, both PEM."""
+
+    host: str
+    version: int
+    chain_pem: bytes
+    key_pem: bytes
+
 
 # -- edge reports (edges -> control) -------------------------------------------------------
 
@@ -160,6 +219,15 @@ class LiveTunnel(msgspec.Struct, frozen=True):
     started: float = 0.0  # unix seconds
 
 
+class OrgUsage(msgspec.Struct, frozen=True):
+    """What an org's agent links carried on one edge since that edge's previous
+    ``EdgeState``: bytes both ways, and visitor connections (tunnel streams) opened."""
+
+    org: str
+    bytes: int = 0
+    connections: int = 0
+
+
 class EdgeState(msgspec.Struct, tag="edge_state"):
     """Everything the edge serves now; replaces what control knew of this edge."""
 
@@ -169,6 +237,7 @@ class EdgeState(msgspec.Struct, tag="edge_state"):
     tunnels: list[LiveTunnel]
     version: str = ""
     draining: bool = False
+    usage: list[OrgUsage] = []  # since the previous EdgeState; metered per billing period
 
 
 class TunnelUp(msgspec.Struct, tag="tunnel_up"):
@@ -194,6 +263,7 @@ _encoder = msgspec.msgpack.Encoder()
 routing_decoder = msgspec.msgpack.Decoder(RoutingEvent)
 snapshot_decoder = msgspec.msgpack.Decoder(RoutingSnapshot)
 report_decoder = msgspec.msgpack.Decoder(EdgeReport)
+edge_cert_decoder = msgspec.msgpack.Decoder(EdgeCert)
 
 
 def encode(message: msgspec.Struct) -> bytes:

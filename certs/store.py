@@ -141,6 +141,8 @@ class CertStore:
         # probe is atomic under the GIL, and writers only ever swap whole entries.
         self._by_name: dict[str, _CertEntry] = {}
         self._fallbacks: OrderedDict[str, _CertEntry] = OrderedDict()
+        # tls-alpn-01 answers (RFC 8737), by host: few, short-lived, built when placed.
+        self._challenges: dict[str, ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
     # -- the hot path -------------------------------------------------------------------------
@@ -164,6 +166,40 @@ class CertStore:
         if context is None:
             context = self._build_context(entry)
         return context
+
+    def covers(self, hostname: str) -> bool:
+        """Whether a stored (not generated) certificate valid now serves ``hostname``."""
+        host = hostname.lower().rstrip(".")
+        now = self._clock()
+        entry = self._by_name.get(host)
+        if entry is not None and entry.valid_at(now):
+            return True
+        dot = host.find(".")
+        entry = self._by_name.get("*" + host[dot:]) if dot > 0 else None
+        return entry is not None and entry.valid_at(now)
+
+    # -- tls-alpn-01 ----------------------------------------------------------------------------
+
+    def challenge_context_for(self, hostname: str) -> ssl.SSLContext | None:
+        """The context answering a tls-alpn-01 challenge for ``hostname``, if one is placed."""
+        if not self._challenges:
+            return None
+        return self._challenges.get(hostname.lower().rstrip("."))
+
+    def put_challenge(self, hostname: str, key_authorization: str) -> None:
+        """Answer tls-alpn-01 handshakes for ``hostname`` with a certificate carrying the
+        digest of ``key_authorization`` (``certs.alpn_challenge``)."""
+        from certs.alpn_challenge import ACME_TLS_ALPN, challenge_cert
+
+        issued = challenge_cert(hostname, key_authorization)
+        entry = _CertEntry(issued.cert, issued.chain_pem, issued.key, "acme-challenge")
+        context = self._build_context(entry, alpn=(ACME_TLS_ALPN,))
+        with self._lock:
+            self._challenges[entry.info.names[0]] = context
+
+    def drop_challenge(self, hostname: str) -> None:
+        with self._lock:
+            self._challenges.pop(hostname.lower().rstrip("."), None)
 
     # -- adding and removing certificates -----------------------------------------------------
 
@@ -243,14 +279,17 @@ class CertStore:
                 self._fallbacks.popitem(last=False)
         return context
 
-    def _build_context(self, entry: _CertEntry) -> ssl.SSLContext:
+    def _build_context(
+        self, entry: _CertEntry, alpn: Sequence[str] | None = None
+    ) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         # TLS 1.2 with forward secrecy and AEAD only (TLS 1.3 suites are all of that kind):
         # OpenSSL's defaults still offer CBC suites, with their padding-oracle history.
         context.set_ciphers(_TLS12_CIPHERS)
-        if self._alpn:
-            context.set_alpn_protocols(self._alpn)
+        protocols = self._alpn if alpn is None else list(alpn)
+        if protocols:
+            context.set_alpn_protocols(protocols)
         try:
             if _HAVE_MEMFD and self._scratch_dir is None:
                 _load_chain_memfd(context, entry.chain_pem, entry.key)
@@ -261,7 +300,8 @@ class CertStore:
                 f"OpenSSL refused the certificate for {', '.join(entry.info.names)}: "
                 f"{getattr(e, 'reason', None) or e}"
             ) from e
-        entry.context = context
+        if alpn is None:
+            entry.context = context
         return context
 
     @staticmethod

@@ -367,6 +367,7 @@ async def _dev(args: argparse.Namespace) -> int:
             f"Burrow dev edge: visitors on http://*.{config.base_domain}:{config.http_port}"
             f"{https}, agents on {server}"
         )
+        print(f"Web console: {control.url}/")
         print(f"Control API: {control.url}/v1 (OpenAPI: {control.url}/v1/openapi.json)")
         print(f"  sign in as {DEV_EMAIL}, password in {control.password_file}")
         print(f"Agent token (also saved to {path}):\n  {token}")

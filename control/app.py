@@ -10,9 +10,21 @@ from pathlib import Path
 
 from aiohttp import web
 
+from billing.service import BILLING, Billing, build_providers
 from bus.base import Bus
 from control import __version__, redaction
-from control.api import accounts, admin, api_keys, domains, edge, names, orgs, tokens, tunnels
+from control.api import (
+    accounts,
+    admin,
+    api_keys,
+    billing,
+    domains,
+    edge,
+    names,
+    orgs,
+    tokens,
+    tunnels,
+)
 from control.bodies import to_json
 from control.config import ControlConfig
 from control.db import Database
@@ -20,7 +32,7 @@ from control.dns_check import DomainVerifier
 from control.edge_reports import EdgeReportConsumer
 from control.embedded_db import start_embedded
 from control.errors import json_errors, refuse_control_characters
-from control.keys import BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
+from control.keys import BOX, BUS, CONFIG, DB, METRICS, OUTBOX, PASSWORDS, SIGNING, VERIFIER
 from control.metrics import ControlMetrics
 from control.migrate import migrate
 from control.openapi import build_document, describe
@@ -100,12 +112,25 @@ async def _routing(app: web.Application) -> AsyncIterator[None]:
     outbox = RoutingOutbox(app[DB], app[BUS], open_names=config.open_names)
     outbox.report_pending = app[METRICS].routing_pending.set
     app[OUTBOX] = outbox
-    app[SIGNING] = SigningKeys(app[DB], SecretBox.from_secret(config.secret_key), outbox)
+    app[BOX] = box = SecretBox.from_secret(config.secret_key)
+    app[SIGNING] = SigningKeys(app[DB], box, outbox)
     await app[SIGNING].ensure()
     task = asyncio.get_running_loop().create_task(outbox.run(), name="routing-outbox")
     yield
     task.cancel()
     await _close_within("stopping the routing outbox", task)
+
+
+async def _billing(app: web.Application) -> AsyncIterator[None]:
+    """The payment providers that are on (SDK clients are built, not connected)."""
+    settings = app[CONFIG].billing
+    problems = settings.problems()
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    app[BILLING] = Billing(app[DB], app[OUTBOX], settings, build_providers(settings, app[DB]))
+    if settings.mock:
+        log.warning("billing: the mock payment provider is on (dev and tests only)")
+    yield
 
 
 async def _throttle(app: web.Application) -> AsyncIterator[None]:
@@ -159,10 +184,11 @@ def create_app(
     verifier: DomainVerifier | None = None,
     workers: Sequence[str] = (),
     api: bool = True,
+    console: bool = True,
 ) -> web.Application:
     """The control app; ``workers``: names of ``control.workers.WORKERS`` to run beside it,
     on its database and bus; ``api``: serve /v1 (a worker's process serves only /healthz,
-    /readyz and /metrics)."""
+    /readyz and /metrics); ``console``: serve the web console at "/" (with the API)."""
     redaction.install()
     counted = ControlMetrics()
     app = web.Application(
@@ -185,6 +211,7 @@ def create_app(
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_bus)
     app.cleanup_ctx.append(_routing)
+    app.cleanup_ctx.append(_billing)
     app.cleanup_ctx.append(_edge_reports)
     app.cleanup_ctx.append(running(workers))
     app.add_routes(routes)
@@ -199,7 +226,12 @@ def create_app(
         edge.routes,
         domains.routes,
         tunnels.routes,
+        billing.routes,
         admin.routes,
     ):
         app.add_routes(table)
+    if console:
+        from console.app import mount
+
+        mount(app)  # the web console at "/", beside /v1
     return app

@@ -9,6 +9,8 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from billing.settings import BillingSettings
+from certs.config import AcmeSettings, CertsConfig, Dns01Settings, directory_url
 from control.config import ControlConfig
 from control.workers import WORKERS
 
@@ -63,6 +65,61 @@ def _control_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--dns", action="append", default=[], help="DNS server for domain checks (repeat)"
     )
+    _cert_flags(sp)
+
+
+def _cert_flags(sp: argparse.ArgumentParser) -> None:
+    """``burrowd worker certs``'s settings. On ``control`` too, because both read the
+    config file's [control] table."""
+    env = os.environ.get
+    group = sp.add_argument_group("certificates (burrowd worker certs)")
+    group.add_argument(
+        "--acme-directory",
+        default=env("BURROW_ACME_DIRECTORY", ""),
+        help="ACME directory URL, or letsencrypt / letsencrypt-staging (default: none, "
+        "edges keep their local CA or self-signed certificates)",
+    )
+    group.add_argument("--acme-email", default=env("BURROW_ACME_EMAIL", ""), help="contact")
+    group.add_argument(
+        "--acme-ca-bundle", default="", help="PEM file to check the ACME server's HTTPS with"
+    )
+    group.add_argument("--acme-eab-kid", default="", help="external account binding key id")
+    group.add_argument(
+        "--acme-eab-hmac-key",
+        default=env("BURROW_ACME_EAB_HMAC_KEY", ""),
+        help="external account binding HMAC key (base64url; or $BURROW_ACME_EAB_HMAC_KEY)",
+    )
+    group.add_argument(
+        "--acme-challenge",
+        action="append",
+        choices=("http-01", "tls-alpn-01"),
+        default=["http-01", "tls-alpn-01"],
+        help="challenge kinds for custom domains, preferred first (repeat)",
+    )
+    group.add_argument(
+        "--acme-wildcard",
+        action="store_true",
+        help="also keep a certificate for *.BASE-DOMAIN and BASE-DOMAIN, over dns-01",
+    )
+    group.add_argument("--dns01-hook", default="", help="command: HOOK present|cleanup NAME VALUE")
+    group.add_argument("--dns01-rfc2136", default="", help="HOST[:PORT] for RFC 2136 updates")
+    group.add_argument("--dns01-zone", default="", help="zone to update (default BASE-DOMAIN)")
+    group.add_argument("--dns01-tsig-name", default="", help="TSIG key name for RFC 2136")
+    group.add_argument(
+        "--cert-probe",
+        action="append",
+        default=[],
+        help="HOST:PORT of an edge's HTTPS listener to check served certificates (repeat)",
+    )
+    group.add_argument("--cert-concurrency", type=int, default=8, help="orders at once")
+    group.add_argument(
+        "--cert-max-failures", type=int, default=5, help="failures before a domain is failed"
+    )
+    group.add_argument(
+        "--cert-alert-webhook",
+        default=env("BURROW_CERT_ALERT_WEBHOOK", ""),
+        help="URL alerts are POSTed to, signed with $BURROW_CERT_WEBHOOK_SECRET",
+    )
 
 
 def _store_flags(sp: argparse.ArgumentParser) -> None:
@@ -96,6 +153,42 @@ def config_from_args(args: argparse.Namespace) -> ControlConfig:
         secure_cookies=getattr(args, "secure_cookies", False),
         dns_nameservers=getattr(args, "dns", []),
         agent_server=getattr(args, "agent_server", ""),
+        certs=certs_config_from_args(args),
+        billing=BillingSettings.from_environ(),
+    )
+
+
+def certs_config_from_args(args: argparse.Namespace) -> CertsConfig:
+    directory = getattr(args, "acme_directory", "")
+    acme = None
+    if directory:
+        acme = AcmeSettings(
+            directory_url=directory_url(directory),
+            email=args.acme_email,
+            ca_bundle=args.acme_ca_bundle,
+            eab_kid=args.acme_eab_kid,
+            eab_hmac_key=args.acme_eab_hmac_key,
+        )
+    if acme is None and not hasattr(args, "cert_probe"):
+        return CertsConfig()
+    # burrowd's parser gives a repeated flag's list in place of its default (settings.apply).
+    given = list(dict.fromkeys(args.acme_challenge or ("http-01", "tls-alpn-01")))
+    return CertsConfig(
+        acme=acme,
+        challenges=tuple(given),
+        wildcard=args.acme_wildcard,
+        dns01=Dns01Settings(
+            hook=args.dns01_hook,
+            rfc2136_server=args.dns01_rfc2136,
+            zone=args.dns01_zone,
+            tsig_name=args.dns01_tsig_name,
+            tsig_secret=os.environ.get("BURROW_DNS01_TSIG_SECRET", ""),
+        ),
+        concurrency=max(1, args.cert_concurrency),
+        max_failures=max(1, args.cert_max_failures),
+        probe_addresses=list(args.cert_probe),
+        webhook_url=args.cert_alert_webhook,
+        webhook_secret=os.environ.get("BURROW_CERT_WEBHOOK_SECRET", ""),
     )
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from billing.settings import BillingSettings
+from certs.config import CertsConfig
+
 
 @dataclass(slots=True)
 class PasswordCost:
@@ -67,6 +70,10 @@ class ControlConfig:
     # Seconds after which an edge that has not reported is taken to be gone, and its tunnels
     # are no longer listed.
     edge_stale_seconds: float = 45.0
+    # ``burrowd worker certs``: the ACME CA, challenges, probes and alerts.
+    certs: CertsConfig = field(default_factory=CertsConfig)
+    # Plans, providers, webhooks, dunning (billing/settings.py).
+    billing: BillingSettings = field(default_factory=BillingSettings)
 
     @property
     def cname_target(self) -> str:

@@ -14,14 +14,16 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from billing.settings import BillingSettings
 from bus.base import Bus
-from bus.events import RoutingSnapshot
+from bus.events import EdgeCert, RoutingSnapshot
+from certs.records import edge_certificate
 from contracts.token_format import TokenClaims
 from control.app import create_app
 from control.config import ControlConfig
 from control.db import json_param
 from control.ids import new_id
-from control.keys import DB, OUTBOX, PASSWORDS, SIGNING
+from control.keys import BOX, DB, OUTBOX, PASSWORDS, SIGNING
 from control.store import accounts
 from control.token_signing import issue_token
 from control.workers import WORKERS
@@ -37,6 +39,12 @@ class OutboxSnapshots:
 
     async def fetch(self) -> RoutingSnapshot:
         return await self.app[OUTBOX].snapshot()
+
+    async def fetch_cert(self, host: str) -> EdgeCert:
+        cert = await edge_certificate(self.app[DB], self.app[BOX], host)
+        if cert is None:
+            raise LookupError(f"control holds no certificate for {host}")
+        return cert
 
 
 @dataclass(slots=True)
@@ -75,6 +83,8 @@ async def start_dev_control(
         secret_key=secret,
         agent_server=agent_server,
         open_names=True,  # one developer's own machine: any free name is theirs to try
+        # The dev provider's checkout page, so the whole paid flow can be tried locally.
+        billing=BillingSettings(mock=True),
     )
     app = create_app(config, bus=bus, workers=tuple(WORKERS))
     runner = web.AppRunner(app, access_log=None)

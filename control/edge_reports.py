@@ -78,6 +78,25 @@ ON CONFLICT (key) DO UPDATE SET
 """
 
 
+# Usage adds to the org's current billing period: its paid period while it pays, else the
+# calendar month (UTC). Orgs control does not know (deleted since) are skipped.
+_ADD_USAGE = """
+INSERT INTO usage_periods (org_id, period_start, bytes, connections)
+SELECT u.org,
+    coalesce(CASE WHEN s.status IN ('active', 'past_due') THEN s.current_period_start END,
+             date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),
+    sum(u.bytes), sum(u.connections)
+FROM jsonb_to_recordset(%(usage)s) AS u(org text, bytes bigint, connections bigint)
+JOIN orgs o ON o.id = u.org
+LEFT JOIN subscriptions s ON s.org_id = u.org
+GROUP BY 1, 2
+ON CONFLICT (org_id, period_start) DO UPDATE SET
+    bytes = usage_periods.bytes + excluded.bytes,
+    connections = usage_periods.connections + excluded.connections,
+    updated_at = now()
+"""
+
+
 def _rows(tunnels: Sequence[LiveTunnel], at: float) -> list[dict[str, object]]:
     # A key listed twice would make the upsert touch one row twice, which PostgreSQL refuses.
     unique = {t.key: t for t in tunnels}
@@ -110,6 +129,11 @@ async def apply_report(q: Queries, report: EdgeReport) -> None:
         )
         if rows:
             await q.execute(_UPSERT_TUNNELS, {**params, "rows": json_param(rows)})
+        usage = [
+            msgspec.to_builtins(u) for u in report.usage if u.bytes >= 0 and u.connections >= 0
+        ]
+        if usage:
+            await q.execute(_ADD_USAGE, {"usage": json_param(usage)})
     elif isinstance(report, TunnelUp):
         await q.execute(_EDGE_SEEN, params)
         rows = _rows([report.tunnel], report.at)

@@ -93,6 +93,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A password may hold any character but NUL (it is hashed, never stored or shown as text).
 _ANY_CONTROL_ALLOWED = frozenset({"password"})
+WEBHOOK_PATHS = "/v1/billing/webhooks/"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -136,7 +137,10 @@ async def refuse_control_characters(request: web.Request, handler: Handler) -> w
             problem = control_character_problem(name, value)
             if problem is not None:
                 raise problem
-        if request.method in _BODY_METHODS and request.can_read_body:
+        # A provider's webhook is checked on its raw bytes before anything parses them; a
+        # string it carries is the provider's to send, and a 422 would only make it retry.
+        webhook = request.path.startswith(WEBHOOK_PATHS)
+        if request.method in _BODY_METHODS and request.can_read_body and not webhook:
             raw = await request.read()  # cached: the handler's read gets the same bytes
             if raw.strip():
                 try:

@@ -126,7 +126,8 @@ def cookie_settings(request: web.Request) -> dict[str, object]:
     return {
         "httponly": True,
         "samesite": "Lax",
-        "secure": config.secure_cookies,
+        # Secure behind HTTPS even when the operator forgot to say so.
+        "secure": config.secure_cookies or request.secure,
         "path": "/",
         "max_age": config.session_seconds,
     }

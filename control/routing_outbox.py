@@ -26,6 +26,7 @@ from bus.events import (
     VerifyKey,
     encode,
 )
+from certs.records import cert_refs, live_challenges
 from control.db import Database, Queries, cancel_requested
 
 log = logging.getLogger("burrow.control.routing")
@@ -140,10 +141,16 @@ class RoutingOutbox:
                     "SELECT id FROM orgs WHERE suspended_at IS NOT NULL ORDER BY id"
                 )
             ]
+            # An operator's override, else the org's plan (migration 0005's view).
             limits = [
-                org_limits(r["id"], r["limits"])
-                for r in await q.all("SELECT id, limits FROM orgs WHERE limits <> '{}' ORDER BY id")
+                org_limits(r["id"], r["limits"], plan=r["plan_id"])
+                for r in await q.all(
+                    "SELECT id, limits, plan_id FROM org_edge_limits WHERE limits <> '{}'"
+                    " ORDER BY id"
+                )
             ]
+            certs = await cert_refs(q)
+            challenges = await live_challenges(q)
         return RoutingSnapshot(
             seq=seq,
             names=names,
@@ -152,6 +159,8 @@ class RoutingOutbox:
             keys=keys,
             suspended=suspended,
             limits=limits,
+            certs=certs,
+            challenges=challenges,
             open_names=self.open_names,
         )
 
@@ -169,10 +178,11 @@ def domain_route(row: dict[str, object]) -> DomainRoute:
 LIMIT_NAMES = ("tunnels", "links", "tcp_ports", "streams")
 
 
-def org_limits(org_id: str, limits: object) -> OrgLimits:
-    """An org's ``limits`` column as the edges get it."""
+def org_limits(org_id: str, limits: object, plan: str = "") -> OrgLimits:
+    """An org's effective limits as the edges get it; ``plan``: the plan they come from,
+    named in the edge's refusals."""
     given = limits if isinstance(limits, dict) else {}
-    return OrgLimits(org_id, **{k: int(given.get(k) or 0) for k in LIMIT_NAMES})
+    return OrgLimits(org_id, **{k: int(given.get(k) or 0) for k in LIMIT_NAMES}, plan=plan)
 
 
 def revocation(token_id: str, expires_at: object) -> Revocation:

@@ -39,7 +39,10 @@ WorkerFactory = Callable[["web.Application"], Worker]
 
 # Worker name -> "module:factory", the factory taking the control app. Filled in as workers
 # are written; the names are what `burrowd worker NAME` accepts.
-WORKERS: dict[str, str] = {}
+WORKERS: dict[str, str] = {
+    "certs": "certs.worker:create",
+    "billing": "billing.worker:billing_worker",
+}
 
 
 def factory(name: str) -> WorkerFactory:

@@ -46,6 +46,11 @@ class Limits:
     max_tcp_ports_per_org: int = 20
     max_streams_per_org: int = 4000  # visitor connections open at once, over all its links
     handshake_timeout: float = 10.0  # an agent must say Hello within this
+    # HTTP/2 streams one visitor connection may open per 10 s: a thousand a second, past
+    # what a browser or an API client asks of one connection, so a visitor that makes each
+    # stream cheap to itself (resets the edge sends, requests that end at once) still cannot
+    # drive the local service without bound (CVE-2025-8671). GOAWAY past it.
+    h2_streams_per_period: int = 10_000
 
 
 @dataclass(slots=True)

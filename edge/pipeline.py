@@ -303,9 +303,11 @@ class SpecialPaths:
 
     def add(self, prefix: bytes, handler: SpecialHandler) -> None:
         """Serve requests whose path starts with ``prefix`` (which starts with ``/`` and has a
-        second byte) with ``handler``; the longest matching prefix wins."""
+        second byte) with ``handler``, in place of the one it had; the longest matching prefix
+        wins."""
         if len(prefix) < 2 or prefix[0] != 47:
             raise ValueError(f"a special path starts with / and names something: {prefix!r}")
+        self._handlers = [entry for entry in self._handlers if entry[0] != prefix]
         self._handlers.append((prefix, handler))
         self._handlers.sort(key=lambda entry: -len(entry[0]))
         if prefix[1:2] not in self._leads:
@@ -338,6 +340,29 @@ def agent_link_handler(agent_tls: bool) -> SpecialHandler:
             if name == b"upgrade" and value.lower() == b"websocket":
                 return AGENT_LINK
         return None
+
+    return handle
+
+
+def acme_http01_handler(current: Callable[[], dict[str, str]]) -> SpecialHandler:
+    """ACME http-01 (RFC 8555 8.3): while the certs worker has a challenge out, the answers
+    ``current`` returns (token -> key authorization; ``edge.sync.control_sync`` replaces the
+    table as challenges come and go) hold it, and every edge answers it whatever tunnel serves
+    the host and whatever its policy; an unknown token is routed as any other request."""
+
+    def handle(request: FilterRequest) -> EdgeAnswer | None:
+        answers = current()
+        if not answers:
+            return None
+        answer = answers.get(request.target[len(ACME_CHALLENGE) :].decode("latin-1"))
+        if answer is None:
+            return None
+        return EdgeAnswer(
+            200,
+            "ACME http-01 challenge answered",
+            headers=[(b"content-type", b"text/plain"), (b"cache-control", b"no-store")],
+            body=answer.encode("ascii"),
+        )
 
     return handle
 

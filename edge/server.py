@@ -20,8 +20,8 @@ from edge.context import EdgeContext
 from edge.link.agent_session import AgentInstances, AgentSession
 from edge.link.auth import Authenticator
 from edge.listen import Listener, format_hosts, listen
-from edge.pipeline import default_special_paths
-from edge.routing.ownership import HostOwnership
+from edge.pipeline import ACME_CHALLENGE, acme_http01_handler, default_special_paths
+from edge.routing.ownership import HostOwnership, check_token_tls_mode
 from edge.routing.table import BindError, RouteTable, Tunnel
 from edge.tls.listener import TlsVisitor
 from edge.visitors.http_visitor import HttpVisitor
@@ -56,6 +56,8 @@ class Edge:
         # return at once and never raise.
         self.on_tunnel_up: Callable[[Tunnel], None] | None = None
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None
+        # Told of an agent link that closed (its last bytes count towards usage).
+        self.on_session_closed: Callable[[AgentSession], None] | None = None
         self.metrics = EdgeMetrics(lambda pid: EdgeState(self, pid))
         self.agent_instances = AgentInstances(config.name_lease_seconds)
         # Per account, for its quotas: tunnels installed, and its welcomed agent links (each
@@ -72,6 +74,9 @@ class Edge:
         self._loop: asyncio.AbstractEventLoop | None = None
         local_ca = LocalCA.load_or_create(config.local_ca_dir) if config.local_ca_dir else None
         self.certs = CertStore(alpn_protocols=(*DEFAULT_ALPN, AGENT_ALPN), local_ca=local_ca)
+        # ACME http-01 answers (token -> key authorization), kept by edge.control_sync while
+        # the certs worker's orders are validated; tls-alpn-01 ones live in ``certs``.
+        self.acme_http01: dict[str, str] = {}
         for cert_file, key_file in config.tls_files:
             self.certs.load_files(cert_file, key_file)
         # All a visitor connection sees of this edge.
@@ -84,6 +89,9 @@ class Edge:
             lambda: AgentSession(self),
         )
         self.visitors = self.context.visitors
+        self.context.special_paths.add(
+            ACME_CHALLENGE, acme_http01_handler(lambda: self.acme_http01)
+        )
 
     @property
     def draining(self) -> bool:
@@ -257,6 +265,8 @@ class Edge:
             ownership.check_bind(identity.account, hostname, bind.protocol, given=given)
         else:
             hostname = routes.random_hostname()
+        if identity.tls_modes:
+            check_token_tls_mode(identity.tls_modes, hostname, bind.protocol)
         self._check_quota(session, hostname, tcp=False)
         if bind.protocol == "tls" and self.config.https_port is None:
             raise BindError("protocol", "this edge has no HTTPS listener for TLS tunnels")
@@ -295,6 +305,17 @@ class Edge:
             streams = custom.streams or streams
         return tunnels, links, ports, streams
 
+    def more_hint(self, account: str) -> str:
+        """How ``account`` gets more than its quota: upgrade its billing plan when its
+        limits come from one, else ask the operator."""
+        custom = self.ownership.limits_for(account)
+        if custom is not None and custom.plan:
+            return (
+                f"upgrade from the {custom.plan} plan (GET /v1/plans, then "
+                "POST /v1/billing/checkout)"
+            )
+        return "ask your operator to raise the limit"
+
     def _check_quota(self, session: AgentSession, key: str | int | None, *, tcp: bool) -> None:
         """Refuse a bind that would take ``session``'s account past its tunnel or TCP port
         quota. ``key``: the hostname or port asked for (None: any port). Taking back what
@@ -310,7 +331,7 @@ class Edge:
             raise BindError(
                 "quota",
                 f"your account may hold {tunnels} tunnels on this edge at once (names kept "
-                "for a reconnect count too); stop one, or ask your operator to raise the limit",
+                f"for a reconnect count too); stop one, or {self.more_hint(account)}",
             )
         pool = routes.ports.get(key) if isinstance(key, int) else None
         joins = pool is not None and pool.account == account  # a port it serves already
@@ -318,8 +339,7 @@ class Edge:
             raise BindError(
                 "quota",
                 f"your account may hold {ports_limit} TCP ports on this edge at once (ports "
-                "kept for a reconnect count too); stop one, or ask your operator to raise "
-                "the limit",
+                f"kept for a reconnect count too); stop one, or {self.more_hint(account)}",
             )
 
     def _count_tunnel(self, account: str, delta: int) -> None:
@@ -429,7 +449,7 @@ class Edge:
             session.end_refused(
                 "quota",
                 f"your account may have {limit} agents connected to this edge at once; stop "
-                "one, or ask your operator to raise the limit",
+                f"one, or {self.more_hint(account)}",
             )
 
     def _install(self, session: AgentSession, tunnel: Tunnel, stale: list[Tunnel]) -> None:
@@ -472,6 +492,8 @@ class Edge:
         self.sessions.discard(session)
         if session.identity is not None:  # counted as an agent's while it was open
             self.metrics.link_closed(session.bytes_in, session.bytes_out)
+            if self.on_session_closed is not None:
+                self.on_session_closed(session)
         if session.welcomed and session.instance_id:
             self.agent_instances.disconnected(session.instance_id, time.monotonic())
         if session.welcomed and session.identity is not None:

@@ -235,6 +235,12 @@ class Multiplexer:
         self._last_peer_id = 0
         self._out: list[bytes | memoryview] = [f.encode_preamble(window=initial_window)]
 
+    @property
+    def streams_opened(self) -> int:
+        """Streams this side has opened on the link (an edge opens one per visitor
+        connection): read for usage metering, costs nothing on the data path."""
+        return (self._next_id - (1 if self.role is Role.AGENT else 2)) // 2
+
     # -- output ---------------------------------------------------------------------------
 
     def data_to_send(self) -> list[bytes | memoryview]:

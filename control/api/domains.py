@@ -23,7 +23,9 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from billing.plans import require_room
 from bus.events import DomainRemoved, DomainSet
+from certs.records import withdraw_certificate
 from control import principals
 from control.api.names import host_for
 from control.bodies import read_json, to_json, to_json_status
@@ -140,6 +142,7 @@ async def remove_domain_row(
     host = str(row["host"])
     # Edges ignore a removal of a host they never knew, so it is always recorded.
     await request.app[OUTBOX].record(q, lambda seq: DomainRemoved(seq=seq, host=host))
+    await withdraw_certificate(q, request.app[OUTBOX], host)
     await audit(q, row["org_id"], actor, action, host)
 
 
@@ -180,6 +183,7 @@ async def add_domain(request: web.Request) -> web.Response:
             raise ApiError(
                 409, "limit", f"an organization may add {MAX_DOMAINS_PER_ORG} domains; remove one"
             )
+        await require_room(q, who.org_id, "custom_domains")  # the plan's limit: 402
         await _drop_expired_claim(request, q, host, who.org_id, config)
         row = await q.one(
             f"INSERT INTO domains (id, org_id, host, verification_token, strict, tls_mode)"
@@ -338,6 +342,9 @@ async def update_domain(request: web.Request) -> web.Response:
             assert updated is not None
             if domain_route(updated) != domain_route(row):
                 await _record_set(request, q, updated)
+            if changes.get("tls_mode") == "passthrough":
+                # The agent's service does TLS now: no edge presents a certificate for it.
+                await withdraw_certificate(q, outbox, str(row["host"]))
             await audit(q, who.org_id, who.actor, "domain.update", str(row["host"]))
             row = updated
     outbox.changed()

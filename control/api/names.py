@@ -9,6 +9,7 @@ from datetime import UTC
 import msgspec
 from aiohttp import web
 
+from billing.plans import require_room
 from bus.events import DomainRoute, DomainSet, NameClaim, NameRemoved, NameSet
 from contracts.token_format import installation_name
 from control import principals
@@ -83,6 +84,7 @@ async def reserve_name(request: web.Request) -> web.Response:
         )
         if count >= MAX_NAMES_PER_ORG:
             raise ApiError(409, "limit", f"an organization may reserve {MAX_NAMES_PER_ORG} names")
+        await require_room(q, who.org_id, "reserved_names")  # the plan's limit: 402
         # A name another account serves right now stays theirs: reserving it would end
         # their tunnel at once. An operator can still reassign it (POST /v1/admin/names).
         in_use = await q.value(

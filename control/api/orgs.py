@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from aiohttp import web
 
+from billing.plans import require_room
 from control import principals
 from control.api.accounts import _name, email_address
 from control.bodies import read_json, to_json, to_json_status
@@ -148,6 +149,7 @@ async def invite_member(request: web.Request) -> web.Response:
     token = new_secret()
     expires = datetime.now(UTC) + timedelta(days=request.app[CONFIG].invitation_days)
     async with request.app[DB].transaction() as q:
+        await require_room(q, who.org_id, "seats")  # members and open invitations: 402
         row = await q.one(
             f"INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by,"
             f" expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_INVITATION_COLUMNS}",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import web
 
+from billing.plans import require_room
 from bus.events import TokenRevoked
 from contracts.basic_auth import hash_basic_password
 from contracts.token_format import TokenClaims, encode_claims, installation_name
@@ -149,6 +150,7 @@ async def create_token(request: web.Request) -> web.Response:
     expires = datetime.fromtimestamp(claims.exp, UTC) if claims.exp else None
     async with request.app[DB].transaction() as q:
         await check_hosts(q, who.org_id, claims.hosts, config)
+        await require_room(q, who.org_id, "tokens")  # the plan's limit: 402
         row = await q.one(
             f"INSERT INTO agent_tokens (id, org_id, created_by, description, kid, claims,"
             f" expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",

@@ -6,6 +6,10 @@ so stops reporting, and its tunnels drop out of the list instead of lingering.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import msgspec
 from aiohttp import web
 
 from control import principals
@@ -29,15 +33,60 @@ LIVE = (
 )
 
 
+# The stream looks for changes this often, ends after STREAM_SECONDS (browsers reconnect by
+# themselves, after RETRY_MS), and sends a comment when idle so proxies keep it open.
+STREAM_POLL_SECONDS = 1.0
+STREAM_SECONDS = 300.0
+STREAM_IDLE_SECONDS = 15.0
+RETRY_MS = 2000
+
+
+async def _online(request: web.Request, org_id: str) -> list[Any]:
+    return await request.app[DB].all(
+        f"SELECT {COLUMNS} {LIVE} AND t.org_id = %(org)s ORDER BY t.started_at, t.key",
+        {"stale": request.app[CONFIG].edge_stale_seconds, "org": org_id},
+    )
+
+
 @routes.get("/v1/tunnels")
 @describe("The organization's tunnels that are online now, across every edge.")
 async def list_tunnels(request: web.Request) -> web.Response:
     who = await principals.principal(request)
-    rows = await request.app[DB].all(
-        f"SELECT {COLUMNS} {LIVE} AND t.org_id = %(org)s ORDER BY t.started_at, t.key",
-        {"stale": request.app[CONFIG].edge_stale_seconds, "org": who.org_id},
+    return to_json({"tunnels": await _online(request, who.org_id)})
+
+
+@routes.get("/v1/tunnels/stream")
+@describe(
+    "Server-Sent Events: the organization's online tunnels as GET /v1/tunnels lists them, "
+    "in a `tunnels` event at once and again whenever they change. The stream ends after "
+    "five minutes; EventSource clients reconnect by themselves."
+)
+async def stream_tunnels(request: web.Request) -> web.StreamResponse:
+    who = await principals.principal(request)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # nginx would hold events back otherwise
+        }
     )
-    return to_json({"tunnels": rows})
+    await response.prepare(request)
+    await response.write(f"retry: {RETRY_MS}\n\n".encode())
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + STREAM_SECONDS
+    last = b""
+    quiet_since = loop.time()
+    while loop.time() < ends:
+        data = msgspec.json.encode({"tunnels": await _online(request, who.org_id)})
+        if data != last:
+            await response.write(b"event: tunnels\ndata: " + data + b"\n\n")
+            last = data
+            quiet_since = loop.time()
+        elif loop.time() - quiet_since >= STREAM_IDLE_SECONDS:
+            await response.write(b": still here\n\n")
+            quiet_since = loop.time()
+        await asyncio.sleep(STREAM_POLL_SECONDS)
+    return response
 
 
 # Keys are "<session id>/<tunnel id>": the route takes the rest of the path, so the slash

@@ -19,6 +19,9 @@ domain covers it. The installation's own names (``edge.<base>``, the agent hostn
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from bus.events import (
     DomainRemoved,
     DomainRoute,
@@ -35,9 +38,25 @@ from bus.events import (
 from contracts.token_format import installation_name
 from edge.routing.table import BindError, normalize_host
 
+T = TypeVar("T")
+
 
 def _host(host: str) -> str:
     return normalize_host(host) if host else host
+
+
+def most_specific(table: Mapping[str, T], host: str) -> T | None:
+    """``table``'s entry for ``host``: its exact name, else the nearest ``*.domain`` above it."""
+    found = table.get(host)
+    if found is not None:
+        return found
+    dot = host.find(".")
+    while dot != -1:
+        found = table.get("*" + host[dot:])
+        if found is not None:
+            return found
+        dot = host.find(".", dot + 1)
+    return None
 
 
 class HostOwnership:
@@ -157,16 +176,7 @@ class HostOwnership:
         domains = self._domains
         if not domains:
             return None
-        route = domains.get(host)
-        if route is not None:
-            return route
-        dot = host.find(".")
-        while dot != -1:
-            route = domains.get("*" + host[dot:])
-            if route is not None:
-                return route
-            dot = host.find(".", dot + 1)
-        return None
+        return most_specific(domains, host)
 
     def is_reserved(self, host: str) -> bool:
         """Whether ``host`` belongs to some org, so it is never handed out as a random name."""
@@ -275,3 +285,30 @@ class HostOwnership:
         """The hostname whose tunnels serve visitors of the custom domain ``host``."""
         routed = self.alias_route(host)
         return routed[0] if routed is not None else None
+
+
+def token_tls_mode(tls_modes: tuple[tuple[str, str], ...], hostname: str) -> str:
+    """The TLS mode a token's ``tls`` claim sets for ``hostname``: the exact pattern, else
+    the most specific ``*.domain`` above it; "" when the claim does not name it."""
+    return most_specific(dict(tls_modes), hostname) or ""
+
+
+def check_token_tls_mode(
+    tls_modes: tuple[tuple[str, str], ...], hostname: str, protocol: str
+) -> None:
+    """Raise ``BindError`` when the token's ``tls`` claim sets another TLS mode for
+    ``hostname`` than the tunnel asked for would use: a "passthrough" host opens only as a
+    TLS tunnel, a "terminate" host only as an HTTP one."""
+    mode = token_tls_mode(tls_modes, hostname)
+    if mode == "passthrough" and protocol == "http":
+        raise BindError(
+            "tls_mode",
+            f"this authtoken sets {hostname} to TLS passthrough: open it with `burrow tls`, "
+            "or use a token that allows TLS termination for it",
+        )
+    if mode == "terminate" and protocol == "tls":
+        raise BindError(
+            "tls_mode",
+            f"this authtoken sets {hostname} to TLS termination at the edge: open it with "
+            "`burrow http`, or use a token that allows passthrough for it",
+        )

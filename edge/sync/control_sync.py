@@ -38,15 +38,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
 
 from bus.base import ROUTING_CHANNEL, Bus, Gap, Subscription
 from bus.events import (
+    AcmeChallenge,
     CertChanged,
+    ChallengeRemoved,
+    ChallengeSet,
     DomainSet,
+    EdgeCert,
     KeysSet,
     NameSet,
     OrgSuspended,
@@ -55,11 +60,13 @@ from bus.events import (
     RoutingSnapshot,
     TokenRevoked,
     VerifyKey,
+    edge_cert_decoder,
     encode,
     routing_decoder,
     snapshot_decoder,
 )
 from edge.link.token_auth import SUSPENDED_MESSAGE
+from edge.sync.cert_sync import EdgeCerts
 
 if TYPE_CHECKING:
     from edge.link.auth import Identity
@@ -125,6 +132,16 @@ class HttpSnapshotSource:
         self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
 
     async def fetch(self) -> RoutingSnapshot:
+        body = await self._get(self.url)
+        return _decoded(snapshot_decoder, body, "a routing snapshot")
+
+    async def fetch_cert(self, host: str) -> EdgeCert:
+        """A certificate and its key (``GET /v1/edge/certs/<host>``): keys reach edges only
+        this way, never on the bus."""
+        url = self.url.removesuffix("/routing") + "/certs/" + quote(host, safe="*.")
+        return _decoded(edge_cert_decoder, await self._get(url), "a certificate")
+
+    async def _get(self, url: str) -> bytes:
         session = self._session
         if session is None:
             session = self._session = aiohttp.ClientSession(
@@ -135,13 +152,13 @@ class HttpSnapshotSource:
             "Accept": "application/x-msgpack",
         }
         try:
-            async with session.get(self.url, headers=headers) as response:
+            async with session.get(url, headers=headers) as response:
                 body = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise SnapshotUnavailable(
-                f"cannot reach control at {self.url}: {reason}",
+                f"cannot reach control at {url}: {reason}",
                 unreachable=isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError),
             ) from None
         if status in (401, 403):
@@ -151,19 +168,21 @@ class HttpSnapshotSource:
             )
         if status != 200:
             detail = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
-            raise SnapshotUnavailable(f"control answered {status} for {self.url}: {detail}")
-        try:
-            return snapshot_decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise SnapshotUnavailable(
-                f"control sent a routing snapshot this edge cannot read: {exc}"
-            ) from None
+            raise SnapshotUnavailable(f"control answered {status} for {url}: {detail}")
+        return body
 
     async def close(self) -> None:
         session = self._session
         self._session = None
         if session is not None:
             await session.close()
+
+
+def _decoded(decoder: msgspec.msgpack.Decoder[Any], body: bytes, what: str) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise SnapshotUnavailable(f"control sent {what} this edge cannot read: {exc}") from None
 
 
 def read_cache(path: Path) -> RoutingSnapshot | None:
@@ -227,6 +246,9 @@ class RoutingSync:
 
     ``bus`` None: no events, the snapshot is polled every ``outage_interval``.
     ``on_cert_changed``: called with the host of a ``CertChanged`` event.
+    When ``source`` can fetch certificates (``fetch_cert``), the certificates control lists
+    are kept in ``edge.certs`` (``edge.sync.cert_sync``), saved beside the cache file in
+    ``certs/``; ACME challenges are answered while they are out.
     """
 
     def __init__(
@@ -276,6 +298,11 @@ class RoutingSync:
         self._subscription: Subscription | None = None
         self._save_handle: asyncio.TimerHandle | None = None
         self._synced_at = 0.0  # monotonic time of the last snapshot loaded from control
+        self.certs: EdgeCerts | None = None
+        if hasattr(source, "fetch_cert"):
+            folder = self.cache_path.parent / "certs" if self.cache_path is not None else None
+            self.certs = EdgeCerts(edge.certs, source, folder)  # type: ignore[arg-type]
+        self._challenges: dict[str, AcmeChallenge] = {}  # by token
         edge.metrics.bus_lag.set_function(self.lag)
         self._saving: asyncio.Task[None] | None = None
 
@@ -285,6 +312,8 @@ class RoutingSync:
         """Load routing state (from control, else the cache), then keep it current in the
         background. Returns within about ``start_timeout`` even if control is down."""
         loop = asyncio.get_running_loop()
+        if self.certs is not None:
+            await asyncio.to_thread(self.certs.load_saved)
         if self.bus is not None:
             # Subscribed before the first fetch, so nothing published meanwhile is missed.
             try:
@@ -320,6 +349,8 @@ class RoutingSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.certs is not None:
+            await self.certs.close()
         subscription = self._subscription
         self._subscription = None
         if subscription is not None:
@@ -417,6 +448,10 @@ class RoutingSync:
             self.edge.evict_others(claim.host, claim.org, TAKEN_MESSAGE)
         for route in snapshot.domains:
             self.edge.evict_others(route.host, route.org, TAKEN_MESSAGE)
+        if origin == "control":
+            self._set_challenges(snapshot.challenges)
+            if self.certs is not None:
+                self.certs.load(snapshot.certs)
         held = sorted(self._held.items())
         self._held = {}
         for _, event in held:
@@ -500,12 +535,40 @@ class RoutingSync:
             if self.keyring is not None:
                 self.keyring.set_keys(list(event.keys))
             self._end_retired(self._keys)
-        elif isinstance(event, CertChanged) and self.on_cert_changed is not None:
-            try:
-                self.on_cert_changed(event.host)
-            except Exception:
-                log.exception("reloading the certificate for %s failed", event.host)
+        elif isinstance(event, CertChanged):
+            if self.certs is not None:
+                self.certs.changed(event.host, event.version)
+            if self.on_cert_changed is not None:
+                try:
+                    self.on_cert_changed(event.host)
+                except Exception:
+                    log.exception("reloading the certificate for %s failed", event.host)
+        elif isinstance(event, ChallengeSet):
+            self._set_challenges([*self._challenges.values(), event.challenge])
+        elif isinstance(event, ChallengeRemoved):
+            self._set_challenges([c for t, c in self._challenges.items() if t != event.token])
         self._save_soon()
+
+    def _set_challenges(self, challenges: list[AcmeChallenge]) -> None:
+        """Answer exactly ``challenges`` (those not past their ``until``)."""
+        now = self._clock()
+        live = {c.token: c for c in challenges if c.until > now}
+        certs = self.edge.certs
+        for old in self._challenges.values():
+            if old.kind == "tls-alpn-01" and old.token not in live:
+                certs.drop_challenge(old.host)
+        http01 = {}
+        for challenge in live.values():
+            if challenge.kind == "http-01":
+                http01[challenge.token] = challenge.key_authorization
+            elif challenge.kind == "tls-alpn-01" and challenge.token not in self._challenges:
+                try:
+                    certs.put_challenge(challenge.host, challenge.key_authorization)
+                except Exception:
+                    log.exception("cannot answer the tls-alpn-01 challenge for %s", challenge.host)
+        self._challenges = live
+        # One dict swapped in whole: visitors read it without a lock.
+        self.edge.acme_http01 = http01
 
     def _revoke(self, revocation: Revocation) -> None:
         self._revoked[revocation.token_id] = revocation

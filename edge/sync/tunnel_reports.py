@@ -20,9 +20,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bus.base import EDGE_REPORTS_STREAM, Bus
-from bus.events import EdgeState, EdgeStopped, LiveTunnel, TunnelDown, TunnelUp, encode
+from bus.events import (
+    EdgeState,
+    EdgeStopped,
+    LiveTunnel,
+    OrgUsage,
+    TunnelDown,
+    TunnelUp,
+    encode,
+)
 
 if TYPE_CHECKING:
+    from edge.link.agent_session import AgentSession
     from edge.routing.table import Tunnel
     from edge.server import Edge
 
@@ -93,11 +102,16 @@ class TunnelReporter:
         self.bus_down = False
         self.closed = False
         self.sent = 0  # reports the bus took
+        # Usage already reported, per live link: (bytes, streams opened); and what links
+        # that closed since the last EdgeState carried past that, per org.
+        self._counted: dict[str, tuple[int, int]] = {}
+        self._closed_usage: dict[str, list[int]] = {}
 
     def start(self) -> None:
         """Hook into the edge and send the first ``EdgeState`` (in the background)."""
         self.edge.on_tunnel_up = self.tunnel_up
         self.edge.on_tunnel_down = self.tunnel_down
+        self.edge.on_session_closed = self.session_closed
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
@@ -110,6 +124,8 @@ class TunnelReporter:
             edge.on_tunnel_up = None
         if edge.on_tunnel_down == self.tunnel_down:
             edge.on_tunnel_down = None
+        if edge.on_session_closed == self.session_closed:
+            edge.on_session_closed = None
         task = self._task
         self._task = None
         if task is not None:
@@ -141,6 +157,35 @@ class TunnelReporter:
         )
         self._enqueue(encode(report))
 
+    def session_closed(self, session: AgentSession) -> None:
+        """Keep what a closing link carried since it was last counted, for the next state."""
+        if session.identity is None:
+            return
+        done_bytes, done_streams = self._counted.pop(session.session_id, (0, 0))
+        usage = self._closed_usage.setdefault(session.identity.account, [0, 0])
+        usage[0] += session.bytes_in + session.bytes_out - done_bytes
+        usage[1] += session.mux.streams_opened - done_streams
+
+    def usage(self) -> list[OrgUsage]:
+        """Bytes and visitor connections per org since the previous call. A state the bus
+        does not take loses its share: usage is never counted twice, but may be missed."""
+        totals = self._closed_usage
+        self._closed_usage = {}
+        counted: dict[str, tuple[int, int]] = {}
+        for session in self.edge.sessions:
+            if session.identity is None:
+                continue
+            now = (session.bytes_in + session.bytes_out, session.mux.streams_opened)
+            done = self._counted.get(session.session_id, (0, 0))
+            counted[session.session_id] = now
+            usage = totals.setdefault(session.identity.account, [0, 0])
+            usage[0] += now[0] - done[0]
+            usage[1] += now[1] - done[1]
+        self._counted = counted
+        return [
+            OrgUsage(org=org, bytes=b, connections=c) for org, (b, c) in totals.items() if b or c
+        ]
+
     def _enqueue(self, payload: bytes) -> None:
         if len(self._queue) >= MAX_QUEUED:
             # The bus is far behind: one EdgeState says it all.
@@ -166,6 +211,7 @@ class TunnelReporter:
             tunnels=tunnels,
             version=EDGE_VERSION,
             draining=edge.draining,
+            usage=self.usage(),
         )
 
     async def _run(self) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from certs.alpn_challenge import ACME_TLS_ALPN
 from edge.pipeline import admit_connection
 from edge.tls.clienthello import ClientHello, ClientHelloError, ClientHelloReader, NotTLSError
 from edge.tls.terminator import TlsTerminator
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
     from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.tls")
+
+
+class _ChallengeAnswered(asyncio.Protocol):
+    """RFC 8737 3: a ClientHello offering only ``acme-tls/1`` for a host with a tls-alpn-01
+    challenge out got the challenge certificate (``CertStore.put_challenge``); after the
+    handshake the CA has its answer and the connection just ends."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 class PassthroughVisitor(SocketRelay):
@@ -149,11 +159,17 @@ class TlsVisitor(asyncio.Protocol):
             relay.start(transport, tunnel, first)
             return
         # Unrouted names get the edge's own certificate, not one made for whatever name a
-        # stranger sends (that would cost CPU per handshake), and then a 404 over TLS.
-        cert_name = name if name and tunnel is not None else edge.config.base_domain
+        # stranger sends (that would cost CPU per handshake), and then a 404 over TLS; a name
+        # with a stored certificate (ACME) gets that one even while no tunnel is up.
+        routed = tunnel is not None or (name and edge.certs.covers(name))
+        cert_name = name if name and routed else edge.config.base_domain
         context = edge.certs.context_for(cert_name)
+        if name and hello.alpn == (ACME_TLS_ALPN,):
+            context = edge.certs.challenge_context_for(name) or context
 
         def choose(alpn: str | None) -> asyncio.Protocol:
+            if alpn == ACME_TLS_ALPN:
+                return _ChallengeAnswered()
             if alpn == "h2":
                 from edge.visitors.h2_visitor import H2Visitor
 

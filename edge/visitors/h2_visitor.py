@@ -102,10 +102,6 @@ _BACKLOG: Final = 65535
 
 ABUSE_PERIOD: Final = 10.0  # seconds
 MAX_RESETS: Final = 200  # streams reset (by either side), refused or malformed per ABUSE_PERIOD
-# Streams opened per ABUSE_PERIOD: a thousand a second, past what a browser or an API client
-# asks of one connection, so a visitor that makes each stream cheap to itself (resets the
-# edge sends, requests that end at once) still cannot drive the local service without bound.
-MAX_STREAMS_OPENED: Final = 10_000
 MAX_IDLE_FRAMES: Final = 1000  # PING, SETTINGS, empty DATA, unknown frames per ABUSE_PERIOD
 
 # RFC 9113 8.2.2: connection-specific fields have no place in HTTP/2 (``field_problem``
@@ -389,7 +385,7 @@ class H2Visitor(asyncio.Protocol):
         self._goaway_sent = False
         self._last_stream = 0
         self._resets = _Rate(MAX_RESETS, ABUSE_PERIOD)
-        self._opened = _Rate(MAX_STREAMS_OPENED, ABUSE_PERIOD)
+        self._opened = _Rate(edge.config.limits.h2_streams_per_period, ABUSE_PERIOD)
         self._idle_frames = _Rate(MAX_IDLE_FRAMES, ABUSE_PERIOD)
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,7 +22,8 @@ TIMEOUT = 1.0
 
 
 class PostgresProxy:
-    """Forwards 127.0.0.1:<port> to the real server; ``mode`` is "open", "cut" or "frozen"."""
+    """Forwards 127.0.0.1:<port> to the real server (on TCP, or on the Unix socket of the
+    embedded PostgreSQL); ``mode`` is "open", "cut" or "frozen"."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -66,7 +67,12 @@ class PostgresProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            host, port = self.target
+            if host.startswith("/"):  # a socket folder, as libpq names it
+                socket_path = f"{host}/.s.PGSQL.{port}"
+                up_reader, up_writer = await asyncio.open_unix_connection(socket_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.transport.abort()
             return
@@ -90,7 +96,11 @@ class PostgresProxy:
 @pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[PostgresProxy]:
     parts = urlsplit(database_url)
-    proxy = PostgresProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    query = parse_qs(parts.query)
+    # libpq's host and port in the query (the embedded server's socket) win over the URL's.
+    host = query.get("host", [parts.hostname or "127.0.0.1"])[0]
+    port = int(query.get("port", [parts.port or 5432])[0])
+    proxy = PostgresProxy(host, port)
     await proxy.start()
     yield proxy
     await proxy.close()
@@ -101,7 +111,8 @@ def _through(database_url: str, port: int) -> str:
     netloc = (parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else "") + (
         f"127.0.0.1:{port}"
     )
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 async def _timed_get(api: Api, key: str) -> tuple[int, dict[str, object], float]:

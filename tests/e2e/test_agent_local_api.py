@@ -32,11 +32,11 @@ async def started(agent) -> LocalApi:  # type: ignore[no-untyped-def]
 
 async def test_api_tunnels_lists_each_public_url_as_ngrok_does(edge, agents, service):
     agent = await agents.start(
-        edge, TunnelSpec("http", "127.0.0.1", service.port, name="api", label="web")
+        edge, TunnelSpec("http", "127.0.0.1", service.port, name="myapi", label="web")
     )
     api = await started(agent)
     try:
-        assert (await get(edge.config.http_port, "api.localhost", "/hello")).status == 200
+        assert (await get(edge.config.http_port, "myapi.localhost", "/hello")).status == 200
         status, body = await local_get(api.address[1], "/api/tunnels")
         assert status == 200
         doc = json.loads(body)

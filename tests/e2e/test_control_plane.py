@@ -75,16 +75,21 @@ class Stack:
             assert resp.status == status, (resp.status, body)
             return body
 
-    async def sign_in_operator(self, email: str) -> None:
-        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
-        for ``operator_call`` until its cookies are cleared."""
+    async def _sign_up_and_in(self, email: str) -> dict[str, Any]:
+        """Sign ``email`` up (202, alike for new and known emails), then in; ``/v1/me``."""
         credentials = {"email": email, "password": PASSWORD}
         async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
             assert resp.status == 202, await resp.text()
         async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
             assert resp.status == 200, await resp.text()
         async with self.http.get(self.control.url + "/v1/me") as resp:
-            user_id = (await resp.json())["user"]["id"]
+            me: dict[str, Any] = await resp.json()
+        return me
+
+    async def sign_in_operator(self, email: str) -> None:
+        """Sign ``email`` up as an operator of the installation; ``http`` keeps the login
+        for ``operator_call`` until its cookies are cleared."""
+        user_id = (await self._sign_up_and_in(email))["user"]["id"]
         assert self.control.runner is not None
         await self.control.runner.app[DB].execute(
             "UPDATE users SET is_admin = true WHERE id = %s", (user_id,)
@@ -100,13 +105,7 @@ class Stack:
 
     async def signup(self, email: str) -> dict[str, Any]:
         """A user with their own org, and an admin API key for it."""
-        credentials = {"email": email, "password": PASSWORD}
-        async with self.http.post(self.control.url + "/v1/signup", json=credentials) as resp:
-            assert resp.status == 202, await resp.text()
-        async with self.http.post(self.control.url + "/v1/login", json=credentials) as resp:
-            assert resp.status == 200, await resp.text()
-        async with self.http.get(self.control.url + "/v1/me") as resp:
-            me = await resp.json()
+        me = await self._sign_up_and_in(email)
         user: dict[str, Any] = {"user": me["user"], "org": me["orgs"][0]}
         async with self.http.post(
             self.control.url + "/v1/api-keys", json={}, headers={"X-Requested-With": "t"}
@@ -156,14 +155,14 @@ async def test_signup_token_bind_refuse_revoke(
 ) -> None:
     acme = await stack.signup("owner@acme.example")
     globex = await stack.signup("owner@globex.example")
-    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "shop"})
+    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "acmeshop"})
     acme_token = await stack.call("POST", "/v1/tokens", acme["key"], status=201, json={})
     globex_token = await stack.call("POST", "/v1/tokens", globex["key"], status=201, json={})
 
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="shop")
+    spec = TunnelSpec("http", "127.0.0.1", service.port, name="acmeshop")
     agent = await agents.start(stack.edge, spec, token=acme_token["token"])
-    assert agent.tunnels[0].url.startswith("http://shop.tunnels.test")
-    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    assert agent.tunnels[0].url.startswith("http://acmeshop.tunnels.test")
+    resp = await get(stack.edge.config.http_port, "acmeshop.tunnels.test", "/hello")
     assert resp.status == 200
 
     # Another org's agent is refused the name, with a reason its user can act on.
@@ -181,7 +180,7 @@ async def test_signup_token_bind_refuse_revoke(
             break
         await asyncio.sleep(0.05)
     rows = await listed(acme["key"])
-    assert [r["hostname"] for r in rows] == ["shop.tunnels.test"]
+    assert [r["hostname"] for r in rows] == ["acmeshop.tunnels.test"]
     assert rows[0]["edge_id"] == stack.edge.config.edge_id
     assert await listed(globex["key"]) == []
     async with stack.http.get(stack.control.url + "/metrics") as resp:
@@ -200,7 +199,7 @@ async def test_signup_token_bind_refuse_revoke(
     await wait_for(running.done, timeout=5, what="revoked agent to stop")
     with pytest.raises(AgentRefused, match="revoked"):
         running.result()
-    resp = await get(stack.edge.config.http_port, "shop.tunnels.test", "/hello")
+    resp = await get(stack.edge.config.http_port, "acmeshop.tunnels.test", "/hello")
     assert resp.status == 404
     again = await agents.start(stack.edge, spec, token=acme_token["token"], wait=False)
     task = agents.running[-1][1]

@@ -25,7 +25,6 @@ from hyperframe.frame import DataFrame, WindowUpdateFrame
 from agent.tunnels import TunnelSpec
 from edge.config import Limits
 from edge.server import Edge
-from edge.visitors import h2_visitor
 from edge.visitors.h2_visitor import MAX_RESETS, H2Visitor
 from proto.mux import DEFAULT_MAX_WINDOW
 from tests.e2e import test_tls
@@ -295,15 +294,22 @@ async def test_resets_the_edge_is_made_to_send_are_counted(edge, recorder, misst
     assert edge.metrics.refusals["h2_abuse"] == 1
 
 
-async def test_streams_opened_per_period_are_bounded(edge, recorder, monkeypatch):
-    monkeypatch.setattr(h2_visitor, "MAX_STREAMS_OPENED", 50, raising=False)
-    async with H2Client(edge.config.http_port, "rec.localhost") as c:
-        for _ in range(49):
-            assert (await c.request("GET", "/")).status == 200
-        for _ in range(5):
-            c.start("GET", "/")
-        assert await c.wait_closed(5) == ErrorCodes.ENHANCE_YOUR_CALM
-    assert len(recorder.heads) <= 50
+async def test_streams_opened_per_period_are_bounded(agents):
+    edge = await start_edge(edge_config(limits=Limits(h2_streams_per_period=50)))
+    recorder = RecordingService()
+    await recorder.start()
+    try:
+        await agents.start(edge, TunnelSpec("http", "127.0.0.1", recorder.port, name="rec"))
+        async with H2Client(edge.config.http_port, "rec.localhost") as c:
+            for _ in range(49):
+                assert (await c.request("GET", "/")).status == 200
+            for _ in range(5):
+                c.start("GET", "/")
+            assert await c.wait_closed(5) == ErrorCodes.ENHANCE_YOUR_CALM
+        assert len(recorder.heads) <= 50
+    finally:
+        await recorder.stop()
+        await edge.shutdown(drain=0.5)
 
 
 # -- 5. visitors that stop reading ---------------------------------------------------------

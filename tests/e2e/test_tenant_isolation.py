@@ -450,7 +450,10 @@ async def test_an_operator_suspends_an_org_and_disables_a_user_at_the_edge(
     )
     assert "suspended" in await refused(task_of(agents, again), 10.0)
     await platform.operator_call("PATCH", org_path, json={"suspended": False})
-    await wait_for(lambda: not platform.edge.ownership.suspended, 10.0, "the suspension to lift")
+    acme_org = acme["org"]["id"]
+    await wait_for(
+        lambda: acme_org not in platform.edge.ownership.suspended, 10.0, "the suspension to lift"
+    )
     back = await agents.start(platform.edge, http(service, "acme-s"), token=acme_token["token"])
     assert back.tunnels[0].url
 

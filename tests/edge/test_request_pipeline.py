@@ -237,6 +237,20 @@ async def test_an_acme_responder_answers_before_routing_and_policy(
     assert read_response(transport.written)[0].status_code == 403
 
 
+async def test_every_edge_answers_the_http01_challenges_control_sent_it(
+    edge: Edge, agent: FakeAgent
+) -> None:
+    agent.session.request_filters, _ = filters_for(VisitorPolicy(ip_deny=["0.0.0.0/0"]))
+    edge.acme_http01["tok2"] = "tok2.thumb"
+    _, transport = visit(edge, get("app.localhost", "/.well-known/acme-challenge/tok2"))
+    response, body = read_response(transport.written)
+    assert (response.status_code, body) == (200, b"tok2.thumb")
+    assert header(response, b"content-type") == b"text/plain"
+    # A token the edge was not given is routed, and the tunnel's policy applies.
+    _, transport = visit(edge, get("app.localhost", "/.well-known/acme-challenge/other"))
+    assert read_response(transport.written)[0].status_code == 403
+
+
 async def test_the_link_path_without_a_websocket_upgrade_is_an_ordinary_request(
     edge: Edge, agent: FakeAgent
 ) -> None:
