@@ -2,7 +2,7 @@
 """Set up and run Burrow from a checkout with nothing but Python 3.11+.
 
     python3 run.py dev [burrowd dev flags]   start Burrow locally with a demo tunnel
-    python3 run.py test [pytest flags]       lint, type-check and run the whole test suite
+    python3 run.py test [pytest flags]       lint, type-check, check package layers, run the tests
     python3 run.py bench [bench flags]       the load-test harness (python -m bench)
     python3 run.py burrow http 3000          the agent, as .venv/bin/burrow would run it
 
@@ -101,6 +101,9 @@ def run(argv: list[str]) -> int:
             return 1
         _say("mypy")
         if subprocess.run([BIN / "mypy"]).returncode:
+            return 1
+        _say("lint-imports (package layers, setup.cfg [importlinter])")
+        if subprocess.run([BIN / "lint-imports", "--no-cache"]).returncode:
             return 1
         compiled = ensure_compiled()
         _say("pytest" + (", data path compiled" if compiled else ""))

@@ -32,6 +32,7 @@ from agent.tunnels import (
     TunnelState,
     bind_refusal_is_transient,
 )
+from proto.constants import AGENT_ALPN
 from proto.messages import BindFailed, Bound, GoAway
 from relay.websocket import WebSocketShell
 
@@ -351,7 +352,7 @@ def _session_refused(reason: str) -> AgentRefused:
     return AgentRefused(reason, f"the edge refused this agent: {reason}")
 
 
-LINK_ALPN = "burrow/1"
+LINK_ALPN = AGENT_ALPN
 
 
 def link_tls_context(ca_file: str | None = None, *, websocket: bool = False) -> ssl.SSLContext:

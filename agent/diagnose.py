@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.token_view import UnreadableToken, read_token
+from proto.constants import AGENT_ALPN
 
 # Further apart than this and token expiry and TLS validity checks start to disagree.
 MAX_SKEW_SECONDS = 30.0
@@ -86,7 +87,7 @@ class Diagnosis:
     async def run(self) -> list[Check]:
         t = self.target
         if await self._resolve(t.host):
-            await self._reach("agent port", t.host, t.port, alpn="burrow/1", tls=not t.plaintext)
+            await self._reach("agent port", t.host, t.port, alpn=AGENT_ALPN, tls=not t.plaintext)
         wss = bool(t.wss_port) and not t.plaintext
         if wss and (t.wss_host == t.host or await self._resolve(t.wss_host, "dns (wss)")):
             await self._reach("wss", t.wss_host, t.wss_port, alpn="http/1.1", tls=True)

@@ -60,8 +60,8 @@ async def _origin(args: argparse.Namespace) -> int:
 
 
 async def _edge(args: argparse.Namespace) -> int:
-    from edge.auth import StaticTokens
     from edge.config import EdgeConfig
+    from edge.link.auth import StaticTokens
     from edge.server import Edge
 
     # tcp_ports (0, 0): a TCP tunnel gets any free port, so runs never collide on one.

@@ -109,8 +109,8 @@ class EdgeReporter:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from edge.auth import StaticTokens
     from edge.config import EdgeConfig, Limits
+    from edge.link.auth import StaticTokens
     from edge.server import Edge
 
     limits = Limits()

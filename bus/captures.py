@@ -9,7 +9,7 @@ waits on the bus (a full queue drops and counts). The inspector worker
 and stores the records in PostgreSQL, idempotently on ``CaptureRecord.id``.
 
 Replay: control publishes ``ReplayRequest`` on ``replay_channel(edge_id)`` of the edge that
-holds the tunnel; that edge (``edge.replay``) sends the request through the same tunnel and
+holds the tunnel; that edge (``edge.sync.replay``) sends the request through the same tunnel and
 publishes ``ReplayResult`` on the ``reply_channel`` the request names, with the same
 ``correlation_id``. Control stores the result as a new capture with ``replay_of`` set.
 

@@ -7,17 +7,18 @@ import asyncio
 import logging
 import os
 import signal
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from billing.settings import BillingSettings
 from certs.config import AcmeSettings, CertsConfig, Dns01Settings, directory_url
-from control.app import create_app, database_dsn
 from control.config import ControlConfig
-from control.db import Database, DatabaseUnavailable
-from control.embedded_db import EmbeddedPostgresError
-from control.migrate import migrate
 from control.workers import WORKERS
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# The runners import aiohttp and the database layer when they run: ``burrowd edge`` builds
+# this module's flags too, and should not load what only control uses.
 
 log = logging.getLogger("burrow.control")
 
@@ -192,6 +193,11 @@ def certs_config_from_args(args: argparse.Namespace) -> CertsConfig:
 
 
 async def run_migrate(args: argparse.Namespace) -> int:
+    from control.app import database_dsn
+    from control.db import Database, DatabaseUnavailable
+    from control.embedded_db import EmbeddedPostgresError
+    from control.migrate import migrate
+
     config = config_from_args(args)
     try:
         db = await Database.connect(await database_dsn(config), maxsize=1)
@@ -207,6 +213,8 @@ async def run_migrate(args: argparse.Namespace) -> int:
 
 
 async def run_control(args: argparse.Namespace) -> int:
+    from control.app import create_app
+
     config = config_from_args(args)
     if not config.edge_keys:
         log.warning("BURROW_EDGE_KEYS is unset: no edge can fetch routing state")
@@ -217,6 +225,8 @@ async def run_control(args: argparse.Namespace) -> int:
 
 async def run_worker(args: argparse.Namespace) -> int:
     """``burrowd worker NAME``: the control app's resources and one worker, no API."""
+    from control.app import create_app
+
     app = create_app(config_from_args(args), workers=[args.name], api=False)
     return await _serve(
         app, args.listen, f"worker {args.name}: /healthz and /metrics on http://{{}}"
@@ -226,6 +236,11 @@ async def run_worker(args: argparse.Namespace) -> int:
 async def _serve(app: web.Application, listen: str, banner: str) -> int:
     """Set ``app`` up, listen on ``listen`` (HOST:PORT; empty: no listener), and run until
     SIGINT or SIGTERM. ``banner``: printed with the bound address once listening."""
+    from aiohttp import web
+
+    from control.db import DatabaseUnavailable
+    from control.embedded_db import EmbeddedPostgresError
+
     runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()

@@ -18,6 +18,7 @@ from billing.settings import BillingSettings
 from bus.base import Bus
 from bus.events import EdgeCert, RoutingSnapshot
 from certs.records import edge_certificate
+from contracts.token_format import TokenClaims
 from control.app import create_app
 from control.config import ControlConfig
 from control.db import json_param
@@ -26,7 +27,6 @@ from control.keys import BOX, DB, OUTBOX, PASSWORDS, SIGNING
 from control.store import accounts
 from control.token_signing import issue_token
 from control.workers import WORKERS
-from edge.token_format import TokenClaims
 
 DEV_EMAIL = "dev@burrow.localhost"
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bus.events import VerifyKey
-from edge.token_format import TokenClaims, b64url_encode, encode_claims, signed_text, valid_kid
+from contracts.token_format import TokenClaims, b64url_encode, encode_claims, signed_text, valid_kid
 
 _RAW = serialization.Encoding.Raw
 
@@ -67,7 +67,7 @@ def new_kid() -> str:
 
 
 def issue_token(claims: TokenClaims, key: SigningKey) -> str:
-    """The authtoken text for ``claims``, signed with ``key`` (format: ``edge.token_format``)."""
+    """The authtoken text for ``claims``, signed with ``key`` (``contracts.token_format``)."""
     head = signed_text(key.kid, b64url_encode(encode_claims(claims)))
     return f"{head}.{b64url_encode(key.sign(head.encode('ascii')))}"
 

@@ -17,9 +17,10 @@ import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("burrow.control.workers")
 
@@ -34,7 +35,7 @@ class Worker(Protocol):
     async def run(self) -> None: ...
 
 
-WorkerFactory = Callable[[web.Application], Worker]
+WorkerFactory = Callable[["web.Application"], Worker]
 
 # Worker name -> "module:factory", the factory taking the control app. Filled in as workers
 # are written; the names are what `burrowd worker NAME` accepts.

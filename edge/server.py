@@ -9,22 +9,24 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
 
 from certs.selfsigned import LocalCA
 from certs.store import DEFAULT_ALPN, CertStore
 from compiled import finder
-from edge.admin import AdminConnection
-from edge.agent_session import AgentInstances, AgentSession
-from edge.auth import Authenticator
+from edge.admin.listener import AdminConnection
+from edge.admin.metrics import EdgeMetrics, EdgeState
 from edge.config import EdgeConfig
-from edge.http_visitor import HttpVisitor
+from edge.context import EdgeContext
+from edge.link.agent_session import AgentInstances, AgentSession
+from edge.link.auth import Authenticator
 from edge.listen import Listener, format_hosts, listen
-from edge.metrics import EdgeMetrics, EdgeState
-from edge.ownership import HostOwnership, check_token_tls_mode
-from edge.routing import BindError, RouteTable, Tunnel
-from edge.tcp_visitor import TcpVisitor
-from edge.tls.listener import AGENT_ALPN, TlsVisitor
+from edge.pipeline import ACME_CHALLENGE, acme_http01_handler, default_special_paths
+from edge.routing.ownership import HostOwnership, check_token_tls_mode
+from edge.routing.table import BindError, RouteTable, Tunnel
+from edge.tls.listener import TlsVisitor
+from edge.visitors.http_visitor import HttpVisitor
+from edge.visitors.tcp_visitor import TcpVisitor
+from proto.constants import AGENT_ALPN
 from proto.messages import Bind, BindFailed, Bound
 
 log = logging.getLogger("burrow.edge")
@@ -38,7 +40,7 @@ class Edge:
         ownership: HostOwnership | None = None,
     ) -> None:
         """``ownership``: reserved names and custom domains from control (kept current by
-        ``edge.control_sync.RoutingSync``); none: every free name is anyone's, as without
+        ``edge.sync.control_sync.RoutingSync``); none: every free name is anyone's, as without
         a control plane."""
         self.config = config
         self.authenticator = authenticator
@@ -50,7 +52,7 @@ class Edge:
             reserved=self.ownership.is_reserved,
             alias=self.ownership.alias_route,
         )
-        # Told of every tunnel installed and released (``edge.tunnel_reports``); they must
+        # Told of every tunnel installed and released (``edge.sync.tunnel_reports``); they must
         # return at once and never raise.
         self.on_tunnel_up: Callable[[Tunnel], None] | None = None
         self.on_tunnel_down: Callable[[Tunnel], None] | None = None
@@ -63,9 +65,7 @@ class Edge:
         self.org_tunnels: dict[str, int] = {}
         self.org_sessions: dict[str, list[AgentSession]] = {}
         self.sessions: set[AgentSession] = set()
-        self.visitors: set[Any] = set()
         self.tcp_listeners: dict[int, Listener] = {}
-        self.draining = False
         self.listening = False  # every visitor and agent listener is up
         self.started = time.time()
         self._servers: list[Listener] = []
@@ -79,6 +79,23 @@ class Edge:
         self.acme_http01: dict[str, str] = {}
         for cert_file, key_file in config.tls_files:
             self.certs.load_files(cert_file, key_file)
+        # All a visitor connection sees of this edge.
+        self.context = EdgeContext(
+            config,
+            self.metrics,
+            self.routes,
+            self.certs,
+            default_special_paths(config.agent_tls),
+            lambda: AgentSession(self),
+        )
+        self.visitors = self.context.visitors
+        self.context.special_paths.add(
+            ACME_CHALLENGE, acme_http01_handler(lambda: self.acme_http01)
+        )
+
+    @property
+    def draining(self) -> bool:
+        return self.context.draining
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -89,6 +106,7 @@ class Edge:
 
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
+        self.context.bind_loop(loop)
         cfg = self.config
         if cfg.admin_port is not None:
             # First, so /healthz answers (and /readyz says "starting") while the rest opens.
@@ -120,7 +138,7 @@ class Edge:
         loop = self.loop
         cfg = self.config
         http = await listen(
-            loop, lambda: HttpVisitor(self), cfg.http_host, cfg.http_port, backlog=2048
+            loop, lambda: HttpVisitor(self.context), cfg.http_host, cfg.http_port, backlog=2048
         )
         self._servers = [http]
         agents = await listen(
@@ -140,7 +158,7 @@ class Edge:
         cfg.agent_port = agents.port
         if cfg.https_port is not None:
             https = await listen(
-                loop, lambda: TlsVisitor(self), cfg.https_host, cfg.https_port, backlog=2048
+                loop, lambda: TlsVisitor(self.context), cfg.https_host, cfg.https_port, backlog=2048
             )
             self._servers.append(https)
             cfg.https_port = https.port
@@ -183,21 +201,17 @@ class Edge:
         """Stop accepting, tell agents to go away, let open requests finish up to ``drain``
         seconds, then close everything."""
         drain = self.config.drain_seconds if drain is None else drain
-        self.draining = True
+        self.context.draining = True
         log.info("edge %s: draining for up to %gs", self.config.edge_id, drain)
         for server in [*self._servers, *self.tcp_listeners.values()]:
             server.close()
         for session in list(self.sessions):
             session.go_away("the edge is shutting down", drain)
-        for visitor in list(self.visitors):
-            if getattr(visitor, "phase", None) == 0:
-                visitor.close()  # idle keep-alive connections have nothing to finish
+        self.visitors.close_idle()  # idle keep-alive connections have nothing to finish
         deadline = time.monotonic() + drain
         while self.visitors and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
             await asyncio.sleep(0.05)
-        for visitor in list(self.visitors):
-            if visitor.transport is not None:
-                visitor.transport.abort()
+        self.visitors.abort_all()
         for session in list(self.sessions):
             session.close()
         await asyncio.sleep(0)
@@ -405,7 +419,9 @@ class Edge:
         if port and port in self.tcp_listeners:
             return port
         try:
-            server = await listen(self.loop, lambda: TcpVisitor(self), self.config.tcp_host, port)
+            server = await listen(
+                self.loop, lambda: TcpVisitor(self.context), self.config.tcp_host, port
+            )
         except OSError:
             return 0
         port = server.port

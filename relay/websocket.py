@@ -22,9 +22,10 @@ import wsproto
 import wsproto.events as ws
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from proto.constants import LINK_PATH
+
 log = logging.getLogger("burrow.link.ws")
 
-LINK_PATH = "/_burrow/link"
 SUBPROTOCOL = "burrow.link.v1"
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from billing.plans import require_room
 from bus.events import DomainRoute, DomainSet, NameClaim, NameRemoved, NameSet
+from contracts.token_format import installation_name
 from control import principals
 from control.api import tunnels
 from control.bodies import read_json, to_json, to_json_status
@@ -26,7 +27,6 @@ from control.openapi import describe
 from control.principals import Principal
 from control.routing_outbox import domain_route
 from control.store.accounts import audit
-from edge.token_format import installation_name
 
 routes = web.RouteTableDef()
 

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from billing.plans import require_room
 from bus.events import TokenRevoked
+from contracts.basic_auth import hash_basic_password
+from contracts.token_format import TokenClaims, encode_claims, installation_name
 from control import principals
 from control.api.accounts import _name
 from control.bodies import read_json, to_json, to_json_status
@@ -25,8 +27,6 @@ from control.routing_outbox import revocation
 from control.store.accounts import audit
 from control.throttle import THROTTLE
 from control.token_signing import issue_token
-from edge.auth import hash_basic_password
-from edge.token_format import TokenClaims, encode_claims, installation_name
 
 routes = web.RouteTableDef()
 
@@ -98,7 +98,7 @@ def agent_hostname(config: ControlConfig) -> str:
 
 def host_refusal(host: str, base: str, agent_host: str, names: set[str], domains: set[str]) -> str:
     """Why the org with reserved ``names`` and custom ``domains`` may not put ``host`` in a
-    token, or "": the rule the edge applies at bind (``edge.ownership``), told up front."""
+    token, or "": the rule the edge applies at bind (``edge.routing.ownership``), told up front."""
     if installation_name(host, base, agent_host):
         return "it is a name this Burrow installation uses itself"
     bare = host[2:] if host.startswith("*.") else host

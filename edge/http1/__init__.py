@@ -10,19 +10,16 @@ is installed. All of them pass the same tests.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Final, Protocol
 
 from edge.http1.events import Event, Headers, RequestHead, ResponseHead
-from edge.http1.h11_impl import H11OriginConnection, H11VisitorConnection
 from edge.http1.native import NativeOriginConnection, NativeVisitorConnection
 
-try:
-    from edge.http1.httptools_impl import HttptoolsOriginConnection, HttptoolsVisitorConnection
-except ImportError:  # httptools is the optional "fast" extra
-    HAVE_HTTPTOOLS = False
-else:
-    HAVE_HTTPTOOLS = True
+# The other implementations are imported when chosen: an edge on the default loads neither
+# h11's connection machinery nor llhttp. httptools is the optional "fast" extra.
+HAVE_HTTPTOOLS: Final = importlib.util.find_spec("httptools") is not None
 
 
 class VisitorConnection(Protocol):
@@ -103,15 +100,23 @@ if implementation not in IMPLEMENTATIONS:
 
 def visitor_connection(max_header_bytes: int) -> VisitorConnection:
     if implementation == "httptools":
+        from edge.http1.httptools_impl import HttptoolsVisitorConnection
+
         return HttptoolsVisitorConnection(max_header_bytes)
     if implementation == "h11":
+        from edge.http1.h11_impl import H11VisitorConnection
+
         return H11VisitorConnection(max_header_bytes)
     return NativeVisitorConnection(max_header_bytes)
 
 
 def origin_connection(max_header_bytes: int = 64 * 1024) -> OriginConnection:
     if implementation == "httptools":
+        from edge.http1.httptools_impl import HttptoolsOriginConnection
+
         return HttptoolsOriginConnection(max_header_bytes)
     if implementation == "h11":
+        from edge.http1.h11_impl import H11OriginConnection
+
         return H11OriginConnection(max_header_bytes)
     return NativeOriginConnection(max_header_bytes)

@@ -10,7 +10,7 @@ has the server name and ALPN list (bounded in size and by the header timeout), a
   so agents can reach the edge on 443 alone).
 
 A host is served in one mode only: routing refuses a passthrough host on the terminated and
-plain paths (``edge.forwarding.route``), and a terminate host never reaches the raw relay.
+plain paths (``edge.visitors.forwarding.route``), and a terminate host never reaches the raw relay.
 """
 
 from __future__ import annotations
@@ -20,21 +20,19 @@ import logging
 from typing import TYPE_CHECKING
 
 from certs.alpn_challenge import ACME_TLS_ALPN
-from edge.agent_session import StreamUnavailable
-from edge.pages import error_page
+from edge.pipeline import admit_connection
 from edge.tls.clienthello import ClientHello, ClientHelloError, ClientHelloReader, NotTLSError
 from edge.tls.terminator import TlsTerminator
-from edge.visitor_policy import OPEN
+from edge.visitors.pages import error_page
+from proto.constants import AGENT_ALPN
 from relay.session import set_nodelay
 from relay.stream import SocketRelay
 
 if TYPE_CHECKING:
-    from edge.routing import Tunnel
-    from edge.server import Edge
+    from edge.context import EdgeContext
+    from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.tls")
-
-AGENT_ALPN = "burrow/1"
 
 
 class _ChallengeAnswered(asyncio.Protocol):
@@ -50,28 +48,22 @@ class PassthroughVisitor(SocketRelay):
     """A TLS connection relayed untouched to a passthrough tunnel's agent."""
 
     __slots__ = ("edge",)
+    idle = False  # a raw pipe: closing it would cut what it carries
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: EdgeContext) -> None:
         super().__init__(None)
         self.edge = edge
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def start(self, transport: asyncio.Transport, tunnel: Tunnel, first: bytes) -> bool:
         self.connection_made(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
-        policy = tunnel.session.policy
-        if policy is not OPEN and not policy.allows(peer[0]):
-            # The TLS is the local service's: no page can be shown, the connection just ends.
-            self.edge.metrics.refused("ip_denied")
-            log.debug("passthrough visitor %s: address not allowed", peer[0])
-            self.done = True
-            transport.close()
-            return False
-        try:
-            self.stream_id = tunnel.session.open_visitor_stream(
-                tunnel, "tls", (peer[0], peer[1]), self
-            )
-        except StreamUnavailable as exc:
-            log.info("passthrough visitor refused: %s", exc.detail)
+        # The TLS is the local service's: a refused visitor gets no page, the connection ends.
+        self.stream_id = admit_connection(self.edge, tunnel, "tls", (peer[0], peer[1]), self)
+        if not self.stream_id:
             self.done = True
             transport.close()
             return False
@@ -88,7 +80,7 @@ class PassthroughVisitor(SocketRelay):
 class TlsVisitor(asyncio.Protocol):
     __slots__ = ("_timer", "edge", "hello", "phase", "reader", "transport")
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: EdgeContext) -> None:
         self.edge = edge
         self.reader = ClientHelloReader()
         self.transport: asyncio.Transport | None = None
@@ -103,6 +95,11 @@ class TlsVisitor(asyncio.Protocol):
         self._timer = self.edge.loop.call_later(
             self.edge.config.limits.header_timeout, self._too_slow
         )
+
+    @property
+    def idle(self) -> bool:
+        """The ClientHello has not come: a draining edge may close it."""
+        return self.phase == 0
 
     def _too_slow(self) -> None:
         self._timer = None
@@ -174,14 +171,12 @@ class TlsVisitor(asyncio.Protocol):
             if alpn == ACME_TLS_ALPN:
                 return _ChallengeAnswered()
             if alpn == "h2":
-                from edge.h2_visitor import H2Visitor
+                from edge.visitors.h2_visitor import H2Visitor
 
                 return H2Visitor(edge, "https")
             if alpn == AGENT_ALPN:
-                from edge.agent_session import AgentSession
-
-                return AgentSession(edge)
-            from edge.http_visitor import HttpVisitor
+                return edge.open_agent_link()
+            from edge.visitors.http_visitor import HttpVisitor
 
             return HttpVisitor(edge, "https")
 

@@ -11,8 +11,8 @@ import pytest
 
 from agent.tunnels import TunnelSpec
 from bus.memory import MemoryBus
+from contracts.token_format import TokenClaims
 from control.token_signing import issue_token
-from edge.token_format import TokenClaims
 from tests.e2e.conftest import AgentRunner, agents, service, wait_for
 from tests.e2e.origin import LocalService
 from tests.e2e.test_routing_sync import KEY, HeldSnapshot, Stack, control_state

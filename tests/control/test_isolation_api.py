@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from bus.events import EdgeState, EdgeStopped, LiveTunnel, RoutingSnapshot, snapshot_decoder
 from control.edge_reports import apply_report
 from control.keys import DB
-from edge.auth import AuthError
-from edge.token_auth import SignedTokens
+from edge.link.auth import AuthError
+from edge.link.token_auth import SignedTokens
 from tests.control.conftest import Api
 from tests.control.test_admin_api import as_user, operator
 

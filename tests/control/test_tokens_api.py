@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from bus.events import RoutingSnapshot, snapshot_decoder
+from contracts.basic_auth import check_basic_password
 from control.keys import SIGNING
-from edge.auth import AuthError, check_basic_password
-from edge.token_auth import SignedTokens
+from edge.link.auth import AuthError
+from edge.link.token_auth import SignedTokens
 from tests.control.conftest import Api
 
 EDGE = {"Authorization": "Bearer edge-key-1"}

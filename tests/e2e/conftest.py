@@ -8,8 +8,8 @@ import pytest
 
 from agent.client import Agent
 from agent.tunnels import TunnelSpec
-from edge.auth import StaticTokens
 from edge.config import EdgeConfig, Limits
+from edge.link.auth import StaticTokens
 from edge.server import Edge
 from tests.e2e.origin import LocalService
 

@@ -31,9 +31,9 @@ from certs.records import fingerprint
 from certs.worker import CertsWorker
 from control.app import create_app
 from control.keys import DB
-from edge.control_sync import HttpSnapshotSource, RoutingSync
+from edge.link.token_auth import SignedTokens
 from edge.server import Edge
-from edge.token_auth import SignedTokens
+from edge.sync.control_sync import HttpSnapshotSource, RoutingSync
 from tests.certs.pebble import Pebble
 from tests.e2e.conftest import AgentRunner, edge_config, wait_for
 from tests.e2e.origin import LocalService

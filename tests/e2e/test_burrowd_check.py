@@ -33,7 +33,7 @@ async def _check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "edge.cli",
+        "composition.cli",
         "--config",
         str(path),
         "check",

@@ -147,7 +147,7 @@ async def test_dev_edge_demo_and_agent_without_flags(tmp_path, service, database
     children: list[Child] = []
     try:
         dev = await Child.start(
-            tmp_path, "burrowd", "-m", "edge.cli", "dev",
+            tmp_path, "burrowd", "-m", "composition.cli", "dev",
             "--http", f"127.0.0.1:{http_port}", "--agents", f"127.0.0.1:{agent_port}",
             "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--control", "127.0.0.1:0",
             "--drain", str(DRAIN), env=dev_env(database_url),
@@ -207,7 +207,7 @@ async def test_agent_reports_reconnecting_after_the_edge_drains_and_exits(
     visitor = Visitor(http_port, "slow.localhost")
     try:
         dev = await Child.start(
-            tmp_path, "burrowd", "-m", "edge.cli", "dev", "--no-demo",
+            tmp_path, "burrowd", "-m", "composition.cli", "dev", "--no-demo",
             "--http", f"127.0.0.1:{http_port}", "--agents", f"127.0.0.1:{agent_port}",
             "--https", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--control", "127.0.0.1:0",
             "--drain", str(DRAIN), env=dev_env(database_url),

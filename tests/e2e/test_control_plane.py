@@ -20,10 +20,10 @@ from agent.tunnels import TunnelSpec
 from bus.redis_bus import RedisBus
 from control.app import create_app
 from control.keys import DB
-from edge.control_sync import HttpSnapshotSource, RoutingSync
+from edge.link.token_auth import SignedTokens
 from edge.server import Edge
-from edge.token_auth import SignedTokens
-from edge.tunnel_reports import TunnelReporter
+from edge.sync.control_sync import HttpSnapshotSource, RoutingSync
+from edge.sync.tunnel_reports import TunnelReporter
 from tests.control.conftest import PASSWORD, control_config
 from tests.e2e.client import get
 from tests.e2e.conftest import AgentRunner, edge_config, wait_for

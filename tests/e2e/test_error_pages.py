@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from edge.pages import detail_html, error_page
+from edge.visitors.pages import detail_html, error_page
 from tests.e2e.client import get
 from tests.e2e.test_http2 import H2Client
 

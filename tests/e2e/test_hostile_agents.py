@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from edge.exchange import MAX_INFORMATIONAL
+from edge.visitors.exchange import MAX_INFORMATIONAL
 from proto.messages import Bind, Bound, StreamOpen, Welcome
 from tests.e2e.conftest import TOKEN, edge_config, edge_held_bytes, start_edge, wait_for
 from tests.e2e.test_http2 import H2Client

@@ -24,8 +24,8 @@ from hyperframe.frame import DataFrame, WindowUpdateFrame
 
 from agent.tunnels import TunnelSpec
 from edge.config import Limits
-from edge.h2_visitor import MAX_RESETS, H2Visitor
 from edge.server import Edge
+from edge.visitors.h2_visitor import MAX_RESETS, H2Visitor
 from proto.mux import DEFAULT_MAX_WINDOW
 from tests.e2e import test_tls
 from tests.e2e.client import raw_exchange

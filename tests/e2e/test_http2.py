@@ -23,7 +23,7 @@ from h2.errors import ErrorCodes
 
 from agent.tunnels import TunnelSpec
 from edge.config import Limits
-from edge.h2_visitor import H2Visitor
+from edge.visitors.h2_visitor import H2Visitor
 from tests.e2e.conftest import edge_config, start_edge, wait_for
 from tests.e2e.origin import pattern_bytes
 

@@ -32,13 +32,13 @@ from bus.events import (
 )
 from bus.memory import MemoryBus
 from bus.redis_bus import RedisBus
+from contracts.token_format import TokenClaims
 from control.token_signing import SigningKey, issue_token
-from edge.control_sync import HttpSnapshotSource, RoutingSync, SnapshotUnavailable
-from edge.ownership import HostOwnership
+from edge.link.token_auth import SignedTokens
+from edge.routing.ownership import HostOwnership
 from edge.server import Edge
-from edge.token_auth import SignedTokens
-from edge.token_format import TokenClaims
-from edge.tunnel_reports import TunnelReporter
+from edge.sync.control_sync import HttpSnapshotSource, RoutingSync, SnapshotUnavailable
+from edge.sync.tunnel_reports import TunnelReporter
 from tests.e2e.client import get
 from tests.e2e.conftest import AgentRunner, edge_config, start_edge, wait_for
 from tests.e2e.origin import LocalService

@@ -26,7 +26,7 @@ from bus.events import (
 )
 from bus.memory import MemoryBus
 from control.token_signing import SigningKey
-from edge.control_sync import HttpSnapshotSource, read_cache
+from edge.sync.control_sync import HttpSnapshotSource, read_cache
 from tests.e2e.conftest import AgentRunner, wait_for
 from tests.e2e.origin import LocalService
 from tests.e2e.test_routing_sync import (

@@ -19,10 +19,10 @@ from bus.events import (
     OrgSuspended,
 )
 from bus.memory import MemoryBus
+from contracts.token_format import TokenClaims
 from control.token_signing import SigningKey, issue_token
 from edge.config import Limits
 from edge.server import Edge
-from edge.token_format import TokenClaims
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import Bind, BindFailed, Bound, Hello, Message, Refused
 from proto.mux import MessageReceived

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import trustme
 
-import edge.visitor_policy as visitor_policy
+import edge.visitors.visitor_policy as visitor_policy
 from agent.client import Agent
 from agent.tunnels import TunnelSpec
-from edge.auth import AuthError, Identity, hash_basic_password
+from contracts.basic_auth import hash_basic_password
 from edge.config import EdgeConfig
+from edge.link.auth import AuthError, Identity
 from edge.server import Edge
 from tests.e2e.client import Visitor
 from tests.e2e.conftest import AgentRunner, edge_config, wait_for

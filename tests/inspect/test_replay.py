@@ -18,7 +18,7 @@ from bus.captures import CAPTURES_STREAM, encode
 from bus.redis_bus import RedisBus
 from control.inspector import InspectorWorker
 from control.keys import DB
-from edge.replay import EdgeReplay
+from edge.sync.replay import EdgeReplay
 from tests.e2e.conftest import AgentRunner, wait_for
 from tests.e2e.origin import LocalService
 from tests.e2e.test_control_plane import Stack, _stack

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from agent.tunnels import TunnelSpec
-from edge.admin import MAX_HEAD
-from edge.auth import StaticTokens
+from edge.admin.listener import MAX_HEAD
+from edge.link.auth import StaticTokens
 from edge.server import Edge
 from tests.e2e.client import Visitor
 from tests.e2e.conftest import edge_config, start_edge, wait_for

@@ -17,7 +17,7 @@ import pytest
 
 from agent.client import Agent
 from agent.tunnels import TunnelSpec
-from edge.cli import _parser
+from composition.cli import _parser
 from tests.e2e.client import get
 from tests.e2e.conftest import wait_for
 from tests.obs.admin_client import admin_get, scrape
@@ -65,7 +65,7 @@ async def test_burrowd_edge_json_logs_and_multiprocess_metrics(tmp_path: Path, s
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
     http_port, agent_port = _free_port(), _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge.cli", "--log-format", "json", "--access-log",
+        sys.executable, "-m", "composition.cli", "--log-format", "json", "--access-log",
         "edge", "--token", TOKEN, "--agent-plaintext", "--no-https",
         "--http", f"127.0.0.1:{http_port}", "--agents", f"127.0.0.1:{agent_port}",
         "--admin", "127.0.0.1:0", "--drain", "1",

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from edge.log_format import ACCESS_LOGGER, JsonFormatter, TextFormatter
-from edge.request_ids import new_request_id, request_id_for
+from edge.admin.log_format import ACCESS_LOGGER, JsonFormatter, TextFormatter
+from edge.visitors.request_ids import new_request_id, request_id_for
 from tests.e2e.client import Visitor, get
 from tests.e2e.test_http2 import H2Client
 

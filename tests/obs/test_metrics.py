@@ -11,8 +11,8 @@ import prometheus_client.metrics
 import pytest
 
 from agent.tunnels import TunnelSpec
-from edge.agent_session import AgentInstances
 from edge.config import Limits
+from edge.link.agent_session import AgentInstances
 from proto.messages import Bound, Welcome
 from tests.e2e.client import Visitor, get
 from tests.e2e.conftest import TOKEN, edge_config, start_edge, wait_for
@@ -234,7 +234,7 @@ def test_settled_counts_read_as_if_each_had_been_observed():
     buckets at and beyond their bounds included."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    from edge.metrics import DURATION_BUCKETS, EdgeMetrics
+    from edge.admin.metrics import DURATION_BUCKETS, EdgeMetrics
 
     seconds = [0.0, 0.0005, 0.001, 0.0010001, 0.3, 0.3, 59.99, 60.0, 60.5, 1e6]
     statuses = [200, 204, 302, 404, 404, 500, 599, 102, 200, 200]

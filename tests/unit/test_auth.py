@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.auth import AuthError, StaticTokens
+from edge.link.auth import AuthError, StaticTokens
 
 TOKENS = {"tok-acme-1": "acme", "tok-acme-2": "acme", "tok-globex": "globex"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import _config, _parse, _parser
+from composition.cli import _config, _parse, _parser
 from edge.settings import PATH_VARIABLE
 
 FILE = """\

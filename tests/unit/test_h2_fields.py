@@ -1,4 +1,4 @@
-"""``edge.h2_fields.field_problem`` refuses exactly the header blocks h2's own inbound
+"""``edge.visitors.h2_fields.field_problem`` refuses exactly the header blocks h2's own inbound
 validation refuses, for requests and for trailers, and besides those the requests whose
 ``:method`` or ``:path`` would not make a well-formed HTTP/1.1 request line (h2 lets them by)."""
 
@@ -12,7 +12,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.h2_fields import field_problem
+from edge.visitors.h2_fields import field_problem
 
 Fields = list[tuple[bytes, bytes]]
 

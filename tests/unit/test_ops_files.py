@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from composition.cli import _config, _parse, _parser
 from edge import settings
-from edge.cli import _config, _parse, _parser
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 UNITS = sorted((OPS / "systemd").glob("*.service"))

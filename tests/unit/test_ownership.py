@@ -20,9 +20,9 @@ from bus.events import (
     RoutingSnapshot,
     TokenRevoked,
 )
-from edge import routing
-from edge.ownership import HostOwnership
-from edge.routing import BindError, RouteTable, Tunnel
+from edge.routing import table as routing
+from edge.routing.ownership import HostOwnership
+from edge.routing.table import BindError, RouteTable, Tunnel
 
 BASE = "tunnels.test"
 

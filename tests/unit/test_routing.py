@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge import routing
-from edge.routing import BindError, RouteTable, Tunnel, normalize_host
+from edge.routing import table as routing
+from edge.routing.table import BindError, RouteTable, Tunnel, normalize_host
 
 BASE = "tunnels.test"
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts.token_format import TokenClaims
 from control.secret_box import SecretBox, SecretBoxError
 from control.token_signing import SigningKey, issue_token
-from edge.token_auth import SignedTokens
-from edge.token_format import TokenClaims
+from edge.link.token_auth import SignedTokens
 
 SECRET = "correct horse battery staple, for Burrow"
 AAD = b"signing-key:k1"

@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import edge.token_auth as token_auth
+import edge.link.token_auth as token_auth
 from bus.events import Revocation, VerifyKey
+from contracts.basic_auth import hash_basic_password
+from contracts.token_format import TokenClaims, b64url_encode, signed_text
 from control.token_signing import KeyRing, SigningKey, issue_token
-from edge.auth import AuthError, StaticTokens, hash_basic_password
-from edge.token_auth import ChainedAuthenticator, SignedTokens
-from edge.token_format import TokenClaims, b64url_encode, signed_text
+from edge.link.auth import AuthError, StaticTokens
+from edge.link.token_auth import ChainedAuthenticator, SignedTokens
 
 NOW = 1_700_000_000
 DAY = 86_400

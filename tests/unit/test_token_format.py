@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.token_signing import SigningKey, issue_token
-from edge.auth import AuthError, hash_basic_password
-from edge.token_format import (
+from contracts.basic_auth import hash_basic_password
+from contracts.token_format import (
     MAX_TOKEN_CHARS,
     TokenClaims,
     TokenFormatError,
@@ -21,6 +20,8 @@ from edge.token_format import (
     encode_claims,
     parse_token,
 )
+from control.token_signing import SigningKey, issue_token
+from edge.link.auth import AuthError
 
 KEY = SigningKey.generate("k-2024")
 CLAIMS = TokenClaims(

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import edge.visitor_policy as vp
-from edge.auth import Identity, hash_basic_password
-from edge.visitor_policy import (
+import edge.visitors.visitor_policy as vp
+from contracts.basic_auth import hash_basic_password
+from edge.link.auth import Identity
+from edge.visitors.visitor_policy import (
     AUTH_BUSY,
     AUTH_REQUIRED,
     IP_DENIED,

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from edge.http1.events import Headers
-from edge.routing import Tunnel, normalize_host
+from edge.routing.table import Tunnel, normalize_host
 
 if TYPE_CHECKING:
-    from edge.server import Edge
+    from edge.context import EdgeContext
 
 # Headers a visitor may not set for the local service: the edge sets them itself.
 _REPLACED: Final = frozenset((b"x-forwarded-proto", b"x-forwarded-host", b"expect"))
@@ -56,7 +56,7 @@ class RouteRefused(Exception):
         self.detail = detail
 
 
-def route(edge: Edge, host: str) -> Tunnel:
+def route(edge: EdgeContext, host: str) -> Tunnel:
     # A name bound as it is, served by one tunnel, is the usual case: read here, it costs a
     # few attribute reads, where lookup_host and pick are two calls into Python (the route
     # table is not compiled). Aliases, wildcards and pools of several take those calls.
@@ -88,7 +88,7 @@ def route(edge: Edge, host: str) -> Tunnel:
     return tunnel
 
 
-def misdirected(edge: Edge, server_name: str, host: str) -> str:
+def misdirected(edge: EdgeContext, server_name: str, host: str) -> str:
     """Why a request for ``host`` on a TLS connection made for ``server_name`` (its SNI,
     normalised; "" without one) is answered 421 (RFC 9110 15.5.20), or "" if it may be served:
     the same name, or one the same tunnel serves (HTTP/2 connection reuse, RFC 9113 9.1.1)."""

@@ -65,12 +65,12 @@ from bus.events import (
     routing_decoder,
     snapshot_decoder,
 )
-from edge.cert_sync import EdgeCerts
-from edge.token_auth import SUSPENDED_MESSAGE
+from edge.link.token_auth import SUSPENDED_MESSAGE
+from edge.sync.cert_sync import EdgeCerts
 
 if TYPE_CHECKING:
-    from edge.auth import Identity
-    from edge.ownership import HostOwnership
+    from edge.link.auth import Identity
+    from edge.routing.ownership import HostOwnership
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.sync")
@@ -98,7 +98,7 @@ EXPIRED_MESSAGE = (
 
 
 class TokenKeyring(Protocol):
-    """Where verify keys and revocations go (``edge.token_auth.SignedTokens``)."""
+    """Where verify keys and revocations go (``edge.link.token_auth.SignedTokens``)."""
 
     def set_keys(self, keys: list[VerifyKey]) -> None: ...
 
@@ -242,12 +242,12 @@ class CacheFile:
 
 
 class RoutingSync:
-    """Keeps ``edge.ownership`` and ``keyring`` current from ``source`` and ``bus``.
+    """Keeps ``edge.routing.ownership`` and ``keyring`` current from ``source`` and ``bus``.
 
     ``bus`` None: no events, the snapshot is polled every ``outage_interval``.
     ``on_cert_changed``: called with the host of a ``CertChanged`` event.
     When ``source`` can fetch certificates (``fetch_cert``), the certificates control lists
-    are kept in ``edge.certs`` (``edge.cert_sync``), saved beside the cache file in
+    are kept in ``edge.certs`` (``edge.sync.cert_sync``), saved beside the cache file in
     ``certs/``; ACME challenges are answered while they are out.
     """
 

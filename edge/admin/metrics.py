@@ -33,10 +33,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from contracts.prometheus import multiprocess_dir
+
 if TYPE_CHECKING:
     from edge.server import Edge
-
-MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 STATUS_CLASSES: Final = ("2xx", "3xx", "4xx", "5xx")
 TUNNEL_PROTOCOLS: Final = ("http", "tls", "tcp")
@@ -78,10 +78,6 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
     30.0,
     60.0,
 )
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class RequestMetrics:

@@ -29,25 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Final
-
-import wsproto
+from typing import TYPE_CHECKING, Final, cast
 
 from edge import http1
-from edge.access_log import INFO, access, log_access
-from edge.agent_session import StreamUnavailable
-from edge.exchange import OriginExchange
-from edge.forwarding import (
-    RouteRefused,
-    absolute_target,
-    forward_headers,
-    forwarded_authority,
-    forwarded_prefix,
-    forwards_unchanged,
-    misdirected,
-    route,
-    trailer_fields,
-)
+from edge.admin.access_log import INFO, access, log_access
 from edge.http1.events import (
     NEED_DATA,
     PAUSED,
@@ -61,15 +46,32 @@ from edge.http1.events import (
     UsageError,
 )
 from edge.http1.native import NativeVisitorConnection
-from edge.pages import TITLES, error_page, http_date
-from edge.request_ids import new_request_id, request_id_for
-from edge.routing import normalize_host
-from edge.visitor_policy import OPEN, Refusal, challenge
+from edge.link.agent_session import StreamUnavailable
+from edge.pipeline import (
+    AGENT_LINK,
+    EdgeAnswer,
+    FilterRequest,
+    RequestStage,
+    body_filters,
+    response_filters,
+    status_line,
+)
+from edge.routing.table import normalize_host
+from edge.visitors.exchange import OriginExchange
+from edge.visitors.forwarding import (
+    absolute_target,
+    forward_headers,
+    forwards_unchanged,
+    trailer_fields,
+)
+from edge.visitors.pages import TITLES
+from edge.visitors.request_ids import new_request_id, request_id_for
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
 if TYPE_CHECKING:
-    from edge.server import Edge
+    from edge.context import EdgeContext
+    from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.http")
 
@@ -87,28 +89,20 @@ _monotonic: Final = time.monotonic
 _CONTINUE: Final = ResponseHead(100, [])
 _H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PIPELINE_BUFFER: Final = 64 * 1024
-_LINK_PATH: Final = b"/_burrow/link"  # relay.websocket.LINK_PATH: agent links over WebSocket
-_ACME_HTTP01: Final = b"/.well-known/acme-challenge/"  # RFC 8555 8.3
 
 
 class HttpVisitor(asyncio.Protocol):
     __slots__ = (
-        "_authority",
-        "_authority_as_read",
         "_body_bytes",
         "_body_since",
         "_deadline",
         "_eof_in",
         "_eof_out",
-        "_forwarded",
-        "_host_header",
-        "_host_name",
         "_idle_since",
         "_last_read",
         "_out",
         "_preface",
         "_read_paused",
-        "_server_name",
         "_timer",
         "_timer_at",
         "backlogged",  # the transport paused our writing (ExchangeFront)
@@ -116,6 +110,7 @@ class HttpVisitor(asyncio.Protocol):
         "closing",
         "edge",
         "exchange",
+        "filtered",
         "host",
         "http1_metrics",
         "limits",
@@ -123,6 +118,7 @@ class HttpVisitor(asyncio.Protocol):
         "phase",
         "request_id",
         "scheme",
+        "stage",
         "started",
         "status",
         "target",
@@ -130,7 +126,7 @@ class HttpVisitor(asyncio.Protocol):
         "visitor",
     )
 
-    def __init__(self, edge: Edge, scheme: str = "http") -> None:
+    def __init__(self, edge: EdgeContext, scheme: str = "http") -> None:
         self.edge = edge
         # Read on every request; ``edge.config`` is fixed for the edge's life.
         self.limits = limits = edge.config.limits
@@ -166,13 +162,14 @@ class HttpVisitor(asyncio.Protocol):
         self._out: list[bytes] = []  # response bytes produced by one stream chunk
         self._preface: bytes | None = b""  # first bytes, until HTTP/1 or h2c is decided
         # The last Host header and its normal form: a connection names one host, as a rule.
-        self._host_header = b""
-        self._host_name = ""
-        # The authority forwarded for it: the Host header itself when already in normal form.
-        self._authority = b""
-        self._authority_as_read = False  # the Host header is already in its forwarded form
-        self._forwarded = b""  # forwarded_prefix for that Host, once asked for
-        self._server_name = ""  # the TLS SNI the connection was made for, if any
+        # Limits, host, special paths, routing and filters: the same for HTTP/2 (edge.pipeline).
+        self.stage = RequestStage(edge, scheme)
+        self.filtered: FilterRequest | None = None  # the request's, while its filters run
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: closing loses nothing (``edge.context.Visitor``)."""
+        return self.phase == _PHASE_IDLE
 
     # -- visitor socket -------------------------------------------------------------------
 
@@ -184,8 +181,9 @@ class HttpVisitor(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
+            self.stage.client_ip = peer[0]
         if self.scheme == "https":
-            self._server_name = normalize_host(transport.get_extra_info("server_name") or "")
+            self.stage.server_name = normalize_host(transport.get_extra_info("server_name") or "")
         self.edge.visitors.add(self)
         # A connection that has sent nothing yet gets as long as a request head would, not a
         # keep-alive connection's idle time.
@@ -222,7 +220,7 @@ class HttpVisitor(asyncio.Protocol):
         self._preface = None
         if not data.startswith(_H2_PREFACE) or self.transport is None:
             return data
-        from edge.h2_visitor import H2Visitor  # lazily: h2 is needed only by h2 visitors
+        from edge.visitors.h2_visitor import H2Visitor  # lazily: h2 is needed only by h2 visitors
 
         transport = self.transport
         self.closing = True  # this protocol is done with the connection
@@ -283,12 +281,16 @@ class HttpVisitor(asyncio.Protocol):
                 self._fail(exc.status, f"The request could not be read: {exc}.")
                 return
             if type(event) is Data:
+                if self.filtered is not None and self._filter_body(event.data, False):
+                    return
                 exchange = self.exchange
                 if exchange is not None and not exchange.send_data(event.data):
                     self._pause_reading()
             elif type(event) is RequestHead:
                 self._on_request(event)
             elif type(event) is EndOfMessage:
+                if self.filtered is not None and self._filter_body(b"", True):
+                    return
                 if self.exchange is not None:
                     trailers = event.trailers
                     self.exchange.send_end(trailer_fields(trailers) if trailers else trailers)
@@ -320,49 +322,22 @@ class HttpVisitor(asyncio.Protocol):
         self.started = now = _monotonic()
         headers = as_read = request.headers
         self.request_id = request_id = request_id_for(headers)
-        self.host = ""
-        # The parser bounds the head's bytes (``max_header_bytes``); the count is bounded here.
-        if len(headers) > limits.max_header_count:
-            self._fail(431, f"The request has more than {limits.max_header_count} headers.")
-            return
-        if method == b"CONNECT":
-            self._fail(405, "CONNECT is not served by Burrow tunnels.")
-            return
-        if target == _LINK_PATH and self._may_carry_agent_link(headers):
-            self._become_agent_link(request)
-            return
-        # ACME http-01: while the certs worker has a challenge out (rarely), every edge answers
-        # it, whatever tunnel serves the host; otherwise this costs one empty-dict test.
-        acme = self.edge.acme_http01
-        if acme and target.startswith(_ACME_HTTP01):
-            answer = acme.get(target[len(_ACME_HTTP01) :].decode("latin-1"))
-            if answer is not None:
-                self._answer_acme(answer.encode("ascii"))
-                return
         host_header = b""
         for name, value in headers:
             if name == b"host":
                 host_header = value
                 break
-        if not host_header:
-            self._fail(400, "The request has no Host header, so no tunnel can be chosen.")
+        stage = self.stage
+        # The parser bounds the head's bytes (``max_header_bytes``); the stage the rest.
+        admitted = stage.admit(method, target, host_header, headers, len(headers), request_id)
+        self.host = host = stage.host
+        if type(admitted) is EdgeAnswer:
+            self._answer(admitted, headers, request)
             return
-        if host_header == self._host_header:
-            host = self._host_name
-            authority = self._authority
-        else:
-            host = normalize_host(host_header.decode("latin-1"))
-            if not host:
-                self._fail(400, "The Host header is not a host name with an optional port.")
-                return
-            authority = forwarded_authority(host, host_header)
-            self._host_header = host_header
-            self._host_name = host
-            self._authority = authority
-            # Then the request's lines may go as they were read (the fast path below).
-            self._authority_as_read = authority == host_header
-            self._forwarded = b""
-        self.host = host
+        tunnel = cast("Tunnel", admitted)
+        headers = stage.headers
+        self.filtered = stage.filtered
+        authority = stage.authority
         # Not origin-form ("/..."), the usual one: absolute-form, or nothing we take (RFC 9112 3.2).
         if (not target or target[0] != 47) and target != b"*":
             origin_form = absolute_target(target, host)
@@ -370,27 +345,14 @@ class HttpVisitor(asyncio.Protocol):
                 self._fail(400, "The request target names another host than the Host header.")
                 return
             self.target = target = origin_form
-        try:
-            tunnel = route(self.edge, host)
-            if self._server_name:  # over TLS: the SNI must name this tunnel too
-                wrong_name = misdirected(self.edge, self._server_name, host)
-                if wrong_name:
-                    self._fail(421, wrong_name)
-                    return
-            policy = tunnel.session.policy
-            if policy is not OPEN:
-                screened = policy.screen(self.client[0], headers)
-                if isinstance(screened, Refusal):
-                    self._refuse(screened, headers)
-                    return
-                headers = screened
-            exchange = self.exchange
-            if exchange is None or exchange.tunnel is not tunnel or not exchange.open:
-                self._drop_exchange("a new tunnel was chosen")
+        exchange = self.exchange
+        if exchange is None or exchange.tunnel is not tunnel or not exchange.open:
+            self._drop_exchange("a new tunnel was chosen")
+            try:
                 exchange = self.exchange = OriginExchange(self, tunnel, self.client)
-        except (RouteRefused, StreamUnavailable) as exc:
-            self._fail(exc.status, exc.detail)
-            return
+            except StreamUnavailable as exc:
+                self._fail(exc.status, exc.detail)
+                return
         self.phase = _PHASE_BODY
         self._last_read = now
         self._body_since = now
@@ -407,50 +369,57 @@ class HttpVisitor(asyncio.Protocol):
             self.exchange_flush()
         # The forwarded headers add none that frame the body or go hop by hop: the parser's
         # reading of the request holds for them.
-        client_ip = self.client[0]
         fields = request.fields
         if (
             fields is not None
             and headers is as_read
-            and self._authority_as_read
+            and stage.authority_as_read
             and forwards_unchanged(headers)
         ):
             # Nothing to take out: the lines as read, and the edge's own after them.
-            prefix = self._forwarded
-            if not prefix:
-                prefix = self._forwarded = forwarded_prefix(authority, client_ip, self.scheme)
-            fields = b"".join((fields, prefix, request_id, b"\r\n"))
+            fields = b"".join((fields, stage.forwarded_prefix(), request_id, b"\r\n"))
             forwarded = RequestHead(method, target, headers, framing=request.framing, fields=fields)
         else:
             forwarded = RequestHead(
                 method,
                 target,
-                forward_headers(headers, authority, client_ip, self.scheme, request_id),
+                forward_headers(headers, authority, self.client[0], self.scheme, request_id),
                 framing=request.framing,
             )
         if not exchange.send_request(forwarded):
             self._pause_reading()
 
-    def _answer_acme(self, key_authorization: bytes) -> None:
-        self._report(200, "ACME http-01 challenge answered")
-        assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
-            b"cache-control: no-store\r\nconnection: close\r\n\r\n%s"
-            % (len(key_authorization), key_authorization)
-        )
-        self.close()
-
-    def _may_carry_agent_link(self, headers: Headers) -> bool:
-        """A WebSocket upgrade to the link path, on TLS (or on an edge that takes
-        plaintext agent links anyway)."""
-        if self.scheme != "https" and self.edge.config.agent_tls:
+    def _filter_body(self, data: bytes, end: bool) -> bool:
+        """The body phase of the request's filters; True when one answered instead (the
+        request goes no further and the connection closes: its body is not all read)."""
+        filtered = self.filtered
+        if filtered is None or self.phase != _PHASE_BODY:
             return False
-        return any(n == b"upgrade" and v.lower() == b"websocket" for n, v in headers)
+        answer = body_filters(filtered, data, end)
+        if answer is None:
+            return False
+        if answer.reason:
+            self.edge.metrics.refused(answer.reason)
+        if self.exchange is not None:
+            self.exchange.cancel(ResetCode.CANCEL, "a request filter answered")
+            self.exchange = None
+        self._close_with(answer)
+        return True
+
+    def _answer(self, answer: EdgeAnswer, headers: Headers, request: RequestHead) -> None:
+        """The request stage answered: an agent link takes the connection over, anything
+        else is the edge's own response."""
+        if answer is AGENT_LINK:
+            self._become_agent_link(request)
+        elif answer.keep and not _has_body(headers):
+            self._respond(answer)
+        else:
+            self._close_with(answer)
 
     def _become_agent_link(self, request: RequestHead) -> None:
         """Hand the connection to an agent link carried in WebSocket messages."""
-        from edge.agent_session import AgentSession
+        import wsproto  # lazily: an edge that serves no WebSocket links never loads it
+
         from relay.websocket import WebSocketShell
 
         transport = self.transport
@@ -468,7 +437,7 @@ class HttpVisitor(asyncio.Protocol):
         self._disarm()
         self._drop_exchange("")
         shell = WebSocketShell(
-            AgentSession(self.edge), wsproto.ConnectionType.SERVER, handshake=handshake
+            self.edge.open_agent_link(), wsproto.ConnectionType.SERVER, handshake=handshake
         )
         transport.set_protocol(shell)
         shell.connection_made(transport)
@@ -480,6 +449,9 @@ class HttpVisitor(asyncio.Protocol):
             if head.status < 200:
                 self._write(self.visitor.send_informational(head))
                 return
+            if self.filtered is not None:
+                response_filters(self.filtered, head)
+                self.filtered = None
             self.phase = _PHASE_RESPONSE
             self._disarm()
             self.status = head.status
@@ -609,34 +581,28 @@ class HttpVisitor(asyncio.Protocol):
     def _fail(self, status: int, detail: str, extra: Headers | None = None) -> None:
         """Write an error page (if no response has started) and close the connection.
         ``extra``: more response header fields."""
+        self._close_with(EdgeAnswer(status, detail, headers=extra))
+
+    def _close_with(self, answer: EdgeAnswer) -> None:
+        """The edge's own response (if none has started), then the connection closes."""
         if self.closing or self.transport is None:
             return
-        rid = self._report(status, detail)
+        status = answer.status
+        rid = self._report(status, answer.detail)
         self.exchange_flush()
         if self.phase not in (_PHASE_RESPONSE, _PHASE_RAW):
-            page = error_page(status, detail, rid)
-            body = b"" if self.method == b"HEAD" else page
-            head = (
-                f"HTTP/1.1 {status} {TITLES.get(status, 'Error')}\r\n"
-                "content-type: text/html; charset=utf-8\r\n"
-                f"content-length: {len(page)}\r\n"
-                "cache-control: no-store\r\n"
-                "x-burrow-error: 1\r\n"
-                f"x-request-id: {rid}\r\n"
-                "connection: close\r\n"
-            ).encode()
-            head += b"date: " + http_date() + b"\r\n"
-            if extra:
-                head += b"".join(name + b": " + value + b"\r\n" for name, value in extra)
-            self.transport.write(head + b"\r\n" + body)
+            fields, page = answer.fields(rid)
+            head = status_line(status) + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
+            head += b"connection: close\r\n\r\n"
+            self.transport.write(head if self.method == b"HEAD" else head + page)
         self.close()
 
-    def _report(self, status: int, detail: str) -> str:
+    def _report(self, status: int, detail: str) -> bytes:
         """Count, log and access-log an answer of the edge's own; returns the request id."""
         self.http1_metrics.status(status)
         if not self.request_id:  # the request's head never arrived whole
             self.request_id = new_request_id()
-        rid = self.request_id.decode()
+        rid = self.request_id
         log.log(
             logging.INFO if status >= 500 else logging.DEBUG,
             "visitor %s, %s: %d: %s",
@@ -644,48 +610,27 @@ class HttpVisitor(asyncio.Protocol):
             self.host or "(no host)",
             status,
             detail,
-            extra={"request_id": rid},
+            extra={"request_id": rid.decode()},
         )
         if access.isEnabledFor(INFO):
             self._log_access(status, None)
         return rid
 
-    def _refuse(self, refusal: Refusal, headers: Headers) -> None:
-        """Answer a request the tunnel's visitor policy turns away. A request without a body
-        keeps the connection: a browser asks again on it, with the credentials."""
-        self.edge.metrics.refused(refusal.reason)
+    def _respond(self, answer: EdgeAnswer) -> None:
+        """Answer a request the stage turned away (a filter's refusal or its own response)
+        on a connection that goes on: a browser asks again on it, with the credentials."""
         # Whatever stream the previous request used is not this request's to use.
-        self._drop_exchange("the tunnel's visitor policy refused a request")
-        status = refusal.status
-        extra: Headers = []
-        if status == 401:
-            extra.append((b"www-authenticate", challenge(self.host)))
-        if _has_body(headers):
-            # Its body would have to be read and thrown away before the next request.
-            self._fail(status, refusal.detail, extra)
-            return
-        rid = self._report(status, refusal.detail)
-        page = error_page(status, refusal.detail, rid)
-        head = ResponseHead(
-            status,
-            [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", b"%d" % len(page)),
-                (b"cache-control", b"no-store"),
-                (b"x-burrow-error", b"1"),
-                (b"x-request-id", rid.encode()),
-                (b"date", http_date()),
-                *extra,
-            ],
-            TITLES[status].encode(),
-        )
+        self._drop_exchange("the request was answered at the edge")
+        rid = self._report(answer.status, answer.detail)
+        fields, body = answer.fields(rid)
+        head = ResponseHead(answer.status, fields, TITLES.get(answer.status, "Error").encode())
         visitor = self.visitor
         try:
             if self.edge.draining:
                 visitor.close_after_response()
             self._write(visitor.send_response(head))
             if self.method != b"HEAD":
-                self._write(visitor.send_data(page))
+                self._write(visitor.send_data(body))
             self._write(visitor.send_end())
         except UsageError as exc:
             self._abort_response(f"the refusal cannot be sent: {exc}")

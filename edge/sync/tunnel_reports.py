@@ -31,8 +31,8 @@ from bus.events import (
 )
 
 if TYPE_CHECKING:
-    from edge.agent_session import AgentSession
-    from edge.routing import Tunnel
+    from edge.link.agent_session import AgentSession
+    from edge.routing.table import Tunnel
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.reports")

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A token (``edge.auth.Identity``) may ask the edge to guard the tunnels it opens: visitor
+A token (``edge.link.auth.Identity``) may ask the edge to guard the tunnels it opens: visitor
 address rules (CIDR allow and deny lists, IPv4 and IPv6) and HTTP basic auth (RFC 7617)
 against ``user:salt:hash`` entries. ``VisitorPolicy.from_identity`` turns that into one object
 per agent session when its Hello is accepted; a token with nothing to check gets the shared
@@ -16,7 +16,7 @@ dual-stack socket reports for an IPv4 peer) is matched as the IPv4 address it ca
 an IPv4-mapped rule as its IPv4 network. Deny wins over allow; a non-empty allow list admits
 only the addresses it matches.
 
-Basic-auth passwords are checked with PBKDF2 (``edge.auth.check_basic_password``), about
+Basic-auth passwords are checked with PBKDF2 (``contracts.basic_auth.check_basic_password``), about
 20 ms of CPU on the event loop each. So:
 
 - header values already accepted are remembered (LRU, ``ACCEPTED_CACHE`` entries): a visitor
@@ -37,11 +37,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
-from edge.auth import check_basic_password
+from contracts.basic_auth import check_basic_password
 from edge.http1.events import Headers
 
 if TYPE_CHECKING:
-    from edge.auth import Identity
+    from edge.link.auth import Identity
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -40,9 +40,9 @@ from edge.http1.native import NativeOriginConnection
 from proto.frames import ResetCode
 
 if TYPE_CHECKING:
-    from edge.agent_session import AgentSession
-    from edge.http_visitor import HttpVisitor
-    from edge.routing import Tunnel
+    from edge.link.agent_session import AgentSession
+    from edge.routing.table import Tunnel
+    from edge.visitors.http_visitor import HttpVisitor
 
 MAX_INFORMATIONAL: Final = 8
 """Informational (1xx) responses a request may get before its final one: 103 Early Hints

@@ -21,8 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bus.events import Revocation, VerifyKey
-from edge.auth import Authenticator, AuthError, Identity
-from edge.token_format import TokenClaims, decode_claims, parse_token
+from contracts.token_format import TokenClaims, decode_claims, parse_token
+from edge.link.auth import Authenticator, AuthError, Identity
 
 # Verified tokens remembered. Only tokens with a good signature get in, so an attacker
 # cannot fill it; the bound keeps a long-lived edge's memory flat as tokens come and go.

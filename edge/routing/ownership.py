@@ -5,7 +5,7 @@ Control owns reserved names (``app.<base domain>`` kept for one org) and custom 
 target tunnel). The edge decides every bind offline against this copy: it is loaded from a
 ``RoutingSnapshot``, then kept current by ``RoutingEvent``s applied strictly in ``seq`` order.
 An event whose seq is not the next one means events were missed; the caller loads a fresh
-snapshot instead of guessing (see ``edge.control_sync``).
+snapshot instead of guessing (see ``edge.sync.control_sync``).
 
 An empty ``HostOwnership`` claims nothing, so an edge without a control plane binds exactly
 as before: any free name under the base domain, custom domains only from the token's list.
@@ -14,7 +14,7 @@ Once control's state is loaded, a token's host list only narrows what its org ow
 under the base domain deeper than one label (``x.app.<base>``, ``*.app.<base>``) binds only
 for the org that reserved ``app``, and a host outside the base domain only for the org whose
 domain covers it. The installation's own names (``edge.<base>``, the agent hostname, ...:
-``edge.token_format.INSTALLATION_LABELS``) bind for nobody, with or without control.
+``contracts.token_format.INSTALLATION_LABELS``) bind for nobody, with or without control.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from bus.events import (
     RoutingEvent,
     RoutingSnapshot,
 )
-from edge.routing import BindError, normalize_host
-from edge.token_format import installation_name
+from contracts.token_format import installation_name
+from edge.routing.table import BindError, normalize_host
 
 T = TypeVar("T")
 

@@ -5,22 +5,22 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from edge.agent_session import StreamUnavailable
-from edge.visitor_policy import OPEN
+from edge.pipeline import admit_connection
 from relay.stream import SocketRelay
 
 if TYPE_CHECKING:
     import asyncio
 
-    from edge.server import Edge
+    from edge.context import EdgeContext
 
 log = logging.getLogger("burrow.edge.tcp")
 
 
 class TcpVisitor(SocketRelay):
     __slots__ = ("edge", "port")
+    idle = False  # a raw pipe: closing it would cut what it carries
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: EdgeContext) -> None:
         super().__init__(None)
         self.edge = edge
         self.port = 0
@@ -37,25 +37,17 @@ class TcpVisitor(SocketRelay):
             self.transport.close()
             return
         peer = self.transport.get_extra_info("peername") or ("", 0)
-        policy = tunnel.session.policy
-        if policy is not OPEN and not policy.allows(peer[0]):
-            # A raw TCP visitor has no page to read: the connection just ends.
-            self.edge.metrics.refused("ip_denied")
-            log.debug("tcp visitor %s on port %d: address not allowed", peer[0], self.port)
-            self.done = True
-            self.transport.close()
-            return
-        try:
-            self.stream_id = tunnel.session.open_visitor_stream(
-                tunnel, "tcp", (peer[0], peer[1]), self
-            )
-        except StreamUnavailable as exc:
-            log.info("tcp visitor on port %d refused: %s", self.port, exc.detail)
+        self.stream_id = admit_connection(self.edge, tunnel, "tcp", (peer[0], peer[1]), self)
+        if not self.stream_id:
             self.done = True
             self.transport.close()
             return
         self.session = tunnel.session
         self.edge.visitors.add(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -35,7 +35,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from edge.auth import AuthError
+
+class AuthError(Exception):
+    """The token was refused; the message is shown to the agent's user."""
+
 
 PREFIX = "bt1"
 # A token with a few dozen hosts and CIDRs is well under 2 KiB; the cap bounds the work an
@@ -169,7 +172,7 @@ class TokenClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     )
     # host pattern -> "terminate" | "passthrough".
     tls: Annotated[dict[ShortText, str], msgspec.Meta(max_length=MAX_HOSTS)] = {}
-    # "user:salt:hash" entries from ``edge.auth.hash_basic_password``.
+    # "user:salt:hash" entries from ``contracts.basic_auth.hash_basic_password``.
     basic_auth: Annotated[list[ShortText], msgspec.Meta(max_length=MAX_BASIC_AUTH)] = []
     ip_allow: Annotated[list[CidrText], msgspec.Meta(max_length=MAX_CIDRS)] = []
     ip_deny: Annotated[list[CidrText], msgspec.Meta(max_length=MAX_CIDRS)] = []

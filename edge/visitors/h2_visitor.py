@@ -56,29 +56,28 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from edge.access_log import INFO, access, log_access
-from edge.agent_session import StreamUnavailable
-from edge.exchange import OriginExchange
-from edge.forwarding import (
-    RouteRefused,
-    forward_headers,
-    forwarded_authority,
-    misdirected,
-    route,
-    trailer_fields,
-)
-from edge.h2_fields import CONNECTION_SPECIFIC, field_problem
+from edge.admin.access_log import INFO, access, log_access
 from edge.http1.events import Headers, RequestHead, ResponseHead, UsageError
-from edge.pages import error_page, http_date
-from edge.request_ids import request_id_for
-from edge.routing import normalize_host
-from edge.visitor_policy import OPEN, Refusal, challenge
+from edge.link.agent_session import StreamUnavailable
+from edge.pipeline import (
+    AGENT_LINK,
+    EdgeAnswer,
+    FilterRequest,
+    RequestStage,
+    body_filters,
+    response_filters,
+)
+from edge.routing.table import normalize_host
+from edge.visitors.exchange import OriginExchange
+from edge.visitors.forwarding import forward_headers, trailer_fields
+from edge.visitors.h2_fields import CONNECTION_SPECIFIC, field_problem
+from edge.visitors.request_ids import request_id_for
 from proto.frames import ResetCode
 from relay.session import set_nodelay
 
 if TYPE_CHECKING:
-    from edge.routing import Tunnel
-    from edge.server import Edge
+    from edge.context import EdgeContext
+    from edge.routing.table import Tunnel
 
 log = logging.getLogger("burrow.edge.h2")
 
@@ -193,6 +192,7 @@ class _VisitorStream:
         "closed",
         "end_queued",
         "exchange",
+        "filtered",
         "head_sent",
         "method",
         "offset",
@@ -223,6 +223,7 @@ class _VisitorStream:
         self.method, self.authority, self.path, self.request_id = request
         self.status = 0
         self.exchange: OriginExchange | None = None
+        self.filtered: FilterRequest | None = None  # the request's, while its filters run
         self.started = now
         self.since = now  # last request byte, or the request's end while awaiting the head
         self.closed = False
@@ -364,14 +365,17 @@ class H2Visitor(asyncio.Protocol):
         "edge",
         "phase",
         "scheme",
+        "stage",
         "streams",
         "transport",
         "write_paused",
     )
 
-    def __init__(self, edge: Edge, scheme: str = "http") -> None:
+    def __init__(self, edge: EdgeContext, scheme: str = "http") -> None:
         self.edge = edge
         self.scheme = scheme
+        # Limits, host, special paths, routing and filters: the same as HTTP/1.1's.
+        self.stage = RequestStage(edge, scheme)
         self.transport: asyncio.Transport | None = None
         self.client = ("", 0)
         self.streams: dict[int, _VisitorStream] = {}
@@ -386,7 +390,6 @@ class H2Visitor(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
         self._paused_at = 0.0  # when writing paused, while it is
-        self._server_name = ""  # the TLS SNI the connection was made for, if any
         self._silent = True  # no byte from the visitor yet
         # Exchanges whose stream ended with both sides done, kept for the next stream to the
         # same tunnel, as an HTTP/1.1 keep-alive visitor keeps its own: the tunnel stream and
@@ -416,6 +419,11 @@ class H2Visitor(asyncio.Protocol):
         conn.increment_flow_control_window(CONNECTION_WINDOW - conn.inbound_flow_control_window)
         self.conn = conn
 
+    @property
+    def idle(self) -> bool:
+        """No open stream: closing loses nothing (``edge.context.Visitor``)."""
+        return self.phase == 0
+
     # -- visitor socket -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -427,8 +435,9 @@ class H2Visitor(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
+            self.stage.client_ip = peer[0]
         if self.scheme == "https":
-            self._server_name = normalize_host(transport.get_extra_info("server_name") or "")
+            self.stage.server_name = normalize_host(transport.get_extra_info("server_name") or "")
         self.edge.visitors.add(self)
         self._flush()  # our SETTINGS
         now = self.edge.loop.time()
@@ -571,46 +580,25 @@ class H2Visitor(asyncio.Protocol):
         idle = limits.body_idle_timeout
         window = limits.body_rate_window
         self._arm(now + (window if limits.body_min_rate and window < idle else idle))
-        if len(raw) > limits.max_header_count:
-            self._respond_error(
-                stream, 431, f"The request has more than {limits.max_header_count} headers."
-            )
-            return
         if size > limits.max_header_bytes:
             self._respond_error(
                 stream, 431, f"The request head is over {limits.max_header_bytes} bytes."
             )
             return
-        if method == b"CONNECT":
-            self._respond_error(stream, 405, "CONNECT is not served by Burrow tunnels.")
+        stage = self.stage
+        admitted = stage.admit(method, path, authority, headers, len(raw), stream.request_id)
+        if type(admitted) is EdgeAnswer:
+            if admitted is AGENT_LINK:  # a WebSocket upgrade needs HTTP/1.1 (RFC 9113 8.6)
+                admitted = EdgeAnswer(400, "Agent links over WebSocket need HTTP/1.1.")
+            self._respond(stream, admitted)
             return
-        if not authority:
-            self._respond_error(
-                stream, 400, "The request has no :authority or Host, so no tunnel can be chosen."
-            )
-            return
-        host = normalize_host(authority.decode("latin-1"))
-        if not host:
-            self._respond_error(
-                stream, 400, "The :authority is not a host name with an optional port."
-            )
-            return
-        authority = forwarded_authority(host, authority)
+        tunnel = cast("Tunnel", admitted)
+        headers = stage.headers
+        stream.filtered = stage.filtered
+        authority = stage.authority
         try:
-            tunnel = route(edge, host)
-            wrong_name = misdirected(edge, self._server_name, host)
-            if wrong_name:
-                self._respond_error(stream, 421, wrong_name)
-                return
-            policy = tunnel.session.policy
-            if policy is not OPEN:
-                screened = policy.screen(self.client[0], headers)
-                if isinstance(screened, Refusal):
-                    self._turn_away(stream, screened, host)
-                    return
-                headers = screened
             exchange = stream.exchange = self._exchange_for(stream, tunnel)
-        except (RouteRefused, StreamUnavailable) as exc:
+        except StreamUnavailable as exc:
             self._respond_error(stream, exc.status, exc.detail)
             return
         if cookies:
@@ -654,6 +642,10 @@ class H2Visitor(asyncio.Protocol):
             return
         stream.since = self.edge.loop.time()
         stream.body_bytes += n
+        if stream.filtered is not None and data and self._filter_body(stream, data, False):
+            if n:
+                self.conn.acknowledge_received_data(n, stream_id)
+            return
         if stream.blocked:
             # Within the window the visitor was given; held by the tunnel stream until it
             # drains, and acknowledged then.
@@ -675,6 +667,8 @@ class H2Visitor(asyncio.Protocol):
         if stream.response_ended:
             self._finish(stream)
             return
+        if stream.filtered is not None and self._filter_body(stream, b"", True):
+            return
         if stream.exchange is not None:
             # HTTP/1.1 carries trailers only in a chunked body.
             stream.exchange.send_end(stream.trailers_in if stream.chunked else None)
@@ -682,6 +676,24 @@ class H2Visitor(asyncio.Protocol):
             now = self.edge.loop.time()
             stream.since = now
             self._arm(now + self.edge.config.limits.response_timeout)
+
+    def _filter_body(self, stream: _VisitorStream, data: bytes, end: bool) -> bool:
+        """The body phase of the request's filters; True when one answered instead."""
+        filtered = stream.filtered
+        if filtered is None or stream.head_sent:
+            return False
+        answer = body_filters(filtered, data, end)
+        if answer is None:
+            return False
+        stream.filtered = None
+        if answer.reason:
+            self.edge.metrics.refused(answer.reason)
+        exchange = stream.exchange
+        if exchange is not None:
+            stream.exchange = None
+            exchange.cancel(ResetCode.CANCEL, "a request filter answered")
+        self._respond(stream, answer)
+        return True
 
     def _on_window(self, stream_id: int) -> None:
         if stream_id == 0:
@@ -738,6 +750,9 @@ class H2Visitor(asyncio.Protocol):
             return
         status = head.status
         if status >= 200:
+            if stream.filtered is not None:
+                response_filters(stream.filtered, head)
+                stream.filtered = None
             stream.head_sent = True
             stream.status = status
             self.edge.metrics.h2.status(status)
@@ -808,17 +823,17 @@ class H2Visitor(asyncio.Protocol):
             self.conn.acknowledge_received_data(n, stream.stream_id)
             self._flush()
 
-    def _turn_away(self, stream: _VisitorStream, refusal: Refusal, host: str) -> None:
-        """Answer a request the tunnel's visitor policy refuses; the connection goes on."""
-        self.edge.metrics.refused(refusal.reason)
-        extra = [(b"www-authenticate", challenge(host))] if refusal.status == 401 else None
-        self._respond_error(stream, refusal.status, refusal.detail, extra)
-
     def _respond_error(
         self, stream: _VisitorStream, status: int, detail: str, extra: Headers | None = None
     ) -> None:
         """An error page as the stream's response (no response head has gone out);
         ``extra``: more response header fields."""
+        self._respond(stream, EdgeAnswer(status, detail, headers=extra))
+
+    def _respond(self, stream: _VisitorStream, answer: EdgeAnswer) -> None:
+        """The edge's own response on the stream (no response head has gone out)."""
+        status = answer.status
+        detail = answer.detail
         self.edge.metrics.h2.status(status)
         stream.head_sent = True
         stream.status = status
@@ -833,18 +848,8 @@ class H2Visitor(asyncio.Protocol):
         )
         if access.isEnabledFor(INFO):
             stream.log_access(None)
-        page = error_page(status, detail, stream.request_id)
-        headers = [
-            (b":status", str(status).encode()),
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(page)).encode()),
-            (b"cache-control", b"no-store"),
-            (b"x-burrow-error", b"1"),
-            (b"x-request-id", stream.request_id),
-            (b"date", http_date()),
-        ]
-        if extra:
-            headers.extend(extra)
+        fields, page = answer.fields(stream.request_id)
+        headers = [(b":status", str(status).encode()), *fields]
         try:
             self.conn.send_headers(stream.stream_id, headers)
         except h2.exceptions.ProtocolError:

@@ -33,13 +33,13 @@ from bus.captures import (
     replay_channel,
     replay_request_decoder,
 )
-from edge.agent_session import StreamUnavailable
-from edge.exchange import OriginExchange
 from edge.http1.events import Headers, RequestHead, ResponseHead
+from edge.link.agent_session import StreamUnavailable
+from edge.visitors.exchange import OriginExchange
 from proto.frames import ResetCode
 
 if TYPE_CHECKING:
-    from edge.routing import Tunnel
+    from edge.routing.table import Tunnel
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.replay")

@@ -6,10 +6,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge.address_streams import AddressStreams
-from edge.auth import AuthError, Identity
-from edge.routing import Tunnel
-from edge.visitor_policy import OPEN, VisitorPolicy
+from edge.link.address_streams import AddressStreams
+from edge.link.auth import AuthError, Identity
+from edge.routing.table import Tunnel
+from edge.visitors.visitor_policy import OPEN, VisitorPolicy
 from proto.frames import PROTOCOL_VERSION
 from proto.messages import (
     Bind,
@@ -28,6 +28,7 @@ from relay.session import LinkSession, StreamSink, new_id
 if TYPE_CHECKING:
     import asyncio
 
+    from edge.pipeline import ConnectFilter, RequestFilter
     from edge.server import Edge
 
 log = logging.getLogger("burrow.edge.agent")
@@ -96,6 +97,10 @@ class AgentSession(LinkSession):
         self.identity: Identity | None = None
         # What visitors of this session's tunnels must pass; set from the token at Hello.
         self.policy: VisitorPolicy = OPEN
+        # The request and connect filters of this session's tunnels (``edge.pipeline``),
+        # the visitor policy first; empty for a token that asks for nothing.
+        self.request_filters: tuple[RequestFilter, ...] = ()
+        self.connect_filters: tuple[ConnectFilter, ...] = ()
         self.session_id = new_id()
         self.instance_id = ""
         self.agent_version = ""
@@ -173,6 +178,9 @@ class AgentSession(LinkSession):
             return
         try:
             self.policy = VisitorPolicy.from_identity(identity)
+            from edge.pipeline import filters_for  # once per link; the pipeline imports us
+
+            self.request_filters, self.connect_filters = filters_for(self.policy)
         except ValueError as exc:
             log.warning("agent link %s refused: its token's visitor policy: %s", self.peer, exc)
             self._refuse(

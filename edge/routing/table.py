@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edge.agent_session import AgentSession
+    from edge.link.agent_session import AgentSession
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -132,7 +132,7 @@ class RouteTable:
     ) -> None:
         """``reserved``: whether a name belongs to some org (never handed out at random).
         ``alias``: for a custom domain routed to another tunnel, (that tunnel's hostname,
-        the domain's org); see ``edge.ownership.HostOwnership``."""
+        the domain's org); see ``edge.routing.ownership.HostOwnership``."""
         self.base_domain = base_domain.lower().strip(".")
         self.lease_seconds = lease_seconds
         self.hosts: dict[str, TunnelPool] = {}

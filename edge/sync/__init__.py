@@ -1,0 +1,1 @@
+"""The edge's conversation with control: routing state in, tunnel reports out."""
