@@ -18,6 +18,7 @@ from selenium.common.exceptions import (
     NoAlertPresentException,
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -101,8 +102,11 @@ class Browser:
         return await self.run(self._alert) is None
 
     async def text(self, css: str = "main") -> str:
-        element = await self.find(css)
-        return str(await self.run(lambda: element.text))
+        """The text of ``css``, found and read in one step (a page that live updates or is
+        still loading may replace the element between a find and a read)."""
+        return str(
+            (await self.wait(lambda: [self.driver.find_element(By.CSS_SELECTOR, css).text]))[0]
+        )
 
     async def wait(self, probe: Callable[[], T], timeout: float = WAIT_SECONDS) -> T:
         """Until ``probe`` (run in a thread) returns something true."""
@@ -112,6 +116,11 @@ class Browser:
                 found = await self.run(probe)
             except (NoSuchElementException, StaleElementReferenceException):
                 found = None  # the page is still being replaced
+            except WebDriverException as exc:
+                # Chromium's word for an element of a page just replaced.
+                if "does not belong to the document" not in str(exc):
+                    raise
+                found = None
             if found:
                 return found
             if asyncio.get_running_loop().time() > deadline:
