@@ -74,9 +74,11 @@ _MAX_CREDIT: Final = (1 << 31) - 1  # the most a peer may grant (as HTTP/2): mor
 # Credit goes back at a quarter window, but at least this often: a big window still hears
 # of its stream every few round trips, so it shrinks soon after its stream slows down.
 _MAX_BATCH: Final = 256 * 1024
-# The payload of the pings that time the credit loop: 0xff first, which no heartbeat's
-# timestamp (a positive double) starts with, so their pongs never reach the shell.
-_PROBE: Final = b"\xffBDPPROB"
+# The pings that time the credit loop carry 0xff and a sequence number: no heartbeat's
+# timestamp (a positive double) starts with 0xff, so their pongs never reach the shell.
+_SEQ_MASK: Final = (1 << 56) - 1
+# At most this often (seconds), so a link of many small exchanges is not timed per batch.
+_PROBE_INTERVAL: Final = 0.1
 
 
 class Role(enum.Enum):
@@ -240,7 +242,10 @@ class Multiplexer:
         "_next_id",
         "_out",
         "_peer_window",
+        "_probe",
+        "_probe_due",
         "_probe_sent",
+        "_probe_seq",
         "_streams",
         "answer_pings",
         "budget",
@@ -274,7 +279,10 @@ class Multiplexer:
         self.clock = clock
         self.rtt = 0.0  # smoothed round-trip time of the link in seconds; 0.0: not measured
         self._granted = 0  # the windows of all open streams (what the peer may still cost us)
-        self._probe_sent = 0.0  # when the outstanding credit-loop ping went out; 0.0: none
+        self._probe = b""  # the payload of the credit-loop ping awaiting its pong
+        self._probe_sent = 0.0  # when it went out
+        self._probe_due = 0.0  # not before this is the next one sent
+        self._probe_seq = 0
         self._peer_window = 0  # the peer's initial window, once its preamble is in
         self.max_streams = max_streams
         # The shell clears it while the peer reads nothing of what we send: a pong queued
@@ -441,11 +449,15 @@ class Multiplexer:
         stream's window toward what that round trip carried; then return the credit that
         brings what the peer may send to the window (less than ``increment`` to shrink)."""
         now = self.clock()
-        if self._probe_sent == 0.0:
+        if now >= self._probe_due:
             # Time the credit loop as this stream's bytes see it: behind whatever both ends
-            # have queued, which a heartbeat sent on an idle link does not see.
+            # have queued, which a heartbeat sent on an idle link does not see. A probe the
+            # peer never answered (it answers none while it reads nothing) is given up on.
             self._probe_sent = now
-            self._out.append(f.encode_ping(_PROBE))
+            self._probe_due = now + max(_PROBE_INTERVAL, 4.0 * self.rtt)
+            self._probe_seq += 1
+            self._probe = b"\xff" + (self._probe_seq & _SEQ_MASK).to_bytes(7, "big")
+            self._out.append(f.encode_ping(self._probe))
         if self.rtt == 0.0:
             return increment
         start = s.epoch_start
@@ -542,11 +554,12 @@ class Multiplexer:
                 if frame.stream_id != 0 or len(frame.body) != 8:
                     raise f.ProtocolError("PING must be 8 bytes on stream 0")
                 if frame.flags & f.FLAG_ACK:
-                    if frame.body != _PROBE:
-                        events.append(PongReceived(frame.body))
-                    elif self._probe_sent != 0.0:
+                    body = frame.body
+                    if body[0] != 0xFF:
+                        events.append(PongReceived(body))
+                    elif body == self._probe:
+                        self._probe = b""
                         self.observe_rtt(self.clock() - self._probe_sent)
-                        self._probe_sent = 0.0
                 elif self.answer_pings:
                     self._out.append(f.encode_ping(frame.body, ack=True))
         return events

@@ -318,6 +318,8 @@ def test_credit_is_never_overrun_and_bytes_arrive_in_order(
     both_ended = wires.down.ended and wires.up.ended
     assert link.edge.is_open(sid) is not both_ended
     assert link.agent.is_open(sid) is not both_ended
+    if both_ended:  # a finished stream's window no longer counts against the link budget
+        assert link.edge.granted == link.agent.granted == 0
 
 
 # -- credit a hostile peer announces or grants is capped -----------------------------------

@@ -273,3 +273,26 @@ def test_round_trip_samples_are_smoothed_and_nonsense_ignored() -> None:
     mux.observe_rtt(-1.0)
     mux.observe_rtt(0.0)
     assert mux.rtt == pytest.approx(0.2)
+
+
+def test_the_credit_loop_is_timed_with_pings_the_shell_never_sees() -> None:
+    now = [1.0]
+    edge = Multiplexer(Role.EDGE, clock=lambda: now[0])
+    agent = Multiplexer(Role.AGENT)  # any peer answers pings: nothing new is asked of it
+    agent.receive_data(b"".join(edge.data_to_send()))
+    edge.receive_data(b"".join(agent.data_to_send()))
+    sid = edge.open_stream(VISITOR)
+    agent.receive_data(b"".join(edge.data_to_send()))
+    agent.send_data(sid, b"r" * edge.initial_window)
+    edge.receive_data(b"".join(agent.data_to_send()))
+    edge.acknowledge(sid, edge.initial_window)  # a credit batch: WINDOW and a timing ping
+    agent.receive_data(b"".join(edge.data_to_send()))
+    now[0] += 0.08  # the pong takes a round trip of 80 ms
+    edge.ping(b"\x41heartbt")  # the shell's own ping still gets its pong to the shell
+    agent.receive_data(b"".join(edge.data_to_send()))
+    events = edge.receive_data(b"".join(agent.data_to_send()))
+    assert edge.rtt == pytest.approx(0.08)
+    assert [type(e).__name__ for e in events] == ["PongReceived"]
+    # A pong for a probe we did not send (or sent and gave up on) measures nothing.
+    edge.receive_data(f.encode_ping(b"\xff" + bytes(7), ack=True))
+    assert edge.rtt == pytest.approx(0.08)
