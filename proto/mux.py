@@ -351,6 +351,14 @@ class Multiplexer:
         for: at most ``budget``."""
         return self._granted
 
+    def allow_streams(self, count: int) -> None:
+        """Take up to ``count`` streams from the peer (the agent takes the edge's figure from
+        Welcome, after its preamble announced the initial window): the budget grows to
+        cover their initial windows as it covers ``max_streams``' from the start."""
+        if count > self.max_streams:
+            self.max_streams = count
+            self.budget = max(self.budget, 2 * count * self.initial_window)
+
     # -- measurements ---------------------------------------------------------------------
 
     def observe_rtt(self, seconds: float) -> None:
@@ -643,8 +651,8 @@ class Multiplexer:
         if (sid & 1) != peer_parity or sid <= self._last_peer_id:
             raise f.ProtocolError(f"peer opened stream {sid} out of order or with our parity")
         self._last_peer_id = sid
-        # The budget check matters when max_streams was raised after the preamble (the
-        # agent takes the edge's figure from Welcome): a new stream's window must still fit.
+        # The budget check matters when max_streams was raised past the budget by hand
+        # rather than with allow_streams: a new stream's window must still fit.
         if (
             len(self._streams) >= self.max_streams
             or self._granted + self.initial_window > self.budget

@@ -237,9 +237,28 @@ def test_a_stalled_visitor_freezes_its_stream_only() -> None:
     assert link.edge.recv_window(busy) >= 4 * MB
 
 
-def test_streams_a_hostile_edge_opens_past_the_budget_are_refused() -> None:
-    # The agent takes the edge's stream limit from Welcome, after its preamble went out:
-    # a limit past what its budget covers still cannot make it hold more.
+def test_streams_the_edge_may_open_after_the_preamble_stay_covered() -> None:
+    # The agent takes the edge's stream limit from Welcome, after its preamble announced
+    # the initial window: its budget grows to cover that window on every stream.
+    agent = Multiplexer(Role.AGENT, max_streams=16, budget=1024 * 1024)
+    window = agent.initial_window
+    agent.allow_streams(10_000)
+    assert agent.max_streams == 10_000
+    assert agent.budget == 2 * 10_000 * window
+    agent.allow_streams(8)  # never lowered
+    assert agent.max_streams == 10_000
+    edge = Multiplexer(Role.EDGE, max_streams=10_000, budget=1 << 40)
+    agent.receive_data(b"".join(edge.data_to_send()))
+    for _ in range(3000):
+        edge.open_stream(VISITOR)
+    events = agent.receive_data(b"".join(edge.data_to_send()))
+    assert len([e for e in events if isinstance(e, StreamOpened)]) == 3000
+    assert agent.granted == 3000 * window <= agent.budget
+
+
+def test_streams_opened_past_the_budget_are_refused() -> None:
+    # A stream limit raised by hand, past what the budget covers, still cannot make the
+    # agent hold more than the budget.
     budget = 1024 * 1024
     agent = Multiplexer(Role.AGENT, max_streams=16, budget=budget)
     agent.max_streams = 10_000
