@@ -20,13 +20,15 @@ frames rare.
 
 Window tuning (the receiver's side, as gRPC's BDP estimation and QUIC stacks do it): one
 stream can carry at most its window per round trip, so a fixed window caps a long link
-(1 MiB over 50 ms is 20 MB/s). The shell feeds the link's round-trip time
-(``observe_rtt``, from the heartbeat pongs) and the multiplexer reads its injected clock at
-each credit batch, never per chunk. Once a stream's batches span a round trip, the bytes
-it received in that time are its bandwidth-delay product sample: a stream that filled half
-its window or more in one round trip is limited by the window, and the window doubles (up
-to ``max_window``); one that used less than a quarter of it, or that idled, gives the excess
-back by returning less credit than it consumed, down to the initial window. Credit already
+(1 MiB over 50 ms is 20 MB/s). The round-trip time comes from the heartbeat pongs the shell
+passes to ``observe_rtt`` and from pings the multiplexer sends itself at credit batches
+(their pongs, timed behind the queued stream bytes, never reach the shell); the injected
+clock is read at credit batches only, never per chunk. Once half a round trip has passed
+since a stream's last sample, the bytes it received meanwhile, scaled to a round trip, are
+its bandwidth-delay product sample: a stream that carried two thirds of its window or more
+is held back by the window, and the window doubles (up to ``max_window``); one that used
+less than a quarter of it, or that idled, gets twice its sample (never under the initial
+window) and gives the excess back by returning less credit than it consumed. Credit already
 granted cannot be taken back, so an idle stream shrinks when it next moves.
 
 The windows of all streams together are bounded by ``budget``: the bytes a peer may have
@@ -200,6 +202,7 @@ class _Stream:
         "epoch_received",
         "epoch_start",
         "id",
+        "last_window",
         "local_closed",
         "pending",
         "pending_fin",
@@ -220,6 +223,7 @@ class _Stream:
         # budget), and the window tuning wants it to be: they differ while it shrinks.
         self.recv_target = recv_window
         self.window = recv_window
+        self.last_window = recv_window  # the window before the latest tuning decision
         self.unacked = 0
         self.received = 0
         # The window-tuning sample: when it started (0.0: not yet) and ``received`` then.
@@ -472,13 +476,20 @@ class Multiplexer:
         if start == 0.0:
             s.epoch_start = now
             s.epoch_received = s.received
-        elif now - start >= self.rtt:
-            # The bytes one round trip carried at the rate of this sample (an idle spell
-            # in it lowers the rate, so an idle stream's window shrinks).
+        elif (now - start) * 2.0 >= self.rtt:
+            # The bytes one round trip carries at the rate of this sample (an idle spell
+            # in it lowers the rate, so an idle stream's window shrinks). Half a round trip
+            # is enough to judge: a stream held back by its window gets it in bursts, one a
+            # round trip, and waiting for a whole one would miss every burst that came a
+            # little early, doubling the window every other round trip.
             sample = int((s.received - s.epoch_received) * (self.rtt / (now - start)))
             s.epoch_start = now
             s.epoch_received = s.received
             window = s.window
+            # Credit granted at the last decision reaches the peer, and its bytes us, a
+            # round trip later: this sample was sent under the window before that one.
+            basis = s.last_window if s.last_window < window else window
+            s.last_window = window
             initial = self.initial_window
             # The growth half of the budget: what is left once every open stream's window
             # and the initial windows of the streams that may still open are counted.
@@ -486,7 +497,7 @@ class Multiplexer:
             room = self.budget - self._granted - (unopened if unopened > 0 else 0) * initial
             if room < 0:  # max_streams was raised past what the budget covers
                 window = max(initial, window >> 1)
-            elif sample * 3 >= window * 2:  # the window, not the source, held it back
+            elif sample * 3 >= basis * 2:  # the window, not the source, held it back
                 window = min(window << 1, self.max_window, window + room)
             elif sample * 4 < window:
                 window = max(initial, sample * 2)
