@@ -27,9 +27,9 @@ clock is read at credit batches only, never per chunk. Once half a round trip ha
 since a stream's last sample, the bytes it received meanwhile, scaled to a round trip, are
 its bandwidth-delay product sample: a stream that carried two thirds of its window or more
 is held back by the window, and the window doubles (up to ``max_window``); one that used
-less than a quarter of it, or that idled, gets twice its sample (never under the initial
-window) and gives the excess back by returning less credit than it consumed. Credit already
-granted cannot be taken back, so an idle stream shrinks when it next moves.
+less than a quarter of it, or that idled, is halved toward twice its sample (never under
+the initial window) and gives the excess back by returning less credit than it consumed.
+Credit already granted cannot be taken back, so an idle stream shrinks when it next moves.
 
 The windows of all streams together are bounded by ``budget``: the bytes a peer may have
 sent us and the shell has not passed on never exceed it, however many streams are open and
@@ -500,7 +500,9 @@ class Multiplexer:
             elif sample * 3 >= basis * 2:  # the window, not the source, held it back
                 window = min(window << 1, self.max_window, window + room)
             elif sample * 4 < window:
-                window = max(initial, sample * 2)
+                # Halved at most per sample: a keep-alive stream's pause between two
+                # requests is not a reason to start the next one from nothing.
+                window = max(initial, sample * 2, window >> 1)
             s.window = window
         target = s.recv_target
         window = s.window
