@@ -83,15 +83,23 @@ class Wire:
     def _arm(self) -> None:
         self._timer = self._loop.call_at(self._deliveries[0][0], self._deliver)
 
+    def attach(self, dst: asyncio.Transport) -> None:
+        """The receiving socket is connected: what arrived for it meanwhile goes now."""
+        self.dst = dst
+        if self._deliveries and self._timer is None:
+            self._deliver()
+
     def _deliver(self) -> None:
         self._timer = None
+        dst = self.dst
+        if dst is None:
+            return  # bytes that came before the far end was connected wait for attach
         now = self._loop.time()
         deliveries = self._deliveries
         due: list[bytes] = []
         while deliveries and deliveries[0][0] <= now:
             due.append(deliveries.popleft()[1])
-        dst = self.dst
-        if due and dst is not None and not dst.is_closing():
+        if due and not dst.is_closing():
             dst.writelines(due)
         if deliveries:
             self._arm()
@@ -154,7 +162,7 @@ class Side(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.outbound.src = self.transport
-        self.inbound.dst = self.transport
+        self.inbound.attach(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.outbound.carry(data)

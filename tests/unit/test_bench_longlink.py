@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench.delay_link import DelayLink
+from bench.delay_link import DelayLink, Wire
 from bench.longlink import (
     Cell,
     LongLinkRun,
@@ -54,6 +54,33 @@ async def test_the_relay_adds_its_round_trip_and_caps_its_rate() -> None:
         writer.close()
         relay.close()
         echo.close()
+
+
+class _Socket:
+    """The transport a wire writes to, recording what it was given."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.written += chunk
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_bytes_read_before_the_far_end_is_connected_wait_for_it() -> None:
+    # ssh writes its banner the moment it connects, while the relay is still connecting on
+    # to sshd: those bytes must reach sshd once it is connected, not be dropped.
+    wire = Wire(asyncio.get_running_loop(), one_way=0.0, rate=1e9, queue_limit=1 << 20)
+    wire.carry(b"SSH-2.0-banner\r\n")
+    wire.carry(b"KEXINIT")
+    await asyncio.sleep(0.01)  # due: nowhere to go yet
+    far = _Socket()
+    wire.attach(far)  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert bytes(far.written) == b"SSH-2.0-banner\r\nKEXINIT"
 
 
 def test_the_scenario_measures_burrow_and_ssh_behind_the_relay(tmp_path: Path) -> None:
