@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -393,9 +394,9 @@ def run_longlink_command(args: argparse.Namespace) -> int:
         return 2
     if args.logs is not None:
         args.logs.mkdir(parents=True, exist_ok=True)
-        log_dir = args.logs
+        log_dir, keep_logs = args.logs, True
     else:
-        log_dir = Path(tempfile.mkdtemp(prefix="burrow-bench-longlink-"))
+        log_dir, keep_logs = Path(tempfile.mkdtemp(prefix="burrow-bench-longlink-")), False
     try:
         run = run_longlink(settings, log_dir)
     except StackError as exc:
@@ -408,5 +409,10 @@ def run_longlink_command(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(run.to_json(), indent=2) + "\n")
         print(f"results written to {args.json}")
-    print(f"component logs in {log_dir}")
+    if any(r.burrow.error or r.ssh.error for r in run.rows):
+        keep_logs = True
+    if keep_logs and args.logs is None:
+        print(f"component logs kept in {log_dir}")
+    if not keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return 0
