@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +36,14 @@ import uvloop
 from bench.environment import describe, headline
 from bench.peer_process import PeerUnavailable
 from bench.peer_ssh import SshReverseTunnel
-from bench.stack import BurrowStack, Child, StackError, python_module, ready_port
+from bench.stack import (
+    BurrowStack,
+    Child,
+    StackError,
+    SuiteLogs,
+    python_module,
+    ready_port,
+)
 
 DEFAULT_DELAYS_MS = (0.0, 25.0, 50.0, 200.0)
 TARGET_RATIO = 1.5  # Burrow's single-stream MB/s over ssh's, at every delay
@@ -392,27 +397,18 @@ def run_longlink_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.logs is not None:
-        args.logs.mkdir(parents=True, exist_ok=True)
-        log_dir, keep_logs = args.logs, True
-    else:
-        log_dir, keep_logs = Path(tempfile.mkdtemp(prefix="burrow-bench-longlink-")), False
+    logs = SuiteLogs(args.logs, "burrow-bench-longlink-")
     try:
-        run = run_longlink(settings, log_dir)
+        run = run_longlink(settings, logs.path)
     except StackError as exc:
-        print(f"bench longlink: {exc}\n(logs kept in {log_dir})", file=sys.stderr)
+        print(f"bench longlink: {exc}\n(logs kept in {logs.path})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nbench: interrupted; every child process was stopped (logs in {log_dir})")
+        print(f"\nbench: interrupted; every child process was stopped (logs in {logs.path})")
         return 130
     print(format_longlink_report(run), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(run.to_json(), indent=2) + "\n")
         print(f"results written to {args.json}")
-    if any(r.burrow.error or r.ssh.error for r in run.rows):
-        keep_logs = True
-    if keep_logs and args.logs is None:
-        print(f"component logs kept in {log_dir}")
-    if not keep_logs:
-        shutil.rmtree(log_dir, ignore_errors=True)
+    logs.finish(troubled=any(r.burrow.error or (settings.ssh and r.ssh.error) for r in run.rows))
     return 0

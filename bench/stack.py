@@ -27,9 +27,11 @@ import json
 import os
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +200,27 @@ class Child:
         self._log.flush()
         lines = self.log_lines()[-n:]
         return (":\n  " + "\n  ".join(lines)) if lines else " (its log is empty)"
+
+
+class SuiteLogs:
+    """Where one suite's component logs go: ``--logs DIR``, kept; else a temp dir, removed
+    after a clean run and named when the run had trouble."""
+
+    def __init__(self, logs: Path | None, prefix: str) -> None:
+        self.given = logs is not None
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            self.path = logs
+        else:
+            self.path = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def finish(self, troubled: bool) -> None:
+        if self.given:
+            return
+        if troubled:
+            print(f"component logs kept in {self.path}")
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def python_module(module: str, *args: str) -> list[str]:
