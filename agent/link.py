@@ -169,7 +169,7 @@ class AgentLink(LinkSession):
         if isinstance(message, Welcome):
             self.welcome = message
             # Take as many concurrent streams as the edge may open to us.
-            self.mux.max_streams = max(self.mux.max_streams, message.max_streams)
+            self.mux.allow_streams(message.max_streams)
             self.welcomed.set()
             for request_id, tunnel in enumerate(self.agent.tunnels, start=1):
                 if not tunnel.dropped:

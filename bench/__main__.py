@@ -9,6 +9,8 @@ python -m bench all                     http, https and h2, one after the other
 python -m bench tools [--install]       the optional load generators (wrk, h2load) and peers
 python -m bench peers [--install]       Burrow beside ssh -R and PageKite, direct as the baseline
 python -m bench scale [scenario ...]    10,000 idle visitors, 1,000 agents, an edge restart
+python -m bench longlink [--rtt-ms MS ...] one 200 MB download (and 10 streams) through an agent
+                                        link with a long round trip, Burrow vs ssh -R
 python -m bench run [scenario ...]      HTTP, uploads, WebSocket, TCP, constant rate: direct vs
                                         burrow in one table [--json PATH] [--chart PATH.png]
 """
@@ -27,6 +29,7 @@ from types import FrameType
 
 from bench.http_suite import HttpBenchRun, HttpBenchSettings, run_http_bench
 from bench.instructions import add_instructions_parser, run_instructions
+from bench.longlink import add_longlink_parser, run_longlink_command
 from bench.peers import add_peers_arguments, run_peers_command
 from bench.report import format_any_report
 from bench.run_suite import add_run_parser, run_command
@@ -135,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     add_scale_parser(sub)
     add_run_parser(sub)
     add_instructions_parser(sub)
+    add_longlink_parser(sub)
     return p
 
 
@@ -204,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "instructions":
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
         return run_instructions(args)
+    if args.suite == "longlink":
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        return run_longlink_command(args)
     try:
         settings = _settings(args)
     except ValueError as exc:

@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.peer_process import (
@@ -75,8 +76,18 @@ PrintLastLog no
 class SshReverseTunnel:
     """One ``ssh -R`` configuration, started against an origin port and stopped after."""
 
-    def __init__(self, *, pty: bool, log_dir: Path, start_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        pty: bool,
+        log_dir: Path,
+        start_timeout: float,
+        link: Callable[[int], int] | None = None,
+    ) -> None:
         self.pty = pty
+        # Given sshd's port, the port the client dials instead (bench longlink's delaying
+        # relay in front of sshd); None: sshd's own.
+        self.link = link
         self.name = "ssh -R -tt" if pty else "ssh -R"
         self.key = "ssh-tt" if pty else "ssh"
         self.path = "load generator -> sshd -> ssh -> origin"
@@ -126,7 +137,8 @@ class SshReverseTunnel:
         # -v logs the negotiated cipher for the report (and a few lines per channel);
         # -F none keeps the user's and the system's ssh_config out of the measurement.
         argv = [ssh_bin, "-v", "-F", "none", *(arg for o in _SSH_OPTIONS for arg in ("-o", o))]
-        argv += ["-i", str(work / "client_key"), "-p", str(self._sshd_port)]
+        dial = self.link(self._sshd_port) if self.link is not None else self._sshd_port
+        argv += ["-i", str(work / "client_key"), "-p", str(dial)]
         argv += ["-R", f"127.0.0.1:{self._remote_port}:127.0.0.1:{origin_port}"]
         if self.pty:
             argv += ["-tt", f"{getpass.getuser()}@127.0.0.1", _REMOTE_COMMAND]

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from bench.stack import (
     BurrowStack,
     Child,
     StackError,
+    SuiteLogs,
     load_trouble,
     process_troubles,
     python_module,
@@ -472,27 +471,18 @@ def run_peers_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.logs is not None:
-        args.logs.mkdir(parents=True, exist_ok=True)
-        log_dir, keep_logs = args.logs, True
-    else:
-        log_dir, keep_logs = Path(tempfile.mkdtemp(prefix="burrow-bench-peers-")), False
+    logs = SuiteLogs(args.logs, "burrow-bench-peers-")
     try:
-        run = run_peers_bench(settings, log_dir)
+        run = run_peers_bench(settings, logs.path)
     except StackError as exc:
-        print(f"bench peers: {exc}\n(logs kept in {log_dir})", file=sys.stderr)
+        print(f"bench peers: {exc}\n(logs kept in {logs.path})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nbench peers: interrupted; every child process was stopped (logs in {log_dir})")
+        print(f"\nbench peers: interrupted; every child process was stopped (logs in {logs.path})")
         return 130
     print(format_peers_report(run), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(run.to_json(), indent=2) + "\n")
         print(f"results written to {args.json}")
-    if run.troubled or any(not t.available for t in run.targets):
-        keep_logs = True
-    if keep_logs and args.logs is None:
-        print(f"logs kept in {log_dir}")
-    if not keep_logs:
-        shutil.rmtree(log_dir, ignore_errors=True)
+    logs.finish(troubled=run.troubled or any(not t.available for t in run.targets))
     return 0

@@ -59,7 +59,7 @@ class SwarmMember:
         link = agent.link
         if self.swarm.max_streams and link is not None:
             # Welcome is in and no stream can be open before Bound: safe to raise here.
-            link.mux.max_streams = self.swarm.max_streams
+            link.mux.allow_streams(self.swarm.max_streams)
         url = agent.tunnels[0].url
         if url and not self.serving:
             self.serving = True

@@ -13,6 +13,9 @@ to the origin stay plaintext, as in a typical deployment.
 With ``tcp_sink`` a TCP sink (bench/tcp_bulk.py) starts after the edge, and the agent
 binds a TCP tunnel to it beside the HTTP one; the edge picks the public port.
 
+With ``link_delay`` (``bench.delay_link`` arguments) a delaying relay starts after the edge
+and the agent dials the edge through it: the agent's link is then a long one.
+
 ``ProcessProbe`` reads a child's peak RSS (VmHWM) and CPU time (utime + stime) from /proc,
 and can restart the peak so a reading covers one measurement.
 """
@@ -24,9 +27,11 @@ import json
 import os
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +202,27 @@ class Child:
         return (":\n  " + "\n  ".join(lines)) if lines else " (its log is empty)"
 
 
+class SuiteLogs:
+    """Where one suite's component logs go: ``--logs DIR``, kept; else a temp dir, removed
+    after a clean run and named when the run had trouble."""
+
+    def __init__(self, logs: Path | None, prefix: str) -> None:
+        self.given = logs is not None
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            self.path = logs
+        else:
+            self.path = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def finish(self, troubled: bool) -> None:
+        if self.given:
+            return
+        if troubled:
+            print(f"component logs kept in {self.path}")
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
@@ -211,8 +237,10 @@ class BurrowStack:
         certificates: BenchCertificates | None = None,
         tcp_sink: bool = False,
         edge_wrapper: tuple[str, ...] = (),
+        link_delay: tuple[str, ...] | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.link_delay = link_delay
         self.edge_wrapper = edge_wrapper  # a command the edge runs under (valgrind …)
         self.start_timeout = start_timeout
         self.certificates = certificates
@@ -235,22 +263,33 @@ class BurrowStack:
             tls = ["--tls-cert", str(self.certificates.cert_file)]
             tls += ["--tls-key", str(self.certificates.key_file)]
         origin = self._start("origin", "origin", *tls)
-        self.origin_port = _port(origin, "port")
+        self.origin_port = ready_port(origin, "port")
         edge = self._start("edge", "edge", "--token", self.token, *tls)
-        self.edge_http_port = _port(edge, "http_port")
-        self.edge_agent_port = _port(edge, "agent_port")
+        self.edge_http_port = ready_port(edge, "http_port")
+        self.edge_agent_port = ready_port(edge, "agent_port")
         if tls:
-            self.origin_tls_port = _port(origin, "tls_port")
-            self.edge_https_port = _port(edge, "https_port")
+            self.origin_tls_port = ready_port(origin, "tls_port")
+            self.edge_https_port = ready_port(edge, "https_port")
         tcp: list[str] = []
         if self.tcp_sink:
-            self.tcp_sink_port = _port(self._start("tcp-sink", "tcp-sink"), "port")
+            self.tcp_sink_port = ready_port(self._start("tcp-sink", "tcp-sink"), "port")
             tcp = ["--tcp", str(self.tcp_sink_port)]
+        agent_dials = self.edge_agent_port
+        if self.link_delay is not None:
+            relay = Child(
+                "link",
+                python_module(
+                    "bench.delay_link", "--target-port", str(agent_dials), *self.link_delay
+                ),
+                self.log_dir / "link.log",
+            )
+            self.children["link"] = relay
+            agent_dials = ready_port(relay.read_ready(self.start_timeout), "port")
         agent = self._start(
             "agent",
             "agent",
             "--edge-port",
-            str(self.edge_agent_port),
+            str(agent_dials),
             "--origin-port",
             str(self.origin_port),
             "--token",
@@ -310,7 +349,7 @@ class BurrowStack:
         self.stop()
 
 
-def _port(ready: dict[str, object], key: str) -> int:
+def ready_port(ready: dict[str, object], key: str) -> int:
     value = ready.get(key)
     if not isinstance(value, int) or not 0 < value < 65536:
         raise StackError(f"a component reported {key}={value!r}, not a port")

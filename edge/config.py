@@ -34,6 +34,11 @@ class Limits:
     # (its credit held back), so a visitor that stops reading holds little edge memory.
     visitor_write_buffer: int = 16 * 1024
     max_streams_per_agent: int = 1000  # concurrent visitor connections per agent link
+    # What the receive windows of one agent link's streams may add up to: the most an agent
+    # can make the edge hold for visitors that read nothing. Half of it covers the first
+    # window of max_streams_per_agent streams, the rest is what busy streams on long links
+    # grow into (proto/mux.py).
+    link_memory_budget: int = 64 * 1024 * 1024
     # The share of those one visitor address may hold (429 past it, for that address only),
     # so one address cannot take every stream of a tunnel and lock its other visitors out;
     # never fewer than 8 (or all, when the limit is lower).

@@ -16,8 +16,26 @@ the shell stops reading from the source until a ``StreamWritable`` event says th
 drained. The receiver returns credit with WINDOW frames only when the shell calls
 ``acknowledge`` (the bytes have left for their destination), so a slow visitor throttles its
 own stream and no other. Credit goes back in batches (a quarter window) to keep WINDOW
-frames rare. A stream that keeps its window busy gets a bigger one, doubling up to
-``max_window``, so long fat links are not capped at one window per round trip.
+frames rare.
+
+Window tuning (the receiver's side, as gRPC's BDP estimation and QUIC stacks do it): one
+stream can carry at most its window per round trip, so a fixed window caps a long link
+(1 MiB over 50 ms is 20 MB/s). The round-trip time comes from the heartbeat pongs the shell
+passes to ``observe_rtt`` and from pings the multiplexer sends itself at credit batches
+(their pongs, timed behind the queued stream bytes, never reach the shell); the injected
+clock is read at credit batches only, never per chunk. Once half a round trip has passed
+since a stream's last sample, the bytes it received meanwhile, scaled to a round trip, are
+its bandwidth-delay product sample: a stream that carried two thirds of its window or more
+is held back by the window, and the window doubles (up to ``max_window``); one that used
+less than a quarter of it, or that idled, is halved toward twice its sample (never under
+the initial window) and gives the excess back by returning less credit than it consumed.
+Credit already granted cannot be taken back, so an idle stream shrinks when it next moves.
+
+The windows of all streams together are bounded by ``budget``: the bytes a peer may have
+sent us and the shell has not passed on never exceed it, however many streams are open and
+whatever their readers do. Half of it is the initial windows of ``max_streams`` streams
+(the initial window is lowered until they fit), so a new stream is always covered; growth
+comes out of the other half, and a stream grows only into what is left of it.
 
 Any peer may be hostile, so the credit a sender honours is capped: a stream never holds more
 than ``MAX_STREAM_CREDIT`` of send credit, whatever window the peer's preamble announces or
@@ -37,6 +55,8 @@ and the shell closes the link.
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -45,11 +65,22 @@ from proto import frames as f
 from proto.messages import Message, StreamOpen, decode_message, encode_message
 
 DEFAULT_WINDOW: Final = f.INITIAL_WINDOW
-DEFAULT_MAX_WINDOW: Final = 1024 * 1024
 MAX_STREAM_CREDIT: Final = 16 * 1024 * 1024
 """The most send credit a stream holds, whatever the peer announces or grants: room for
 window growth on long fat links, and a bound on what a hostile peer can make us send."""
+DEFAULT_MAX_WINDOW: Final = MAX_STREAM_CREDIT
+DEFAULT_LINK_BUDGET: Final = 64 * 1024 * 1024
+"""What the windows of one link's streams may add up to: the most a peer can make one
+side of a link hold, with every stream's reader stalled."""
 _MAX_CREDIT: Final = (1 << 31) - 1  # the most a peer may grant (as HTTP/2): more is an error
+# Credit goes back at a quarter window, but at least this often: a big window still hears
+# of its stream every few round trips, so it shrinks soon after its stream slows down.
+_MAX_BATCH: Final = 256 * 1024
+# The pings that time the credit loop carry 0xff and a sequence number: no heartbeat's
+# timestamp (a positive double) starts with 0xff, so their pongs never reach the shell.
+_SEQ_MASK: Final = (1 << 56) - 1
+# At most this often (seconds), so a link of many small exchanges is not timed per batch.
+_PROBE_INTERVAL: Final = 0.1
 
 
 class Role(enum.Enum):
@@ -168,7 +199,10 @@ class PongReceived(Event):
 
 class _Stream:
     __slots__ = (
+        "epoch_received",
+        "epoch_start",
         "id",
+        "last_window",
         "local_closed",
         "pending",
         "pending_fin",
@@ -178,15 +212,23 @@ class _Stream:
         "remote_closed",
         "send_window",
         "unacked",
+        "window",
     )
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
         self.send_window = send_window
         self.recv_credit = recv_window
+        # What the peer may send and we have not returned credit for (bounded by the
+        # budget), and the window tuning wants it to be: they differ while it shrinks.
         self.recv_target = recv_window
+        self.window = recv_window
+        self.last_window = recv_window  # the window before the latest tuning decision
         self.unacked = 0
         self.received = 0
+        # The window-tuning sample: when it started (0.0: not yet) and ``received`` then.
+        self.epoch_start = 0.0
+        self.epoch_received = 0
         self.pending = bytearray()
         self.pending_fin = False
         self.local_closed = False
@@ -199,17 +241,25 @@ class StreamClosedError(Exception):
 
 class Multiplexer:
     __slots__ = (
+        "_granted",
         "_last_peer_id",
         "_next_id",
         "_out",
         "_peer_window",
+        "_probe",
+        "_probe_due",
+        "_probe_sent",
+        "_probe_seq",
         "_streams",
         "answer_pings",
+        "budget",
+        "clock",
         "decoder",
         "initial_window",
         "max_streams",
         "max_window",
         "role",
+        "rtt",
     )
 
     def __init__(
@@ -219,10 +269,24 @@ class Multiplexer:
         initial_window: int = DEFAULT_WINDOW,
         max_window: int = DEFAULT_MAX_WINDOW,
         max_streams: int = 1024,
+        budget: int = DEFAULT_LINK_BUDGET,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.role = role
-        self.initial_window = initial_window = min(initial_window, MAX_STREAM_CREDIT)
+        # Half the budget covers the initial windows of max_streams streams (see the top).
+        initial_window = min(initial_window, MAX_STREAM_CREDIT, budget // (2 * max(max_streams, 1)))
+        if initial_window < 1:
+            raise ValueError(f"a link budget of {budget} bytes cannot cover {max_streams} streams")
+        self.initial_window = initial_window
         self.max_window = min(max(max_window, initial_window), MAX_STREAM_CREDIT)
+        self.budget = budget
+        self.clock = clock
+        self.rtt = 0.0  # smoothed round-trip time of the link in seconds; 0.0: not measured
+        self._granted = 0  # the windows of all open streams (what the peer may still cost us)
+        self._probe = b""  # the payload of the credit-loop ping awaiting its pong
+        self._probe_sent = 0.0  # when it went out
+        self._probe_due = 0.0  # not before this is the next one sent
+        self._probe_seq = 0
         self._peer_window = 0  # the peer's initial window, once its preamble is in
         self.max_streams = max_streams
         # The shell clears it while the peer reads nothing of what we send: a pong queued
@@ -279,6 +343,34 @@ class Multiplexer:
         """Bytes held for all streams waiting for credit (memory accounting)."""
         return sum(len(s.pending) for s in self._streams.values())
 
+    def recv_window(self, stream_id: int) -> int:
+        """The stream's receive window as tuned (what the peer may have in flight will
+        come down to it as the peer uses the credit it holds)."""
+        s = self._streams.get(stream_id)
+        return s.window if s else 0
+
+    @property
+    def granted(self) -> int:
+        """What the peer may send on all open streams and we have not returned credit
+        for: at most ``budget``."""
+        return self._granted
+
+    def allow_streams(self, count: int) -> None:
+        """Take up to ``count`` streams from the peer (the agent takes the edge's figure from
+        Welcome, after its preamble announced the initial window): the budget grows to
+        cover their initial windows as it covers ``max_streams``' from the start."""
+        if count > self.max_streams:
+            self.max_streams = count
+            self.budget = max(self.budget, 2 * count * self.initial_window)
+
+    # -- measurements ---------------------------------------------------------------------
+
+    def observe_rtt(self, seconds: float) -> None:
+        """A round-trip sample of the link (a heartbeat's pong), smoothed as TCP's SRTT."""
+        if seconds <= 0.0:
+            return
+        self.rtt = seconds if self.rtt == 0.0 else self.rtt * 0.875 + seconds * 0.125
+
     # -- local actions --------------------------------------------------------------------
 
     def send_message(self, message: Message) -> None:
@@ -292,6 +384,7 @@ class Multiplexer:
             raise StreamClosedError("stream ids exhausted; open a new link")
         self._next_id += 2
         self._streams[stream_id] = _Stream(stream_id, self._peer_window, self.initial_window)
+        self._granted += self.initial_window
         body = encode_message(open_msg)
         self._out.append(f.frame_header(f.T_CONTROL, 0, stream_id, len(body)))
         self._out.append(body)
@@ -333,8 +426,10 @@ class Multiplexer:
             self._emit_data(s, b"", True)
 
     def reset_stream(self, stream_id: int, code: int, reason: str = "") -> None:
-        if self._streams.pop(stream_id, None) is None:
+        s = self._streams.pop(stream_id, None)
+        if s is None:
             return
+        self._granted -= s.recv_target
         self._out.append(f.encode_reset(stream_id, code, reason))
 
     def acknowledge(self, stream_id: int, n: int) -> None:
@@ -350,17 +445,77 @@ class Multiplexer:
         if n <= 0:
             return
         s.unacked += n
-        if s.unacked < (s.recv_target >> 2):
+        batch = s.recv_target >> 2
+        if s.unacked < (batch if batch < _MAX_BATCH else _MAX_BATCH):
             return
         increment = s.unacked
         s.unacked = 0
-        # Grow the window of a stream that keeps it busy (bulk transfer on a fat link).
-        if s.received >= (s.recv_target << 2) and s.recv_target < self.max_window:
-            extra = min(s.recv_target, self.max_window - s.recv_target)
-            s.recv_target += extra
-            increment += extra
+        increment = self._tune(s, increment)
+        if increment <= 0:
+            return
         s.recv_credit += increment
         self._out.append(f.encode_window(stream_id, increment))
+
+    def _tune(self, s: _Stream, increment: int) -> int:
+        """At a credit batch: once a round trip has passed since the last sample, move the
+        stream's window toward what that round trip carried; then return the credit that
+        brings what the peer may send to the window (less than ``increment`` to shrink)."""
+        now = self.clock()
+        if now >= self._probe_due:
+            # Time the credit loop as this stream's bytes see it: behind whatever both ends
+            # have queued, which a heartbeat sent on an idle link does not see. A probe the
+            # peer never answered (it answers none while it reads nothing) is given up on.
+            self._probe_sent = now
+            self._probe_due = now + max(_PROBE_INTERVAL, 4.0 * self.rtt)
+            self._probe_seq += 1
+            self._probe = b"\xff" + (self._probe_seq & _SEQ_MASK).to_bytes(7, "big")
+            self._out.append(f.encode_ping(self._probe))
+        if self.rtt == 0.0:
+            return increment
+        start = s.epoch_start
+        if start == 0.0:
+            s.epoch_start = now
+            s.epoch_received = s.received
+        elif (now - start) * 2.0 >= self.rtt:
+            # The bytes one round trip carries at the rate of this sample (an idle spell
+            # in it lowers the rate, so an idle stream's window shrinks). Half a round trip
+            # is enough to judge: a stream held back by its window gets it in bursts, one a
+            # round trip, and waiting for a whole one would miss every burst that came a
+            # little early, doubling the window every other round trip.
+            sample = int((s.received - s.epoch_received) * (self.rtt / (now - start)))
+            s.epoch_start = now
+            s.epoch_received = s.received
+            window = s.window
+            # Credit granted at the last decision reaches the peer, and its bytes us, a
+            # round trip later: this sample was sent under the window before that one.
+            basis = s.last_window if s.last_window < window else window
+            s.last_window = window
+            initial = self.initial_window
+            # The growth half of the budget: what is left once every open stream's window
+            # and the initial windows of the streams that may still open are counted.
+            unopened = self.max_streams - len(self._streams)
+            room = self.budget - self._granted - (unopened if unopened > 0 else 0) * initial
+            if room < 0:  # max_streams was raised past what the budget covers
+                window = max(initial, window >> 1)
+            elif sample * 3 >= basis * 2:  # the window, not the source, held it back
+                window = min(window << 1, self.max_window, window + room)
+            elif sample * 4 < window:
+                # Halved at most per sample: a keep-alive stream's pause between two
+                # requests is not a reason to start the next one from nothing.
+                window = max(initial, sample * 2, window >> 1)
+            s.window = window
+        target = s.recv_target
+        window = s.window
+        if window > target:
+            self._granted += window - target
+            s.recv_target = window
+            return increment + window - target
+        if window < target:
+            cut = min(target - window, increment)
+            self._granted -= cut
+            s.recv_target = target - cut
+            return increment - cut
+        return increment
 
     def ping(self, payload: bytes) -> None:
         if len(payload) != 8:
@@ -388,6 +543,7 @@ class Multiplexer:
             s.local_closed = True
             if s.remote_closed:
                 del self._streams[s.id]
+                self._granted -= s.recv_target
 
     # -- input ----------------------------------------------------------------------------
 
@@ -409,7 +565,9 @@ class Multiplexer:
                 self._on_control(frame, events)
             elif ftype == f.T_RESET:
                 code, reason = f.decode_reset(frame.body)
-                if self._streams.pop(frame.stream_id, None) is not None:
+                gone = self._streams.pop(frame.stream_id, None)
+                if gone is not None:
+                    self._granted -= gone.recv_target
                     events.append(StreamReset(frame.stream_id, code, reason))
                 else:
                     self._check_known(frame.stream_id)
@@ -417,7 +575,12 @@ class Multiplexer:
                 if frame.stream_id != 0 or len(frame.body) != 8:
                     raise f.ProtocolError("PING must be 8 bytes on stream 0")
                 if frame.flags & f.FLAG_ACK:
-                    events.append(PongReceived(frame.body))
+                    body = frame.body
+                    if body[0] != 0xFF:
+                        events.append(PongReceived(body))
+                    elif body == self._probe:
+                        self._probe = b""
+                        self.observe_rtt(self.clock() - self._probe_sent)
                 elif self.answer_pings:
                     self._out.append(f.encode_ping(frame.body, ack=True))
         return events
@@ -453,6 +616,7 @@ class Multiplexer:
             s.remote_closed = True
             if s.local_closed and not s.pending:
                 del self._streams[s.id]
+                self._granted -= s.recv_target
         events.append(DataReceived(s.id, frame.body, end))
 
     def _on_window(self, frame: f.Frame, events: list[Event]) -> None:
@@ -500,10 +664,16 @@ class Multiplexer:
         if (sid & 1) != peer_parity or sid <= self._last_peer_id:
             raise f.ProtocolError(f"peer opened stream {sid} out of order or with our parity")
         self._last_peer_id = sid
-        if len(self._streams) >= self.max_streams:
+        # The budget check matters when max_streams was raised past the budget by hand
+        # rather than with allow_streams: a new stream's window must still fit.
+        if (
+            len(self._streams) >= self.max_streams
+            or self._granted + self.initial_window > self.budget
+        ):
             self._out.append(
                 f.encode_reset(sid, f.ResetCode.TOO_MANY_STREAMS, "too many open streams")
             )
             return
         self._streams[sid] = _Stream(sid, self._peer_window, self.initial_window)
+        self._granted += self.initial_window
         events.append(StreamOpened(sid, message))

@@ -32,6 +32,7 @@ from mypy_extensions import mypyc_attr
 from proto import frames
 from proto.messages import Message, StreamOpen
 from proto.mux import (
+    DEFAULT_LINK_BUDGET,
     DataReceived,
     MessageReceived,
     Multiplexer,
@@ -90,8 +91,10 @@ class LinkSession(asyncio.Protocol):
         heartbeat: float = 5.0,
         misses: int = 3,
         max_streams: int = 1024,
+        budget: int = DEFAULT_LINK_BUDGET,
     ) -> None:
-        self.mux = Multiplexer(role, max_streams=max_streams)
+        # The multiplexer reads the clock only at credit batches, to tune stream windows.
+        self.mux = Multiplexer(role, max_streams=max_streams, budget=budget, clock=time.monotonic)
         self.sinks: dict[int, StreamSink] = {}
         self.transport: asyncio.Transport | None = None
         self.heartbeat = heartbeat
@@ -166,7 +169,8 @@ class LinkSession(asyncio.Protocol):
                 self.on_message(ev.message)
             elif type(ev) is PongReceived:
                 (sent,) = _PING.unpack(ev.payload)
-                self.rtt = time.monotonic() - sent
+                self.rtt = rtt = time.monotonic() - sent
+                self.mux.observe_rtt(rtt)
             if self.closed:
                 self._dispatching = False
                 return

@@ -87,6 +87,7 @@ class AgentSession(LinkSession):
             heartbeat=config.heartbeat,
             misses=config.heartbeat_misses,
             max_streams=config.limits.max_streams_per_agent,
+            budget=config.limits.link_memory_budget,
         )
         self.edge = edge
         limits = config.limits

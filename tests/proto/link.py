@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from proto.messages import StreamOpen
 from proto.mux import (
+    DEFAULT_WINDOW,
     DataReceived,
     Event,
     MessageReceived,
@@ -18,6 +19,9 @@ from proto.mux import (
 )
 
 VISITOR = StreamOpen(tunnel_id=7, kind="http", visitor_addr="203.0.113.9", visitor_port=51234)
+# A link budget that leaves the default initial window whole for the default 1,024 streams,
+# so the tests of per-stream credit see the window the protocol starts with.
+ROOMY_BUDGET = 2 * 1024 * DEFAULT_WINDOW
 
 
 class Delivered(NamedTuple):
@@ -33,8 +37,8 @@ class BackToBackLink:
     __slots__ = ("agent", "edge")
 
     def __init__(self, edge: Multiplexer | None = None, agent: Multiplexer | None = None) -> None:
-        self.edge = edge if edge is not None else Multiplexer(Role.EDGE)
-        self.agent = agent if agent is not None else Multiplexer(Role.AGENT)
+        self.edge = edge if edge is not None else Multiplexer(Role.EDGE, budget=ROOMY_BUDGET)
+        self.agent = agent if agent is not None else Multiplexer(Role.AGENT, budget=ROOMY_BUDGET)
 
     def pump(self) -> Delivered:
         """Move bytes both ways until neither side has anything left to send."""

@@ -10,7 +10,6 @@ from proto import frames as f
 from proto.frames import FrameType, ProtocolError
 from proto.messages import encode_message
 from proto.mux import (
-    DEFAULT_MAX_WINDOW,
     DEFAULT_WINDOW,
     MAX_STREAM_CREDIT,
     DataReceived,
@@ -19,7 +18,7 @@ from proto.mux import (
     StreamReset,
     StreamWritable,
 )
-from tests.proto.link import VISITOR, BackToBackLink, received_bytes, summarize
+from tests.proto.link import ROOMY_BUDGET, VISITOR, BackToBackLink, received_bytes, summarize
 
 PREAMBLE = f.encode_preamble()
 
@@ -124,7 +123,9 @@ def test_window_overflow_from_peer_is_a_protocol_error(link: BackToBackLink) -> 
 
 
 def test_peers_with_different_initial_windows_respect_the_receivers_window() -> None:
-    link = BackToBackLink(agent=Multiplexer(Role.AGENT, initial_window=64 * 1024))
+    link = BackToBackLink(
+        agent=Multiplexer(Role.AGENT, initial_window=64 * 1024, budget=ROOMY_BUDGET)
+    )
     link.pump()
     sid = link.open_visitor_stream()
     link.edge.send_data(sid, b"v" * (128 * 1024))
@@ -132,7 +133,7 @@ def test_peers_with_different_initial_windows_respect_the_receivers_window() -> 
     assert len(received_bytes(delivered.agent, sid)) == 64 * 1024
 
 
-# -- window growth ----------------------------------------------------------------------
+# -- window growth (tests/proto/test_mux_window_tuning.py has the tuning itself) -------------
 
 
 def bulk_transfer(link: BackToBackLink, sid: int, total: int) -> tuple[bytes, list[int]]:
@@ -155,26 +156,12 @@ def bulk_transfer(link: BackToBackLink, sid: int, total: int) -> tuple[bytes, li
     return b"".join(got), windows
 
 
-def test_busy_stream_window_grows_up_to_max_window(link: BackToBackLink) -> None:
+def test_without_a_round_trip_measured_the_window_stays_put(link: BackToBackLink) -> None:
+    # No heartbeat answered yet: nothing says the link is long, so nothing grows.
     sid = link.open_visitor_stream()
-    total = 12 * 1024 * 1024
-    got, windows = bulk_transfer(link, sid, total)
-    assert len(got) == total
-    assert max(windows) > DEFAULT_WINDOW
-    assert max(windows) == DEFAULT_MAX_WINDOW
-    assert all(0 <= w <= DEFAULT_MAX_WINDOW for w in windows)
-
-
-def test_window_growth_stops_at_an_uneven_max_window() -> None:
-    link = BackToBackLink(
-        edge=Multiplexer(Role.EDGE, max_window=700_000),
-        agent=Multiplexer(Role.AGENT, max_window=700_000),
-    )
-    link.pump()
-    sid = link.open_visitor_stream()
-    got, windows = bulk_transfer(link, sid, 6 * 1024 * 1024)
-    assert len(got) == 6 * 1024 * 1024
-    assert max(windows) == 700_000
+    got, windows = bulk_transfer(link, sid, 4 * 1024 * 1024)
+    assert len(got) == 4 * 1024 * 1024
+    assert max(windows) == DEFAULT_WINDOW
 
 
 def test_short_exchange_keeps_the_initial_window(link: BackToBackLink) -> None:
@@ -256,6 +243,19 @@ operations = st.lists(
     max_size=50,
 )
 
+
+class TickingClock:
+    """A clock that moves on a millisecond every time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 1.0
+        self.step = 0.001
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
 # A bulk transfer long enough to double the window up to its cap, so every run covers it.
 BULK = [("write", "down", 8 * WINDOW), ("deliver", "down", 9 * WINDOW), ("ack", "down", 100)]
 
@@ -266,10 +266,14 @@ BULK = [("write", "down", 8 * WINDOW), ("deliver", "down", 9 * WINDOW), ("ack", 
 def test_credit_is_never_overrun_and_bytes_arrive_in_order(
     ops: list[tuple[str, str, int]],
 ) -> None:
+    clock = TickingClock()
     link = BackToBackLink(
-        edge=Multiplexer(Role.EDGE, initial_window=WINDOW, max_window=MAX_WINDOW),
-        agent=Multiplexer(Role.AGENT, initial_window=WINDOW, max_window=MAX_WINDOW),
+        edge=Multiplexer(Role.EDGE, initial_window=WINDOW, max_window=MAX_WINDOW, clock=clock),
+        agent=Multiplexer(Role.AGENT, initial_window=WINDOW, max_window=MAX_WINDOW, clock=clock),
     )
+    # A measured round trip as long as a few operations, so windows grow and shrink.
+    link.edge.observe_rtt(3 * clock.step)
+    link.agent.observe_rtt(3 * clock.step)
     link.pump()
     sid = link.open_visitor_stream()
     wires = Wires(link.edge, link.agent, sid)
@@ -314,6 +318,8 @@ def test_credit_is_never_overrun_and_bytes_arrive_in_order(
     both_ended = wires.down.ended and wires.up.ended
     assert link.edge.is_open(sid) is not both_ended
     assert link.agent.is_open(sid) is not both_ended
+    if both_ended:  # a finished stream's window no longer counts against the link budget
+        assert link.edge.granted == link.agent.granted == 0
 
 
 # -- credit a hostile peer announces or grants is capped -----------------------------------
@@ -356,7 +362,7 @@ def test_credit_granted_past_the_cap_is_dropped_not_sent_against() -> None:
 
 
 def test_a_multiplexer_never_offers_more_than_the_cap() -> None:
-    mux = Multiplexer(Role.AGENT, initial_window=1 << 30, max_window=1 << 30)
+    mux = Multiplexer(Role.AGENT, initial_window=1 << 30, max_window=1 << 30, budget=1 << 40)
     assert mux.initial_window == mux.max_window == MAX_STREAM_CREDIT
     _version, window = f.decode_preamble(b"".join(mux.data_to_send()))
     assert window == MAX_STREAM_CREDIT

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 
 from proto.messages import Message, StreamOpen
-from proto.mux import DEFAULT_WINDOW, Role
+from proto.mux import Multiplexer, Role
 from relay.session import LinkSession
 from relay.stream import SocketRelay
 
 VISITOR = StreamOpen(tunnel_id=7, kind="tcp", visitor_addr="203.0.113.9", visitor_port=51234)
+# The window a link's streams start with: the default link budget covers 1,024 streams.
+DEFAULT_WINDOW = Multiplexer(Role.AGENT).initial_window
 
 
 class FakeSocket:
