@@ -25,7 +25,7 @@ from tests.e2e.conftest import agents as agents  # the fixture
 from tests.e2e.conftest import service as service  # the fixture
 from tests.e2e.origin import LocalService
 from tests.e2e.test_control_plane import Stack
-from tests.inspect.support import capture
+from tests.inspect.support import capture, eventually
 from tests.inspect.test_replay import captured, online
 from tests.inspect.test_replay import replay_stack as replay_stack  # the fixture
 
@@ -70,12 +70,13 @@ async def test_the_list_filters_pages_newest_first_and_shows_only_the_orgs_own(
     first = await owner.get("/requests")
     assert first.status == 200
     ids = listed_ids(first.text)
-    assert ids == [failing.id] + [r.id for r in reversed(shop)][:49]
+    newest = [r.id for r in reversed(shop)]
+    assert ids == [failing.id, *newest[:49]]
     assert "theirs.tunnels.test" not in first.text
     older = re.search(r'<a href="(/requests\?cursor=[^"]+)">Older requests</a>', first.text)
     assert older, "no link to the next page"
     second = await owner.get(html.unescape(older.group(1)))
-    assert listed_ids(second.text) == [r.id for r in reversed(shop)][49:]
+    assert listed_ids(second.text) == newest[49:]
     assert "Older requests" not in second.text
 
     # Each filter is the API's: tunnel, status class, method, path prefix, text.
@@ -270,16 +271,24 @@ async def test_replay_refusals_show_the_apis_message(site: ConsoleSite) -> None:
     assert bad_header.status == 422 and "Name: value" in bad_header.error
 
 
+async def serving(
+    stack: Stack, agents: AgentRunner, service: LocalService, email: str, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A user of ``email`` whose agent serves the local service at NAME.tunnels.test: the
+    user (with an API key) and the live tunnel, once control lists it."""
+    user = await stack.signup(email)
+    await stack.call("POST", "/v1/names", user["key"], status=201, json={"name": name})
+    token = await stack.call("POST", "/v1/tokens", user["key"], status=201, json={})
+    spec = TunnelSpec("http", "127.0.0.1", service.port, name=name)
+    await agents.start(stack.edge, spec, token=token["token"])
+    return user, await online(stack, user["key"], name)
+
+
 async def test_replay_as_captured_and_edited_through_the_tunnel_shows_the_new_capture(
     replay_stack: tuple[Stack, RedisBus], service: LocalService, agents: AgentRunner
 ) -> None:
     stack, bus = replay_stack
-    acme = await stack.signup("owner@console-replay.example")
-    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "cshop"})
-    token = await stack.call("POST", "/v1/tokens", acme["key"], status=201, json={})
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="cshop")
-    await agents.start(stack.edge, spec, token=token["token"])
-    live = await online(stack, acme["key"], "cshop")
+    acme, live = await serving(stack, agents, service, "owner@console-replay.example", "cshop")
     capture_id = await captured(
         stack,
         bus,
@@ -333,6 +342,11 @@ async def test_replay_as_captured_and_edited_through_the_tunnel_shows_the_new_ca
 
         # The agent goes away: the API's refusal on the page.
         await agents.stop_all()
+
+        async def offline() -> bool:
+            return not (await stack.call("GET", "/v1/tunnels", acme["key"]))["tunnels"]
+
+        await eventually(offline)
         gone = await owner.post(f"/requests/{capture_id}/replay", {}, csrf=page.csrf)
         assert gone.status == 502
         assert gone.error == "no agent serves cshop.tunnels.test now; start it again, then replay"

@@ -8,19 +8,17 @@ import html
 
 from selenium.webdriver.common.by import By
 
-from agent.tunnels import TunnelSpec
 from bus.captures import CAPTURES_STREAM, encode
 from bus.redis_bus import RedisBus
 from tests.console.test_browser import BrowserFor, sign_in
 from tests.console.test_browser import browser_for as browser_for  # the fixture
-from tests.console.test_request_pages import XSS_HEADER
+from tests.console.test_request_pages import XSS_HEADER, serving
 from tests.e2e.conftest import AgentRunner
 from tests.e2e.conftest import agents as agents  # the fixture
 from tests.e2e.conftest import service as service  # the fixture
 from tests.e2e.origin import LocalService
 from tests.e2e.test_control_plane import Stack
 from tests.inspect.support import capture
-from tests.inspect.test_replay import online
 from tests.inspect.test_replay import replay_stack as replay_stack  # the fixture
 
 
@@ -32,12 +30,7 @@ async def test_the_list_tails_live_a_detail_opens_and_a_replay_shows_the_new_cap
 ) -> None:
     stack, bus = replay_stack
     email = "owner@browser-replay.example"
-    acme = await stack.signup(email)
-    await stack.call("POST", "/v1/names", acme["key"], status=201, json={"name": "bshop"})
-    token = await stack.call("POST", "/v1/tokens", acme["key"], status=201, json={})
-    spec = TunnelSpec("http", "127.0.0.1", service.port, name="bshop")
-    await agents.start(stack.edge, spec, token=token["token"])
-    live = await online(stack, acme["key"], "bshop")
+    acme, live = await serving(stack, agents, service, email, "bshop")
 
     browser = browser_for(stack.control.url)
     await browser.open("/login")
@@ -61,6 +54,10 @@ async def test_the_list_tails_live_a_detail_opens_and_a_replay_shows_the_new_cap
     assert await browser.no_alert()
     await browser.shot("requests-live")
 
+    await browser.resize(390, 844)
+    assert await browser.fits_width(), "/requests scrolls sideways at phone width"
+    await browser.resize(1200, 860)
+
     link = await browser.find("#requests tbody a")
     await browser.run(link.click)
     await browser.wait_text("Replay as captured")
@@ -68,6 +65,9 @@ async def test_the_list_tails_live_a_detail_opens_and_a_replay_shows_the_new_cap
     assert await browser.no_alert()
     await browser.shot("request-detail")
 
+    await browser.resize(390, 844)
+    assert await browser.fits_width(), "a request's page scrolls sideways at phone width"
+    await browser.resize(1200, 860)
     await browser.press("Replay as captured")
     await browser.wait_text("this is the new capture")
     body = await browser.text("pre.body.json")
