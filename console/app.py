@@ -88,6 +88,8 @@ NOTICES = {
     "plan_deleted": "The plan is deleted.",
     "org_plan_set": "The organization is on its new plan at every edge.",
     "refunded": "The refund is made through the invoice's provider.",
+    "replayed": "Replayed through the tunnel: this is the new capture.",
+    "requests_cleared": "The tunnel's captured requests are cleared.",
     "tls_retry": "The certificate's backoff is cleared: the certs worker orders again at its "
     "next pass.",
 }
@@ -466,7 +468,12 @@ CONSOLE.routes.get("/static/{name}")(guarded(static_file))
 def mount(control: web.Application) -> None:
     """Serve the console from ``control`` at "/": its templates on ``control`` and its
     routes on ``control``'s own router, beside /v1 and the probes."""
-    from console import admin_pages, billing_pages, pages  # noqa: F401  (registers the pages)
+    from console import (  # noqa: F401  (registers the pages)
+        admin_pages,
+        billing_pages,
+        pages,
+        request_pages,
+    )
 
     env = aiohttp_jinja2.setup(
         control,

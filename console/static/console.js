@@ -88,3 +88,41 @@ if (live && live.dataset.stream && window.EventSource) {
     for (const td of live.querySelectorAll("[data-since]")) td.textContent = since(td.dataset.since);
   }, 5000);
 }
+
+// The request list's live tail: each newly captured request goes on top of the list.
+function requestRow(r) {
+  const tr = document.createElement("tr");
+  const link = document.createElement("a");
+  link.href = "/requests/" + encodeURIComponent(r.id);
+  link.textContent = r.url;
+  const path = document.createElement("td");
+  path.appendChild(link);
+  if (r.replay_of) {
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = "replay";
+    path.append(" ", tag);
+  }
+  const started = new Date(r.started);
+  const when = Number.isNaN(started.getTime()) ? "" : started.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  for (const td of [cell(when), cell(r.hostname), cell(r.method), path,
+    cell(r.status || r.error || "—"), cell(Math.round(r.duration * 1000) + " ms"), cell(r.visitor)]) tr.appendChild(td);
+  return tr;
+}
+
+const tail = document.getElementById("requests");
+if (tail && tail.dataset.stream && window.EventSource) {
+  const state = document.getElementById("tail-state");
+  const stream = new EventSource(tail.dataset.stream);
+  const seen = new Set();
+  stream.addEventListener("open", () => { if (state) state.textContent = "New requests appear at the top as they arrive."; });
+  stream.addEventListener("request", (event) => {
+    const r = JSON.parse(event.data);
+    if (seen.has(r.id) || tail.querySelector('a[href="/requests/' + CSS.escape(encodeURIComponent(r.id)) + '"]')) return;
+    seen.add(r.id);
+    tail.tBodies[0].prepend(requestRow(r));
+    const empty = document.getElementById("requests-empty");
+    if (empty) empty.hidden = true;
+  });
+  stream.addEventListener("error", () => { if (state) state.textContent = "Reconnecting…"; });
+}

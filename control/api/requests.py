@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import brotli
@@ -43,6 +43,7 @@ from control.bodies import read_json, to_json
 from control.errors import ApiError, not_found
 from control.keys import BUS, CONFIG, DB
 from control.openapi import describe
+from control.principals import Principal
 from control.store import captures
 
 log = logging.getLogger("burrow.control.requests")
@@ -176,8 +177,7 @@ def _next_cursor(row: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(f"{micros}|{row['id']}".encode()).decode()
 
 
-def _filter(request: web.Request, org: str) -> captures.CaptureFilter:
-    q = request.query
+def _filter(q: Mapping[str, str], org: str) -> captures.CaptureFilter:
     status_text = q.get("status", "").strip().lower()
     status: int | None = None
     status_class: int | None = None
@@ -210,8 +210,8 @@ def _filter(request: web.Request, org: str) -> captures.CaptureFilter:
     )
 
 
-def _limit(request: web.Request) -> int:
-    text = request.query.get("limit", "")
+def _limit(query: Mapping[str, str]) -> int:
+    text = query.get("limit", "")
     if not text:
         return PAGE_DEFAULT
     if not text.isdigit() or not 1 <= int(text) <= PAGE_MAX:
@@ -228,36 +228,42 @@ def _limit(request: web.Request) -> int:
     "path (prefix), q (text in the path), since, until; paging: limit, cursor."
 )
 async def list_requests(request: web.Request) -> web.Response:
-    who = await principals.principal(request)
-    limit = _limit(request)
-    rows = await captures.page(request.app[DB], _filter(request, who.org_id), limit + 1)
+    return to_json(await listing(request.app, await principals.principal(request), request.query))
+
+
+async def listing(app: web.Application, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
+    """A page of the org's captured requests, newest first, as ``GET /v1/requests`` answers
+    for ``query`` (its filters, limit and cursor)."""
+    limit = _limit(query)
+    rows = await captures.page(app[DB], _filter(query, who.org_id), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return to_json(
-        {
-            "requests": [summary(row) for row in rows],
-            "next_cursor": _next_cursor(rows[-1]) if more else None,
-        }
-    )
+    return {
+        "requests": [summary(row) for row in rows],
+        "next_cursor": _next_cursor(rows[-1]) if more else None,
+    }
 
 
 @routes.delete("/v1/requests")
 @describe("Clear captured requests: one tunnel's (tunnel=KEY or host=NAME), or the org's all.")
 async def clear_requests(request: web.Request) -> web.Response:
     who = await principals.principal(request)
-    if not (request.query.get("tunnel") or request.query.get("host")):
+    query = request.query
+    return to_json(await clear(request.app, who, query.get("tunnel", ""), query.get("host", "")))
+
+
+async def clear(app: web.Application, who: Principal, tunnel: str, host: str) -> dict[str, Any]:
+    """Clear one tunnel's captures (by its key or hostname), or with neither the org's all."""
+    if not (tunnel or host):
         who.require("admin")  # every tunnel's captures at once
-    gone = await captures.clear(
-        request.app[DB], who.org_id, request.query.get("tunnel", ""), request.query.get("host", "")
-    )
-    return to_json({"deleted": gone})
+    return {"deleted": await captures.clear(app[DB], who.org_id, tunnel, host)}
 
 
 @routes.get("/v1/requests/stream")
 @describe("Server-Sent Events: each newly captured request (same filters as the list).")
 async def stream_requests(request: web.Request) -> web.StreamResponse:
     who = await principals.principal(request)
-    wanted = _filter(request, who.org_id)
+    wanted = _filter(request.query, who.org_id)
     db = request.app[DB]
     response = web.StreamResponse(
         headers={
@@ -297,11 +303,18 @@ async def stream_requests(request: web.Request) -> web.StreamResponse:
 @describe("One captured request with headers and bodies; ?decoded=1 decodes gzip, br, deflate.")
 async def get_request(request: web.Request) -> web.Response:
     who = await principals.principal(request)
-    record = await captures.one(request.app[DB], who.org_id, request.match_info["id"][:100])
+    decoded = request.query.get("decoded", "") in ("1", "true", "yes")
+    return to_json(await one(request.app, who, request.match_info["id"], decoded))
+
+
+async def one(
+    app: web.Application, who: Principal, capture_id: str, decoded: bool = False
+) -> dict[str, Any]:
+    """One of the org's captured requests with headers and bodies (``detail``)."""
+    record = await captures.one(app[DB], who.org_id, capture_id[:100])
     if record is None:
         raise not_found("captured request")
-    decoded = request.query.get("decoded", "") in ("1", "true", "yes")
-    return to_json(detail(record, decoded))
+    return detail(record, decoded)
 
 
 class ReplayEdits(msgspec.Struct, forbid_unknown_fields=True):
@@ -378,13 +391,20 @@ def replay_request(
 )
 async def replay(request: web.Request) -> web.Response:
     who = await principals.principal(request)
-    db = request.app[DB]
-    record = await captures.one(db, who.org_id, request.match_info["id"][:100])
+    edits = await read_json(request, ReplayEdits)
+    return to_json(await replay_capture(request.app, who, request.match_info["id"], edits))
+
+
+async def replay_capture(
+    app: web.Application, who: Principal, capture_id: str, edits: ReplayEdits
+) -> dict[str, Any]:
+    """Replay one of the org's captures through its tunnel with ``edits``; the new capture."""
+    db = app[DB]
+    record = await captures.one(db, who.org_id, capture_id[:100])
     if record is None:
         raise not_found("captured request")
-    edits = await read_json(request, ReplayEdits)
     method, path, headers, body = replay_request(record, edits)
-    config = request.app[CONFIG]
+    config = app[CONFIG]
     where = await db.one(
         "SELECT t.edge_id, t.key FROM live_tunnels t JOIN edges e ON e.id = t.edge_id"
         " WHERE e.stopped_at IS NULL"
@@ -404,7 +424,7 @@ async def replay(request: web.Request) -> web.Response:
             "tunnel_offline",
             f"no agent serves {record.hostname} now; start it again, then replay",
         )
-    replies = request.app[REPLIES]
+    replies = app[REPLIES]
     correlation = secrets.token_hex(12)
     ask = ReplayRequest(
         correlation_id=correlation,
@@ -424,7 +444,7 @@ async def replay(request: web.Request) -> web.Response:
         raise ApiError(502, "replay_failed", result.error or "the tunnel gave no answer")
     async with db.transaction() as q:
         await captures.store(q, [result.record])
-    return to_json(detail(result.record))
+    return detail(result.record)
 
 
 # -- replies -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ USER_PAGES = [
     "/domains",
     "/members",
     "/billing",
+    "/requests",
 ]
 ADMIN_PAGES = [
     "/admin/users",
