@@ -7,7 +7,7 @@ from pathlib import Path
 
 from certs.config import PRESETS
 from control.cli import config_from_args
-from edge import cli
+from composition import cli
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 
