@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from certs.config import PRESETS
-from control.cli import config_from_args
 from composition import cli
+from control.cli import config_from_args
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 
